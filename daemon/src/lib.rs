@@ -1,0 +1,1 @@
+//! snapbackd: the pool, the backends and the D-Bus service.
