@@ -1,1 +1,5 @@
 //! snapbackd: the pool, the backends and the D-Bus service.
+//!
+//! Dependencies flow one way: service → backend → engine.
+
+pub mod backend;

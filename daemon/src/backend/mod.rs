@@ -1,0 +1,189 @@
+//! The backend trait: what the D-Bus service needs from a storage stack.
+//!
+//! Two implementations sit behind it (as stratisd's engine trait does): the kernel
+//! device-mapper backend and the userspace backend built on the exception engine. The service
+//! layer only ever sees `dyn Backend`, and calls it from `spawn_blocking`, because every
+//! method may do blocking device I/O.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Identifier of a snapshot set: stable for the life of the set, never reused in a pool.
+pub type SnapshotId = u32;
+
+/// Which data path serves the volumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// The kernel's dm-snapshot targets.
+    Kernel,
+    /// The exception engine, served through FUSE and a loop device.
+    Userspace,
+}
+
+impl BackendKind {
+    /// Name used on the bus (`Backend` property) and in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Kernel => "kernel",
+            BackendKind::Userspace => "userspace",
+        }
+    }
+}
+
+/// State of a snapshot set, with the exact strings of the D-Bus `State` property.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotState {
+    Active,
+    Invalid,
+    Overflow,
+    MergeScheduled,
+    Merging,
+    MergeFailed,
+}
+
+impl SnapshotState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotState::Active => "active",
+            SnapshotState::Invalid => "invalid",
+            SnapshotState::Overflow => "overflow",
+            SnapshotState::MergeScheduled => "merge-scheduled",
+            SnapshotState::Merging => "merging",
+            SnapshotState::MergeFailed => "merge-failed",
+        }
+    }
+}
+
+/// A volume as `Status` reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VolumeInfo {
+    pub name: String,
+    /// The backing block device or file from the configuration.
+    pub backing: PathBuf,
+    /// The block device users mount instead of the backing one (None while not assembled).
+    pub device: Option<PathBuf>,
+    pub auto: bool,
+    /// `active`, `merging`, `merge-scheduled` or `inactive`.
+    pub state: String,
+    pub size_bytes: u64,
+}
+
+/// A snapshot set as the `Snapshot` objects expose it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotSetInfo {
+    pub id: SnapshotId,
+    pub description: String,
+    /// Microseconds since the Unix epoch.
+    pub created_us: u64,
+    pub volumes: Vec<String>,
+    pub state: SnapshotState,
+    /// COW bytes in use, summed over the set's volumes (kernel "allocated" figure).
+    pub used_bytes: u64,
+    /// COW bytes reserved for the set.
+    pub size_bytes: u64,
+    /// 0.0 ..= 1.0 while merging; 0.0 otherwise.
+    pub merge_progress: f64,
+    pub userdata: BTreeMap<String, String>,
+    pub important: bool,
+}
+
+/// What `Snapshot` asks for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SnapshotRequest {
+    /// Empty means every volume with `auto = true`.
+    pub volumes: Vec<String>,
+    pub description: String,
+    pub userdata: BTreeMap<String, String>,
+    pub important: bool,
+    /// Initial COW size per volume; None lets the backend choose.
+    pub cow_size_bytes: Option<u64>,
+}
+
+/// Result of a rollback request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollbackOutcome {
+    /// The merge runs now.
+    Merging,
+    /// An origin is busy: the merge starts when the volume is next assembled (next boot).
+    Scheduled,
+}
+
+impl RollbackOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RollbackOutcome::Merging => "merging",
+            RollbackOutcome::Scheduled => "scheduled",
+        }
+    }
+}
+
+/// Pool figures for `Status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolStatus {
+    pub path: PathBuf,
+    pub size_bytes: u64,
+    pub used_bytes: u64,
+}
+
+/// Something the service must tell the bus about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BackendEvent {
+    /// Any property of the set changed (state, usage, merge progress).
+    SnapshotChanged(SnapshotId),
+    /// The set is gone (deleted, or removed after a finished merge).
+    SnapshotRemoved(SnapshotId),
+    /// A merge ended; `ok == false` carries what went wrong and what to do.
+    MergeFinished { id: SnapshotId, ok: bool, message: String },
+    /// A snapshot ran out of space or hit an I/O error and can no longer be used.
+    SnapshotInvalidated { id: SnapshotId, volume: String, reason: String },
+}
+
+/// Where backends deliver events; called from backend threads.
+pub type EventSink = Arc<dyn Fn(BackendEvent) + Send + Sync>;
+
+/// Errors with the meaning of the D-Bus API's named errors (one variant each).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BackendError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Busy(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    SnapshotInvalid(String),
+    #[error("{0}")]
+    NoSpace(String),
+    #[error("{0}")]
+    AlreadyMerging(String),
+    #[error("{0}")]
+    Backend(String),
+}
+
+pub type BackendResult<T> = Result<T, BackendError>;
+
+/// A storage stack that can snapshot, merge and report. All methods may block.
+pub trait Backend: Send + Sync + fmt::Debug {
+    fn kind(&self) -> BackendKind;
+    fn volumes(&self) -> Vec<VolumeInfo>;
+    fn pool(&self) -> PoolStatus;
+    fn snapshots(&self) -> Vec<SnapshotSetInfo>;
+    fn snapshot(&self, id: SnapshotId) -> BackendResult<SnapshotSetInfo>;
+    fn create_snapshot(&self, request: SnapshotRequest) -> BackendResult<SnapshotSetInfo>;
+    fn rollback(&self, id: SnapshotId) -> BackendResult<RollbackOutcome>;
+    fn cancel_rollback(&self, id: SnapshotId) -> BackendResult<()>;
+    fn delete(&self, id: SnapshotId) -> BackendResult<()>;
+    /// Replace the description (when Some) and merge `userdata` into the set's userdata.
+    fn update_metadata(
+        &self,
+        id: SnapshotId,
+        description: Option<String>,
+        userdata: BTreeMap<String, String>,
+    ) -> BackendResult<SnapshotSetInfo>;
+    /// Register where events go; backends start emitting after this call.
+    fn set_event_sink(&self, sink: EventSink);
+    /// Stop background work and release devices, leaving every volume consistent on disk.
+    fn shutdown(&self) -> BackendResult<()>;
+}
