@@ -3,3 +3,4 @@
 //! Dependencies flow one way: service → backend → engine.
 
 pub mod backend;
+pub mod config;
