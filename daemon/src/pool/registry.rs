@@ -1,0 +1,251 @@
+//! The registry: everything snapbackd must remember across restarts, stored in the pool.
+//!
+//! Free extents are not stored: they are every extent no COW lists, so the registry cannot
+//! disagree with itself about ownership.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::PoolError;
+
+/// A snapshot set's persistent state (the bus `State` strings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SetState {
+    Active,
+    Invalid,
+    Overflow,
+    /// A rollback is pending: the merge starts when the volumes are next assembled.
+    MergeScheduled,
+    /// The merge runs (and resumes after a restart).
+    Merging,
+    MergeFailed,
+}
+
+impl SetState {
+    /// Whether a rollback was requested and not yet finished (both mean "merge on assembly").
+    pub fn rollback_pending(self) -> bool {
+        matches!(self, SetState::MergeScheduled | SetState::Merging)
+    }
+}
+
+/// A managed volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    pub name: String,
+    pub backing: PathBuf,
+    pub size_bytes: u64,
+}
+
+/// One volume's COW inside a snapshot set: the pool extents it is made of, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CowRecord {
+    pub volume: String,
+    pub chunk_sectors: u32,
+    pub extents: Vec<u64>,
+}
+
+/// A snapshot set: one snapshot of each of its volumes, taken together.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotSetRecord {
+    pub id: u32,
+    pub description: String,
+    pub created_us: u64,
+    pub userdata: BTreeMap<String, String>,
+    pub important: bool,
+    pub state: SetState,
+    /// Why the merge failed (state merge-failed), for the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub cows: Vec<CowRecord>,
+}
+
+impl SnapshotSetRecord {
+    pub fn volumes(&self) -> Vec<String> {
+        self.cows.iter().map(|cow| cow.volume.clone()).collect()
+    }
+
+    pub fn extent_count(&self) -> u64 {
+        self.cows.iter().map(|cow| cow.extents.len() as u64).sum()
+    }
+}
+
+/// The whole registry, serialized as one JSON document per slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registry {
+    pub pool_uuid: String,
+    /// Size of one extent in bytes.
+    pub extent_bytes: u64,
+    /// Byte offset of extent 0.
+    pub data_offset: u64,
+    /// Number of extents in the data area.
+    pub extent_count: u64,
+    /// The id the next snapshot set gets; ids are never reused.
+    pub next_snapshot_id: u32,
+    pub volumes: Vec<VolumeRecord>,
+    pub snapshot_sets: Vec<SnapshotSetRecord>,
+}
+
+impl Registry {
+    pub fn new(extent_bytes: u64, data_offset: u64, extent_count: u64) -> Registry {
+        Registry {
+            pool_uuid: uuid::Uuid::new_v4().to_string(),
+            extent_bytes,
+            data_offset,
+            extent_count,
+            next_snapshot_id: 1,
+            volumes: Vec::new(),
+            snapshot_sets: Vec::new(),
+        }
+    }
+
+    pub fn set(&self, id: u32) -> Option<&SnapshotSetRecord> {
+        self.snapshot_sets.iter().find(|set| set.id == id)
+    }
+
+    pub fn set_mut(&mut self, id: u32) -> Option<&mut SnapshotSetRecord> {
+        self.snapshot_sets.iter_mut().find(|set| set.id == id)
+    }
+
+    pub fn volume(&self, name: &str) -> Option<&VolumeRecord> {
+        self.volumes.iter().find(|volume| volume.name == name)
+    }
+
+    /// Ids of sets whose rollback is pending or running.
+    pub fn pending_rollbacks(&self) -> Vec<u32> {
+        self.snapshot_sets
+            .iter()
+            .filter(|set| set.state.rollback_pending())
+            .map(|set| set.id)
+            .collect()
+    }
+
+    fn used_extents(&self) -> BTreeSet<u64> {
+        self.snapshot_sets
+            .iter()
+            .flat_map(|set| set.cows.iter())
+            .flat_map(|cow| cow.extents.iter().copied())
+            .collect()
+    }
+
+    pub fn used_extent_count(&self) -> u64 {
+        self.snapshot_sets.iter().map(SnapshotSetRecord::extent_count).sum()
+    }
+
+    pub fn free_extent_count(&self) -> u64 {
+        self.extent_count.saturating_sub(self.used_extent_count())
+    }
+
+    /// Picks free extents for several COWs at once (lowest first), without changing anything:
+    /// either all requests are satisfied or the pool is full and nothing is picked.
+    pub fn pick_free_extents(&self, counts: &[u64]) -> Result<Vec<Vec<u64>>, PoolError> {
+        let wanted: u64 = counts.iter().sum();
+        let free = self.free_extent_count();
+        if wanted > free {
+            return Err(PoolError::NoSpace { wanted, free, extent_bytes: self.extent_bytes });
+        }
+        let used = self.used_extents();
+        let mut candidates = (0..self.extent_count).filter(|extent| !used.contains(extent));
+        Ok(counts
+            .iter()
+            .map(|&count| candidates.by_ref().take(count as usize).collect())
+            .collect())
+    }
+
+    /// Checks the invariants a registry read from disk must hold.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.extent_bytes == 0 || self.extent_bytes % 4096 != 0 {
+            return Err(format!("extent size {} is not a positive multiple of 4096", self.extent_bytes));
+        }
+        let mut seen_extents = BTreeSet::new();
+        let mut seen_ids = BTreeSet::new();
+        for set in &self.snapshot_sets {
+            if !seen_ids.insert(set.id) {
+                return Err(format!("snapshot set id {} appears twice", set.id));
+            }
+            if set.id >= self.next_snapshot_id {
+                return Err(format!(
+                    "snapshot set id {} is not below next id {}",
+                    set.id, self.next_snapshot_id
+                ));
+            }
+            for cow in &set.cows {
+                if self.volume(&cow.volume).is_none() {
+                    return Err(format!("set {} names unknown volume {}", set.id, cow.volume));
+                }
+                for &extent in &cow.extents {
+                    if extent >= self.extent_count {
+                        return Err(format!("set {} uses extent {extent} beyond the pool", set.id));
+                    }
+                    if !seen_extents.insert(extent) {
+                        return Err(format!("extent {extent} is used twice"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry_with_set(extents: Vec<u64>) -> Registry {
+        let mut registry = Registry::new(4096, 8192, 10);
+        registry.volumes.push(VolumeRecord {
+            name: "root".into(),
+            backing: "/dev/vda2".into(),
+            size_bytes: 1 << 30,
+        });
+        registry.snapshot_sets.push(SnapshotSetRecord {
+            id: 1,
+            description: "before upgrade".into(),
+            created_us: 1,
+            userdata: BTreeMap::new(),
+            important: false,
+            state: SetState::Active,
+            message: None,
+            cows: vec![CowRecord { volume: "root".into(), chunk_sectors: 8, extents }],
+        });
+        registry.next_snapshot_id = 2;
+        registry
+    }
+
+    #[test]
+    fn picks_lowest_free_extents_for_every_request() {
+        let registry = registry_with_set(vec![0, 2]);
+        let picked = registry.pick_free_extents(&[2, 3]).unwrap();
+        assert_eq!(picked, vec![vec![1, 3], vec![4, 5, 6]]);
+        assert_eq!(registry.free_extent_count(), 8);
+    }
+
+    #[test]
+    fn too_large_request_picks_nothing() {
+        let registry = registry_with_set(vec![0, 1, 2]);
+        match registry.pick_free_extents(&[4, 4]) {
+            Err(PoolError::NoSpace { wanted: 8, free: 7, .. }) => {}
+            other => panic!("expected NoSpace, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn validation_rejects_shared_or_foreign_extents() {
+        assert!(registry_with_set(vec![0, 1]).validate().is_ok());
+        let mut twice = registry_with_set(vec![0, 1]);
+        let mut second = twice.snapshot_sets[0].clone();
+        second.id = 5;
+        twice.next_snapshot_id = 6;
+        twice.snapshot_sets.push(second);
+        assert!(twice.validate().unwrap_err().contains("used twice"));
+        assert!(registry_with_set(vec![10]).validate().unwrap_err().contains("beyond"));
+    }
+
+    #[test]
+    fn state_strings_match_the_bus() {
+        let json = serde_json::to_string(&SetState::MergeScheduled).unwrap();
+        assert_eq!(json, "\"merge-scheduled\"");
+    }
+}
