@@ -232,6 +232,7 @@ fn deserialize_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -45,6 +45,7 @@ impl Error {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use zbus::DBusError;

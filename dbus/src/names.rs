@@ -80,6 +80,7 @@ pub fn snapshot_id(path: &str) -> Option<u32> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -58,6 +58,7 @@ pub struct VolumeStatus {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use zbus::wire::{serialized::Context, to_bytes, LE};
