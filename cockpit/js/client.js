@@ -1,0 +1,122 @@
+// The page's one connection to snapbackd: org.snapback.Snapback1 on the system bus through
+// cockpit.dbus. Snapshot objects come from the daemon's ObjectManager (cockpit's proxies()),
+// changes arrive as InterfacesAdded/Removed and PropertiesChanged — no polling anywhere.
+
+/* global cockpit */
+
+export const BUS_NAME = "org.snapback.Snapback1";
+export const MANAGER_PATH = "/org/snapback/Snapback1";
+export const MANAGER_IFACE = "org.snapback.Snapback1.Manager";
+export const SNAPSHOT_IFACE = "org.snapback.Snapback1.Snapshot";
+
+/** A plain-data copy of a Snapshot proxy: what the view renders. */
+function snapshotFromProxy(proxy) {
+    return {
+        path: proxy.path,
+        id: proxy.Id,
+        description: proxy.Description || "",
+        created: proxy.Created,
+        volumes: Array.isArray(proxy.Volumes) ? proxy.Volumes.slice() : [],
+        state: proxy.State || "",
+        usedBytes: proxy.UsedBytes,
+        sizeBytes: proxy.SizeBytes,
+        mergeProgress: proxy.MergeProgress,
+        userdata: proxy.Userdata || {},
+        important: Boolean(proxy.Important),
+    };
+}
+
+/**
+ * Callbacks (all optional):
+ *   onSnapshots(list)         the full, current list, after any change
+ *   onOwner(running)          whether snapbackd holds its bus name
+ *   onManager({version, backend})
+ *   onSignal(name, args)      RollbackScheduled / MergeFinished / SnapshotCreated / SnapshotRemoved
+ *   onClosed(error)           the channel closed (bridge gone, bus unreachable)
+ */
+export class SnapbackClient {
+    constructor(callbacks) {
+        this.callbacks = callbacks;
+        this.connect();
+    }
+
+    connect() {
+        // superuser "try": use the administrative bridge when the session has admin access turned
+        // on, else the user's own; snapbackd's polkit check then sees that caller.
+        this.dbus = cockpit.dbus(BUS_NAME, { bus: "system", superuser: "try" });
+        this.dbus.addEventListener("owner", (_event, owner) => this.emit("onOwner", owner !== null && owner !== undefined));
+        this.dbus.addEventListener("close", (_event, options) => this.emit("onClosed", options || {}));
+
+        this.manager = this.dbus.proxy(MANAGER_IFACE, MANAGER_PATH);
+        this.manager.addEventListener("changed", () => this.emitManager());
+        this.manager.addEventListener("signal", (_event, name, args) => this.emit("onSignal", name, args));
+        this.manager.wait(() => this.emitManager());
+
+        this.snapshots = this.dbus.proxies(SNAPSHOT_IFACE, MANAGER_PATH);
+        const update = () => this.emit("onSnapshots", this.list());
+        this.snapshots.addEventListener("added", update);
+        this.snapshots.addEventListener("changed", update);
+        this.snapshots.addEventListener("removed", update);
+        this.snapshots.wait(update);
+    }
+
+    /** Drop the channel and open a new one (after the session's admin access changed). */
+    reconnect() {
+        this.dbus.close();
+        this.connect();
+    }
+
+    emit(name, ...args) {
+        const callback = this.callbacks[name];
+        if (callback)
+            callback(...args);
+    }
+
+    emitManager() {
+        if (this.manager.valid)
+            this.emit("onManager", { version: this.manager.Version, backend: this.manager.Backend });
+    }
+
+    /** Every snapshot set, newest first. */
+    list() {
+        const all = Object.keys(this.snapshots).map(path => this.snapshots[path])
+            .filter(proxy => proxy && proxy.valid)
+            .map(snapshotFromProxy);
+        all.sort((a, b) => Number(b.created) - Number(a.created) || Number(b.id) - Number(a.id));
+        return all;
+    }
+
+    /** Snapshot(as s a{sv}) → o. Empty volumes = every auto-snapshot volume. */
+    async create(description, volumes, important) {
+        const options = {};
+        if (important)
+            options.important = { t: "b", v: true };
+        const [path] = await this.dbus.call(MANAGER_PATH, MANAGER_IFACE, "Snapshot",
+                                            [volumes, description, options], { type: "asa{sv}" });
+        return path;
+    }
+
+    /** Rollback(o a{sv}) → "merging" | "scheduled". */
+    async rollback(path) {
+        const [answer] = await this.dbus.call(MANAGER_PATH, MANAGER_IFACE, "Rollback",
+                                              [path, {}], { type: "oa{sv}" });
+        return answer;
+    }
+
+    async cancelRollback(path) {
+        await this.dbus.call(MANAGER_PATH, MANAGER_IFACE, "CancelRollback", [path], { type: "o" });
+    }
+
+    async remove(path) {
+        await this.dbus.call(MANAGER_PATH, MANAGER_IFACE, "Delete", [path], { type: "o" });
+    }
+
+    /** Status() → a{sv}, variants unwrapped one level. */
+    async status() {
+        const [status] = await this.dbus.call(MANAGER_PATH, MANAGER_IFACE, "Status", [], { type: "" });
+        const plain = {};
+        for (const key of Object.keys(status || {}))
+            plain[key] = status[key] && typeof status[key] === "object" && "v" in status[key] ? status[key].v : status[key];
+        return plain;
+    }
+}

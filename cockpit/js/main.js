@@ -1,0 +1,259 @@
+// Wires the page: the D-Bus client, the table, the notices and the dialogs for each action.
+
+/* global cockpit */
+
+import { SnapbackClient } from "./client.js";
+import { el, errorAlert, openDialog } from "./dialogs.js";
+import { explainError } from "./errors.js";
+import { formatCreated, listInWords } from "./format.js";
+import { SnapshotTable } from "./view.js";
+
+const $ = id => document.getElementById(id);
+
+const notices = $("notices");
+const serviceState = $("service-state");
+let snapshots = [];
+
+/** A dismissible error alert at the top of the page; errors are never only logged. */
+function showError(error, action) {
+    console.warn("snapback:", action, error);
+    const alert = errorAlert(error, action);
+    const dismiss = el("button", { type: "button", class: "sb-btn sb-btn--plain sb-alert__close", "aria-label": "Dismiss" }, "×");
+    dismiss.addEventListener("click", () => alert.remove());
+    alert.prepend(dismiss);
+    $("errors").prepend(alert);
+}
+
+function showNotice(id, tone, title, detail, ...buttons) {
+    const old = document.getElementById(id);
+    if (old)
+        old.remove();
+    const notice = el("div", { id, class: `sb-alert sb-alert--${tone}`, role: "status" },
+                      el("p", { class: "sb-alert__title" }, title),
+                      detail ? el("p", { class: "sb-alert__detail" }, detail) : null,
+                      buttons.length ? el("div", { class: "sb-alert__actions" }, buttons) : null);
+    notices.append(notice);
+    return notice;
+}
+
+function snapshotName(snapshot) {
+    return snapshot.description ? `“${snapshot.description}”` : `snapshot ${snapshot.id}`;
+}
+
+// --- The "will complete at next boot" notice, derived from state so it survives a reload.
+
+function renderScheduledNotice() {
+    const scheduled = snapshots.filter(snapshot => snapshot.state === "merge-scheduled");
+    const old = $("scheduled-notice");
+    if (scheduled.length === 0) {
+        if (old)
+            old.remove();
+        return;
+    }
+    const volumes = [...new Set(scheduled.flatMap(snapshot => snapshot.volumes))];
+    const reboot = el("button", { type: "button", class: "sb-btn sb-btn--primary", id: "reboot-now" }, "Reboot now");
+    reboot.addEventListener("click", () => confirmReboot(scheduled));
+    const title = scheduled.length === 1
+        ? `The rollback to ${snapshotName(scheduled[0])} will complete at next boot.`
+        : `${scheduled.length} rollbacks will complete at next boot.`;
+    showNotice("scheduled-notice", "info", title,
+               `${listInWords(volumes)} ${volumes.length === 1 ? "is" : "are"} in use, so the merge starts while the machine boots, ` +
+               "before the volumes are mounted. Until then the system keeps running on the current state. " +
+               "To undo this, use “Cancel rollback”.",
+               reboot);
+}
+
+function confirmReboot(scheduled) {
+    openDialog({
+        id: "reboot-dialog",
+        title: "Reboot now?",
+        body: [
+            el("p", {}, `The machine restarts now. During boot, snapback rolls ${listInWords([...new Set(scheduled.flatMap(s => s.volumes))])} back ` +
+                        "before they are mounted. Everyone logged in is disconnected; unsaved work is lost."),
+        ],
+        confirmLabel: "Reboot",
+        danger: true,
+        action: "reboot",
+        onConfirm: () => {
+            // Cockpit's own reboot flow (the Overview page's Reboot dialog does the same two calls):
+            // hint("restart") makes the shell show its "reconnecting" screen instead of an error,
+            // and shutdown runs with administrative access, asking for it if the session lacks it.
+            cockpit.hint("restart");
+            return cockpit.spawn(["shutdown", "--reboot", "now"], { superuser: "require", err: "message" });
+        },
+    });
+}
+
+// --- Actions
+
+function openCreateDialog() {
+    const description = el("input", { id: "create-description", type: "text", class: "sb-input", maxlength: "200", autocomplete: "off", placeholder: "Before changing the network setup" });
+    const important = el("input", { id: "create-important", type: "checkbox" });
+    openDialog({
+        id: "create-dialog",
+        title: "Create snapshot",
+        body: [
+            el("p", {}, "Takes a copy-on-write snapshot of every volume snapback snapshots automatically, all at the same instant. " +
+                        "You can roll back to it later."),
+            el("label", { for: "create-description", class: "sb-label" }, "Description"),
+            description,
+            el("label", { class: "sb-check" }, important, " Important (keep it when old snapshots are cleaned up)"),
+        ],
+        confirmLabel: "Create",
+        action: "create the snapshot",
+        onConfirm: async () => {
+            await client.create(description.value.trim(), [], important.checked);
+        },
+    });
+}
+
+function openRollbackDialog(snapshot) {
+    const when = formatCreated(snapshot.created);
+    openDialog({
+        id: "rollback-dialog",
+        title: `Roll back to ${snapshotName(snapshot)}?`,
+        body: [
+            el("p", {}, `The volume${snapshot.volumes.length === 1 ? "" : "s"} ${listInWords(snapshot.volumes)} will be returned to ` +
+                        `the state they had on ${when}.`),
+            el("p", { class: "sb-strong" }, `Everything written to ${snapshot.volumes.length === 1 ? "it" : "them"} since then is lost: ` +
+                                           "installed or upgraded packages, changed settings, logs and any other files."),
+            el("p", {}, "A volume that is not in use is rolled back now; this page shows the progress. " +
+                        "A volume that is in use (for example the mounted root file system) cannot be changed while the system runs: " +
+                        "its rollback is scheduled and completes at the next boot."),
+            el("p", {}, "When the rollback has finished, this snapshot is removed."),
+        ],
+        confirmLabel: "Roll back",
+        danger: true,
+        action: "roll back",
+        onConfirm: async () => {
+            const answer = await client.rollback(snapshot.path);
+            if (answer === "scheduled") {
+                // The state change (merge-scheduled) also arrives over the bus; this only makes the
+                // notice appear without waiting for it, and moves focus to its Reboot button.
+                lastRollbackAnswer = { path: snapshot.path, answer };
+                const pending = snapshots.find(s => s.path === snapshot.path);
+                if (pending && pending.state !== "merge-scheduled")
+                    snapshots = snapshots.map(s => s.path === snapshot.path ? { ...s, state: "merge-scheduled" } : s);
+                renderScheduledNotice();
+            } else {
+                lastRollbackAnswer = { path: snapshot.path, answer };
+                showNotice("rollback-notice", "info", `Rolling back to ${snapshotName(snapshot)}.`,
+                           "The progress is shown in the list. The snapshot is removed when the rollback has finished.");
+            }
+        },
+    });
+}
+
+function openDeleteDialog(snapshot) {
+    openDialog({
+        id: "delete-dialog",
+        title: `Delete ${snapshotName(snapshot)}?`,
+        body: [
+            el("p", {}, `You can no longer roll back ${listInWords(snapshot.volumes)} to ${formatCreated(snapshot.created)}. ` +
+                        "Its space in the snapshot pool is freed. The volumes themselves are not changed."),
+            snapshot.state === "merge-scheduled"
+                ? el("p", { class: "sb-strong" }, "Its scheduled rollback is cancelled too.")
+                : null,
+        ],
+        confirmLabel: "Delete",
+        danger: true,
+        action: "delete the snapshot",
+        onConfirm: () => client.remove(snapshot.path),
+    });
+}
+
+async function cancelRollback(snapshot, button) {
+    button.disabled = true;
+    try {
+        await client.cancelRollback(snapshot.path);
+        showNotice("rollback-notice", "info", `The rollback to ${snapshotName(snapshot)} was cancelled.`, "The snapshot is kept.");
+    } catch (error) {
+        showError(error, "cancel the rollback");
+    } finally {
+        button.disabled = false;
+    }
+}
+
+let lastRollbackAnswer = null;
+
+// --- Signals that carry information the properties do not: how a merge ended.
+
+function onSignal(name, args) {
+    if (name === "MergeFinished") {
+        const [path, success, message] = args;
+        const snapshot = snapshots.find(s => s.path === path);
+        const what = snapshot ? snapshotName(snapshot) : "a snapshot";
+        if (success)
+            showNotice("rollback-notice", "success", `The rollback to ${what} has finished.`,
+                       message || "The volumes now hold the snapshot's content; the snapshot was removed.");
+        else
+            showNotice("rollback-notice", "danger", `The rollback to ${what} failed.`, message || "See the journal of snapbackd.");
+    }
+}
+
+// --- Connection state
+
+function setServiceState(text, tone) {
+    serviceState.textContent = text;
+    serviceState.className = `sb-service sb-service--${tone}`;
+}
+
+function onOwner(running) {
+    if (running) {
+        setServiceState("snapbackd is running", "ok");
+        $("create-button").disabled = false;
+    } else {
+        setServiceState("snapbackd is not running", "warning");
+        $("create-button").disabled = true;
+    }
+}
+
+function onClosed(options) {
+    if (options && options.problem) {
+        setServiceState("Not connected", "danger");
+        showError(options, "connect to snapbackd");
+    }
+}
+
+const table = new SnapshotTable($("snapshot-rows"), $("empty-state"), {
+    rollback: snapshot => openRollbackDialog(snapshot),
+    cancel: (snapshot, button) => cancelRollback(snapshot, button),
+    remove: snapshot => openDeleteDialog(snapshot),
+});
+
+const client = new SnapbackClient({
+    onSnapshots: list => {
+        const focusWasInTable = $("snapshot-rows").contains(document.activeElement);
+        snapshots = list;
+        table.render(list);
+        renderScheduledNotice();
+        $("snapshot-count").textContent = `${list.length} snapshot${list.length === 1 ? "" : "s"}`;
+        document.body.dataset.loaded = "true";
+        // A deleted row took the focused button with it: keep the keyboard user in the table.
+        if (focusWasInTable && !$("snapshot-rows").contains(document.activeElement)) {
+            const next = table.firstButton() || $("create-button");
+            next.focus();
+        }
+    },
+    onOwner,
+    onClosed,
+    onManager: ({ backend, version }) => {
+        $("backend").textContent = backend ? `Backend: ${backend}${version ? ` · API ${version}` : ""}` : "";
+    },
+    onSignal,
+});
+
+$("create-button").addEventListener("click", openCreateDialog);
+
+// When the session gains or drops administrative access, snapbackd must see the new caller:
+// reopen the channel (Cockpit's superuser bridge is chosen when the channel opens).
+const superuser = cockpit.dbus(null, { bus: "internal" }).proxy("cockpit.Superuser", "/superuser");
+let superuserCurrent = null;
+superuser.addEventListener("changed", () => {
+    if (superuserCurrent !== null && superuser.Current !== superuserCurrent && superuser.Current !== "init")
+        client.reconnect();
+    superuserCurrent = superuser.Current;
+});
+
+// For tests and for people debugging the page from the browser console.
+window.snapbackPage = { client, explainError, lastRollbackAnswer: () => lastRollbackAnswer };
