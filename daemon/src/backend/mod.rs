@@ -5,6 +5,10 @@
 //! layer only ever sees `dyn Backend`, and calls it from `spawn_blocking`, because every
 //! method may do blocking device I/O.
 
+pub mod kernel;
+
+pub mod userspace;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
