@@ -1,0 +1,92 @@
+//! The FUSE + loop layer alone, over an in-memory file: ext4 can be made, mounted and read back.
+//! Needs root, /dev/fuse and loop devices.
+
+use std::io;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use super::fuse_fs::{FileTable, FuseMount, ServedFile};
+use super::loop_device;
+
+#[derive(Debug)]
+struct MemFile {
+    bytes: Mutex<Vec<u8>>,
+    writable: bool,
+}
+
+impl ServedFile for MemFile {
+    fn size(&self) -> u64 {
+        self.bytes.lock().unwrap().len() as u64
+    }
+    fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let bytes = self.bytes.lock().unwrap();
+        buf.copy_from_slice(&bytes[offset as usize..offset as usize + buf.len()]);
+        Ok(())
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut bytes = self.bytes.lock().unwrap();
+        bytes[offset as usize..offset as usize + data.len()].copy_from_slice(data);
+        Ok(())
+    }
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+    fn writable(&self) -> bool {
+        self.writable
+    }
+}
+
+fn sh(program: &str, args: &[&str]) {
+    let status = Command::new(program).args(args).status().unwrap();
+    assert!(status.success(), "{program} {args:?} failed");
+}
+
+#[test]
+fn ext4_on_a_loop_device_over_a_fuse_file() {
+    assert!(rustix::process::geteuid().is_root(), "this test needs root (FUSE mount, losetup)");
+    let dir = tempfile::tempdir().unwrap();
+    let mountpoint = dir.path().join("fuse");
+    let table = Arc::new(FileTable::default());
+    let file = Arc::new(MemFile { bytes: Mutex::new(vec![0; 64 << 20]), writable: true });
+    table.insert("vol", file.clone());
+    table.insert("ro", Arc::new(MemFile { bytes: Mutex::new(vec![7; 4096]), writable: false }));
+    let mut mount = FuseMount::mount(&mountpoint, table.clone(), 4).unwrap();
+
+    let listing: Vec<String> = std::fs::read_dir(&mountpoint)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(listing.len(), 2, "{listing:?}");
+    assert_eq!(std::fs::read(mountpoint.join("ro")).unwrap(), vec![7; 4096]);
+    assert!(std::fs::OpenOptions::new().write(true).open(mountpoint.join("ro")).is_err());
+
+    let device = loop_device::attach(&mountpoint.join("vol")).unwrap();
+    let device_str = device.to_str().unwrap().to_string();
+    sh("mkfs.ext4", &["-q", "-F", "-E", "nodiscard", &device_str]);
+    let fs_dir = dir.path().join("mnt");
+    std::fs::create_dir_all(&fs_dir).unwrap();
+    sh("mount", &[&device_str, fs_dir.to_str().unwrap()]);
+    let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    std::fs::write(fs_dir.join("big"), &payload).unwrap();
+    // mounted: an exclusive open is refused
+    assert!(loop_device::hold_exclusive(&device).unwrap().is_none());
+    sh("umount", &[fs_dir.to_str().unwrap()]);
+    assert!(loop_device::hold_exclusive(&device).unwrap().is_some());
+    loop_device::flush_buffers(&device).unwrap();
+    sh("mount", &["-o", "ro", &device_str, fs_dir.to_str().unwrap()]);
+    assert_eq!(std::fs::read(fs_dir.join("big")).unwrap(), payload);
+    sh("umount", &[fs_dir.to_str().unwrap()]);
+    loop_device::detach(&device).unwrap();
+    // the superblock went through FUSE into the in-memory file
+    assert_eq!(&file.bytes.lock().unwrap()[1080..1082], &[0x53, 0xef]);
+    mount.unmount();
+    assert!(!is_mounted(&mountpoint));
+}
+
+fn is_mounted(path: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|line| line.split(' ').nth(4) == Some(path.to_str().unwrap()))
+}
