@@ -17,3 +17,21 @@ require_vm_tools() {
   command -v cpio >/dev/null || die "cpio missing (apt-get install cpio)"
   [ -r "/boot/vmlinuz-$(vm_kernel_version)" ] || die "kernel image /boot/vmlinuz-$(vm_kernel_version) unreadable"
 }
+
+# pattern_sectors COUNT TAG : COUNT 512-byte sectors, each one different ("TAG sector N" lines),
+# so a chunk copied to the wrong place never goes unnoticed; compresses well.
+pattern_sectors() {
+  awk -v n="$1" -v tag="$2" 'BEGIN {
+    for (s = 0; s < n; s++) {
+      line = sprintf("%s sector %08d\n", tag, s); out = ""
+      while (length(out) + length(line) <= 511) out = out line
+      while (length(out) < 511) out = out "."
+      printf "%s\n", out
+    } }'
+}
+
+# patch_image IMAGE SECTOR FILE : writes FILE into IMAGE at SECTOR, size unchanged (the model
+# the VM's results are compared with)
+patch_image() { dd if="$3" of="$1" bs=512 seek="$2" conv=notrunc status=none; }
+
+sha_of() { sha256sum "$1" | cut -d' ' -f1; }
