@@ -124,6 +124,15 @@ impl DmControl {
             .map_err(|e| err("load table", name, e))
     }
 
+    /// Drops a table loaded but not yet resumed (undo of a failed transition).
+    pub fn clear_inactive(&self, name: &str) -> DmResult<()> {
+        let dm_name = DmName::new(name).map_err(|e| err("name", name, e))?;
+        self.dm
+            .table_clear(&DevId::Name(dm_name))
+            .map(|_| ())
+            .map_err(|e| err("clear table", name, e))
+    }
+
     /// Suspends a device; `flush` lets queued I/O and the filesystem settle first.
     pub fn suspend(&self, name: &str, flush: bool) -> DmResult<()> {
         let dm_name = DmName::new(name).map_err(|e| err("name", name, e))?;

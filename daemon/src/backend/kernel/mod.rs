@@ -9,5 +9,6 @@
 
 pub mod dm;
 pub mod names;
+pub mod stack;
 pub mod status;
 pub mod table;
