@@ -35,3 +35,44 @@ pattern_sectors() {
 patch_image() { dd if="$3" of="$1" bs=512 seek="$2" conv=notrunc status=none; }
 
 sha_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+# random_workload SEED COUNT ORIGIN_SECTORS POOL_SECTORS MAXLEN : COUNT writes of random sizes
+# (1..MAXLEN sectors) at random sectors, 3 in 5 through the origin, the rest through the
+# snapshot; lines "origin|snapshot SECTOR COUNT POOL_SECTOR" (data = POOL_SECTOR.. of a pool).
+random_workload() {
+  awk -v seed="$1" -v n="$2" -v size="$3" -v pool="$4" -v maxlen="$5" 'BEGIN {
+    srand(seed)
+    for (i = 0; i < n; i++) {
+      len = 1 + int(rand() * maxlen)
+      s = int(rand() * (size - len + 1))
+      p = int(rand() * (pool - len + 1))
+      printf "%s %d %d %d\n", (rand() < 0.6 ? "origin" : "snapshot"), s, len, p
+    } }'
+}
+
+# apply_workload WORKLOAD POOL ORIGIN_IMG SNAPSHOT_IMG : the host model of what the kernel does:
+# origin writes land on the origin, snapshot writes on the snapshot's view only.
+apply_workload() {
+  local kind s c p
+  while read -r kind s c p; do
+    if [ "$kind" = origin ]; then dev="$3"; else dev="$4"; fi
+    dd if="$2" of="$dev" bs=512 skip="$p" seek="$s" count="$c" conv=notrunc status=none
+  done < "$1"
+}
+
+# workload_exceptions WORKLOAD CHUNK_SECTORS : how many chunks the writes touch, i.e. how many
+# exceptions a snapshot with that chunk size ends up with (one per chunk, whoever wrote it)
+workload_exceptions() {
+  awk -v cs="$2" '{ for (c = int($2 / cs); c <= int(($2 + $3 - 1) / cs); c++) seen[c] = 1 }
+    END { n = 0; for (c in seen) n++; print n }' "$1"
+}
+
+# kernel_cow_status E CHUNK_SECTORS COW_SECTORS : the status the kernel's persistent store
+# reports after E exceptions: "allocated/total metadata" in sectors. Chunk 0 is the header,
+# then each metadata area (chunk_bytes/16 exceptions) is followed by its data chunks.
+kernel_cow_status() {
+  local e="$1" cs="$2" total="$3" per_area areas
+  per_area=$((cs * 512 / 16))
+  areas=$((e / per_area))
+  echo "$(((2 + e + areas) * cs))/$total $(((areas + 2) * cs))"
+}
