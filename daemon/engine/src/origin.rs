@@ -1,0 +1,593 @@
+//! An origin device and its snapshots: the data path of dm-snapshot's snapshot-origin and
+//! snapshot targets, and the snapshot-merge target's merge.
+//!
+//! Concurrency: one `RwLock` over the metadata. Reads share it; every write (origin or
+//! snapshot) and every merge step holds it exclusively, so a write never runs while chunks
+//! are being merged and a chunk is never merged while a write to it is in flight. A separate
+//! gate implements `suspend` / `resume`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::error::{EngineError, Result};
+use crate::format::{Entry, Usage};
+use crate::io::BlockIo;
+use crate::store::{MergeRun, PersistentStore};
+
+/// Identifies a snapshot attached to an origin.
+pub type SnapshotId = u64;
+
+/// How a snapshot is attached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SnapshotOptions {
+    /// Chunk size in sectors for a new store (default 32); an existing store's size wins.
+    pub chunk_sectors: Option<u32>,
+    /// The kernel's `PO` mode: a full COW fails snapshot writes instead of invalidating.
+    pub overflow: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum SnapshotState {
+    Active,
+    Invalid,
+    Overflow,
+    Merging,
+    MergeFailed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotStatus {
+    pub state: SnapshotState,
+    /// None when the snapshot is invalid (the kernel prints just "Invalid").
+    pub usage: Option<Usage>,
+    pub exceptions: u64,
+    pub chunk_sectors: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct MergeProgress {
+    pub chunks_left: u64,
+    pub chunks_total: u64,
+    pub finished: bool,
+}
+
+/// Default bytes copied by one merge step.
+pub const DEFAULT_MERGE_STEP_BYTES: u64 = 8 << 20;
+
+#[derive(Debug)]
+struct Snapshot {
+    store: PersistentStore,
+    overflow_option: bool,
+    overflowed: bool,
+}
+
+#[derive(Debug)]
+struct MergeState {
+    id: SnapshotId,
+    total: u64,
+    failed: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    snapshots: BTreeMap<SnapshotId, Snapshot>,
+    next_id: SnapshotId,
+    merge: Option<MergeState>,
+}
+
+#[derive(Debug, Default)]
+struct Gate {
+    suspended: bool,
+    in_flight: u64,
+}
+
+/// An origin and the snapshots attached to it. Send + Sync.
+#[derive(Debug)]
+pub struct Origin {
+    dev: Arc<dyn BlockIo>,
+    size: u64,
+    state: RwLock<State>,
+    gate: Mutex<Gate>,
+    gate_changed: Condvar,
+    merge_step_bytes: std::sync::atomic::AtomicU64,
+}
+
+/// Holds a place among the in-flight writes; leaving it lets `suspend` proceed.
+struct WriteTicket<'a>(&'a Origin);
+
+impl Drop for WriteTicket<'_> {
+    fn drop(&mut self) {
+        let mut g = self.0.lock_gate();
+        g.in_flight -= 1;
+        self.0.gate_changed.notify_all();
+    }
+}
+
+fn io_err(context: &'static str) -> impl FnOnce(std::io::Error) -> EngineError {
+    move |e| EngineError::io(context, e)
+}
+
+/// Where a piece of a view lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Origin(u64),
+    Cow(u64),
+}
+
+/// Splits `[offset, offset+len)` into pieces at chunk boundaries and maps each through
+/// `store` (COW when it has an exception, origin otherwise), coalescing contiguous pieces.
+/// Yields (position in the buffer, source, length).
+fn map_view(store: Option<&PersistentStore>, offset: u64, len: u64) -> Vec<(u64, Source, u64)> {
+    let Some(store) = store.filter(|s| s.is_valid() && s.exception_count() > 0) else {
+        return vec![(0, Source::Origin(offset), len)];
+    };
+    let cb = store.chunk_bytes();
+    let mut out: Vec<(u64, Source, u64)> = Vec::new();
+    let mut pos = 0;
+    while pos < len {
+        let abs = offset + pos;
+        let in_chunk = abs % cb;
+        let n = (cb - in_chunk).min(len - pos);
+        let src = match store.lookup(abs / cb) {
+            Some(new) => Source::Cow(new * cb + in_chunk),
+            None => Source::Origin(abs),
+        };
+        if let Some(last) = out.last_mut() {
+            let contiguous = match (last.1, src) {
+                (Source::Origin(a), Source::Origin(b)) | (Source::Cow(a), Source::Cow(b)) => a + last.2 == b,
+                _ => false,
+            };
+            if contiguous {
+                last.2 += n;
+                pos += n;
+                continue;
+            }
+        }
+        out.push((pos, src, n));
+        pos += n;
+    }
+    out
+}
+
+/// Reads the view of `store`'s snapshot of `dev` (exception → COW, else origin).
+pub(crate) fn read_through(dev: &dyn BlockIo, store: &PersistentStore, offset: u64, buf: &mut [u8]) -> Result<()> {
+    if !store.is_valid() {
+        return Err(EngineError::Invalid);
+    }
+    read_mapped(dev, Some(store), offset, buf)
+}
+
+fn read_mapped(dev: &dyn BlockIo, store: Option<&PersistentStore>, offset: u64, buf: &mut [u8]) -> Result<()> {
+    for (pos, src, n) in map_view(store, offset, buf.len() as u64) {
+        let piece = &mut buf[pos as usize..(pos + n) as usize];
+        match (src, store) {
+            (Source::Origin(at), _) => dev.read_at(piece, at).map_err(io_err("reading the origin"))?,
+            (Source::Cow(at), Some(s)) => s.cow().read_at(piece, at).map_err(io_err("reading a COW"))?,
+            (Source::Cow(_), None) => unreachable_cow()?,
+        }
+    }
+    Ok(())
+}
+
+/// `map_view` never yields COW pieces without a store; kept as an error, not a panic.
+fn unreachable_cow() -> Result<()> {
+    Err(EngineError::io("mapping a view", std::io::Error::other("COW piece without a store")))
+}
+
+/// Makes sure `snap` holds its own copy of every chunk overlapping `[offset, offset+len)` of
+/// the origin (copy-before-write): allocate, copy the origin's current data, commit.
+fn copy_before_write(dev: &dyn BlockIo, origin_size: u64, snap: &mut Snapshot, offset: u64, len: u64) -> Result<()> {
+    let store = &mut snap.store;
+    let cb = store.chunk_bytes();
+    let end = (offset + len).min(origin_size);
+    if len == 0 || offset >= end {
+        return Ok(());
+    }
+    let missing: Vec<u64> = (offset / cb..=(end - 1) / cb).filter(|&c| store.lookup(c).is_none()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut entries = Vec::with_capacity(missing.len());
+    for old in missing {
+        entries.push(Entry { old, new: store.allocate()? });
+    }
+    // Copy runs consecutive in both origin and COW with one read and one write each.
+    let mut buf = Vec::new();
+    let mut i = 0;
+    while i < entries.len() {
+        let mut j = i + 1;
+        while j < entries.len()
+            && entries[j].old == entries[j - 1].old + 1
+            && entries[j].new == entries[j - 1].new + 1
+        {
+            j += 1;
+        }
+        let from = entries[i].old * cb;
+        let bytes = ((j - i) as u64 * cb).min(origin_size - from);
+        buf.resize(bytes as usize, 0);
+        dev.read_at(&mut buf, from).map_err(io_err("reading the origin for a copy"))?;
+        store.cow().write_at(&buf, entries[i].new * cb).map_err(io_err("copying a chunk into a COW"))?;
+        i = j;
+    }
+    store.commit(&entries)
+}
+
+/// Marks a snapshot invalid on disk, best effort: if even that fails, it is invalid in memory.
+fn invalidate(snap: &mut Snapshot) {
+    let _ = snap.store.invalidate();
+}
+
+impl Origin {
+    pub fn new(dev: Arc<dyn BlockIo>) -> Result<Origin> {
+        let size = dev.size_bytes().map_err(io_err("reading the origin size"))?;
+        Ok(Origin {
+            dev,
+            size,
+            state: RwLock::new(State::default()),
+            gate: Mutex::new(Gate::default()),
+            gate_changed: Condvar::new(),
+            merge_step_bytes: std::sync::atomic::AtomicU64::new(DEFAULT_MERGE_STEP_BYTES),
+        })
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.size
+    }
+
+    /// Bytes one merge step copies at most (at least one chunk is always copied).
+    pub fn set_merge_step_bytes(&self, bytes: u64) {
+        self.merge_step_bytes.store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn read_state(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+    fn write_state(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+    fn lock_gate(&self) -> std::sync::MutexGuard<'_, Gate> {
+        self.gate.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits while suspended, then counts a write in flight.
+    fn enter_write(&self) -> WriteTicket<'_> {
+        let mut g = self.lock_gate();
+        while g.suspended {
+            g = self.gate_changed.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        g.in_flight += 1;
+        WriteTicket(self)
+    }
+
+    /// Blocks new writes and waits for the ones in flight.
+    pub fn suspend(&self) {
+        let mut g = self.lock_gate();
+        g.suspended = true;
+        while g.in_flight > 0 {
+            g = self.gate_changed.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    pub fn resume(&self) {
+        self.lock_gate().suspended = false;
+        self.gate_changed.notify_all();
+    }
+
+    fn check_range(&self, offset: u64, len: usize) -> Result<()> {
+        match offset.checked_add(len as u64) {
+            Some(end) if end <= self.size => Ok(()),
+            _ => Err(EngineError::OutOfRange { offset, len: len as u64, size: self.size }),
+        }
+    }
+
+    /// The merging snapshot whose view the origin presents, if any (valid ones only: an
+    /// invalid merging snapshot sends all access to the origin).
+    fn merging_store(st: &State) -> Option<(SnapshotId, &PersistentStore)> {
+        let m = st.merge.as_ref()?;
+        let snap = st.snapshots.get(&m.id)?;
+        snap.store.is_valid().then_some((m.id, &snap.store))
+    }
+
+    /// Reads the origin device as users see it (through a merging snapshot, if any).
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.check_range(offset, buf.len())?;
+        let st = self.read_state();
+        read_mapped(self.dev.as_ref(), Self::merging_store(&st).map(|m| m.1), offset, buf)
+    }
+
+    /// Writes the origin: first writes to chunks copy the old data into every valid,
+    /// non-merging snapshot, durably, before the origin is written.
+    pub fn write(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        self.check_range(offset, buf.len())?;
+        let _ticket = self.enter_write();
+        let mut st = self.write_state();
+        self.write_locked(&mut st, offset, buf)
+    }
+
+    fn write_locked(&self, st: &mut State, offset: u64, buf: &[u8]) -> Result<()> {
+        let Some((mid, mstore)) = Self::merging_store(st) else {
+            return self.origin_write(st, None, offset, buf);
+        };
+        // Chunks still held by the merging snapshot are written in its COW; the rest go to
+        // the origin (with copy-before-write into the other snapshots).
+        let pieces = map_view(Some(mstore), offset, buf.len() as u64);
+        for (pos, src, n) in pieces {
+            let data = &buf[pos as usize..(pos + n) as usize];
+            match src {
+                Source::Cow(at) => {
+                    let snap = st.snapshots.get(&mid).ok_or(EngineError::NoSuchSnapshot(mid))?;
+                    snap.store.cow().write_at(data, at).map_err(io_err("writing a merging COW"))?;
+                }
+                Source::Origin(at) => self.origin_write(st, Some(mid), at, data)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn origin_write(&self, st: &mut State, exclude: Option<SnapshotId>, offset: u64, buf: &[u8]) -> Result<()> {
+        for (id, snap) in st.snapshots.iter_mut() {
+            if Some(*id) == exclude || !snap.store.is_valid() {
+                continue;
+            }
+            if copy_before_write(self.dev.as_ref(), self.size, snap, offset, buf.len() as u64).is_err() {
+                // A full or failing COW costs the snapshot, never the origin write.
+                invalidate(snap);
+            }
+        }
+        self.dev.write_at(buf, offset).map_err(io_err("writing the origin"))
+    }
+
+    /// Flushes the origin and every COW.
+    pub fn flush(&self) -> Result<()> {
+        let st = self.read_state();
+        self.dev.flush().map_err(io_err("flushing the origin"))?;
+        for snap in st.snapshots.values() {
+            snap.store.cow().flush().map_err(io_err("flushing a COW"))?;
+        }
+        Ok(())
+    }
+
+    /// Opens the store on `cow` (formatting an all-zero one) and attaches it.
+    pub fn attach_snapshot(&self, cow: Arc<dyn BlockIo>, opts: SnapshotOptions) -> Result<SnapshotId> {
+        let store = PersistentStore::open(cow, opts.chunk_sectors, self.dev.logical_block_size())?;
+        Ok(self.attach_store(store, opts))
+    }
+
+    /// Attaches an already opened store (offline merge, or a store the caller opened with
+    /// `PersistentStore::open_existing` so nothing gets formatted).
+    pub fn attach_store(&self, store: PersistentStore, opts: SnapshotOptions) -> SnapshotId {
+        let mut st = self.write_state();
+        let id = st.next_id;
+        st.next_id += 1;
+        st.snapshots.insert(id, Snapshot { store, overflow_option: opts.overflow, overflowed: false });
+        id
+    }
+
+    pub fn detach_snapshot(&self, id: SnapshotId) -> Result<()> {
+        let mut st = self.write_state();
+        st.snapshots.remove(&id).ok_or(EngineError::NoSuchSnapshot(id))?;
+        if st.merge.as_ref().map(|m| m.id) == Some(id) {
+            st.merge = None;
+        }
+        Ok(())
+    }
+
+    pub fn snapshot_ids(&self) -> Vec<SnapshotId> {
+        self.read_state().snapshots.keys().copied().collect()
+    }
+
+    fn is_merging(st: &State, id: SnapshotId) -> bool {
+        st.merge.as_ref().map(|m| m.id) == Some(id)
+    }
+
+    /// Reads a snapshot. The merging snapshot reads like the origin (it is the merged device).
+    pub fn snapshot_read(&self, id: SnapshotId, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.check_range(offset, buf.len())?;
+        let st = self.read_state();
+        let snap = st.snapshots.get(&id).ok_or(EngineError::NoSuchSnapshot(id))?;
+        if Self::is_merging(&st, id) {
+            return read_mapped(self.dev.as_ref(), Self::merging_store(&st).map(|m| m.1), offset, buf);
+        }
+        if !snap.store.is_valid() {
+            return Err(EngineError::Invalid);
+        }
+        read_mapped(self.dev.as_ref(), Some(&snap.store), offset, buf)
+    }
+
+    /// Writes a snapshot: chunks with an exception are written in place; others get a new
+    /// exception (copying the origin chunk unless the write covers it), committed durably.
+    pub fn snapshot_write(&self, id: SnapshotId, offset: u64, buf: &[u8]) -> Result<()> {
+        self.check_range(offset, buf.len())?;
+        let _ticket = self.enter_write();
+        let mut st = self.write_state();
+        if !st.snapshots.contains_key(&id) {
+            return Err(EngineError::NoSuchSnapshot(id));
+        }
+        if Self::is_merging(&st, id) {
+            return self.write_locked(&mut st, offset, buf);
+        }
+        let snap = st.snapshots.get_mut(&id).ok_or(EngineError::NoSuchSnapshot(id))?;
+        if !snap.store.is_valid() {
+            return Err(EngineError::Invalid);
+        }
+        if snap.overflowed {
+            return Err(EngineError::Overflow);
+        }
+        match self.snapshot_write_new(snap, offset, buf) {
+            Ok(()) => Ok(()),
+            Err(EngineError::NoSpace) if snap.overflow_option => {
+                snap.overflowed = true;
+                Err(EngineError::Overflow)
+            }
+            Err(e) => {
+                invalidate(snap);
+                Err(e)
+            }
+        }
+    }
+
+    fn snapshot_write_new(&self, snap: &mut Snapshot, offset: u64, buf: &[u8]) -> Result<()> {
+        let store = &mut snap.store;
+        let cb = store.chunk_bytes();
+        let end = offset + buf.len() as u64;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let chunks = offset / cb..=(end - 1) / cb;
+        let missing: Vec<u64> = chunks.clone().filter(|&c| store.lookup(c).is_none()).collect();
+        let mark = store.allocation_mark();
+        let mut entries = Vec::with_capacity(missing.len());
+        for &old in &missing {
+            match store.allocate() {
+                Ok(new) => entries.push(Entry { old, new }),
+                Err(e) => {
+                    store.rollback_allocations(mark);
+                    return Err(e);
+                }
+            }
+        }
+        let mut chunk_buf = Vec::new();
+        for c in chunks {
+            let c_start = c * cb;
+            let c_end = (c_start + cb).min(self.size);
+            let w_start = offset.max(c_start);
+            let w_end = end.min(c_end);
+            let data = &buf[(w_start - offset) as usize..(w_end - offset) as usize];
+            if let Some(e) = entries.iter().find(|e| e.old == c) {
+                // New exception: the chunk's bytes the write does not cover come from the origin.
+                chunk_buf.resize((c_end - c_start) as usize, 0);
+                if w_start > c_start || w_end < c_end {
+                    self.dev.read_at(&mut chunk_buf, c_start).map_err(io_err("reading the origin for a copy"))?;
+                }
+                chunk_buf[(w_start - c_start) as usize..(w_end - c_start) as usize].copy_from_slice(data);
+                store.cow().write_at(&chunk_buf, e.new * cb).map_err(io_err("writing a COW"))?;
+            } else if let Some(new) = store.lookup(c) {
+                let at = new * cb + (w_start - c_start);
+                store.cow().write_at(data, at).map_err(io_err("writing a COW"))?;
+            }
+        }
+        store.commit(&entries)
+    }
+
+    pub fn snapshot_status(&self, id: SnapshotId) -> Result<SnapshotStatus> {
+        let st = self.read_state();
+        let snap = st.snapshots.get(&id).ok_or(EngineError::NoSuchSnapshot(id))?;
+        let merge = st.merge.as_ref().filter(|m| m.id == id);
+        let state = if !snap.store.is_valid() {
+            SnapshotState::Invalid
+        } else if let Some(m) = merge {
+            if m.failed {
+                SnapshotState::MergeFailed
+            } else {
+                SnapshotState::Merging
+            }
+        } else if snap.overflowed {
+            SnapshotState::Overflow
+        } else {
+            SnapshotState::Active
+        };
+        let usage = if snap.store.is_valid() { Some(snap.store.usage()?) } else { None };
+        Ok(SnapshotStatus {
+            state,
+            usage,
+            exceptions: snap.store.exception_count(),
+            chunk_sectors: snap.store.chunk_sectors(),
+        })
+    }
+
+    /// Starts merging snapshot `id` into the origin. Restarting a failed merge resumes it.
+    pub fn start_merge(&self, id: SnapshotId) -> Result<()> {
+        let mut st = self.write_state();
+        let snap = st.snapshots.get(&id).ok_or(EngineError::NoSuchSnapshot(id))?;
+        if !snap.store.is_valid() {
+            return Err(EngineError::Invalid);
+        }
+        let left = snap.store.exception_count();
+        match st.merge.as_mut() {
+            Some(m) if m.id == id && m.failed => {
+                m.failed = false;
+                Ok(())
+            }
+            Some(_) => Err(EngineError::AlreadyMerging),
+            None => {
+                st.merge = Some(MergeState { id, total: left, failed: false });
+                Ok(())
+            }
+        }
+    }
+
+    fn progress_of(st: &State) -> Option<MergeProgress> {
+        let m = st.merge.as_ref()?;
+        let left = st.snapshots.get(&m.id).map(|s| s.store.exception_count()).unwrap_or(0);
+        Some(MergeProgress { chunks_left: left, chunks_total: m.total, finished: left == 0 })
+    }
+
+    pub fn merge_progress(&self) -> Option<MergeProgress> {
+        Self::progress_of(&self.read_state())
+    }
+
+    /// One bounded merge step: takes runs of consecutive exceptions from the newest end,
+    /// gives every other snapshot its own copy of those origin chunks, copies COW → origin,
+    /// flushes the origin once, and drops the merged entries with one durable area write.
+    pub fn merge_step(&self) -> Result<MergeProgress> {
+        let _ticket = self.enter_write();
+        let mut st = self.write_state();
+        let st = &mut *st;
+        let m = st.merge.as_ref().ok_or(EngineError::NotMerging)?;
+        let (mid, failed) = (m.id, m.failed);
+        if failed {
+            return Err(EngineError::MergeFailed);
+        }
+        let snap = st.snapshots.get_mut(&mid).ok_or(EngineError::NoSuchSnapshot(mid))?;
+        if !snap.store.is_valid() {
+            return Err(EngineError::Invalid);
+        }
+        let max_chunks =
+            (self.merge_step_bytes.load(std::sync::atomic::Ordering::Relaxed) / snap.store.chunk_bytes()).max(1);
+        let result = self.merge_runs(st, mid, max_chunks);
+        if result.is_err() {
+            if let Some(m) = st.merge.as_mut() {
+                m.failed = true;
+            }
+        }
+        result?;
+        Self::progress_of(st).ok_or(EngineError::NotMerging)
+    }
+
+    fn merge_runs(&self, st: &mut State, mid: SnapshotId, max_chunks: u64) -> Result<()> {
+        let snap = st.snapshots.get_mut(&mid).ok_or(EngineError::NoSuchSnapshot(mid))?;
+        let runs: Vec<MergeRun> = snap.store.prepare_merge(max_chunks)?;
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let cb = snap.store.chunk_bytes();
+        // The origin chunks are about to change: other snapshots keep their old content.
+        for run in &runs {
+            let from = run.old.saturating_mul(cb);
+            for (id, other) in st.snapshots.iter_mut() {
+                if *id != mid && other.store.is_valid() {
+                    let len = run.count * cb;
+                    if copy_before_write(self.dev.as_ref(), self.size, other, from, len).is_err() {
+                        invalidate(other);
+                    }
+                }
+            }
+        }
+        let snap = st.snapshots.get_mut(&mid).ok_or(EngineError::NoSuchSnapshot(mid))?;
+        let mut buf = Vec::new();
+        let mut merged = 0;
+        for run in &runs {
+            merged += run.count;
+            let from = run.old.saturating_mul(cb);
+            if from >= self.size {
+                continue; // an exception beyond the origin's end has nothing to merge into
+            }
+            let bytes = (run.count * cb).min(self.size - from);
+            buf.resize(bytes as usize, 0);
+            snap.store.cow().read_at(&mut buf, run.new * cb).map_err(io_err("reading a COW to merge"))?;
+            self.dev.write_at(&buf, from).map_err(io_err("writing merged data to the origin"))?;
+        }
+        self.dev.flush().map_err(io_err("flushing the origin after a merge step"))?;
+        snap.store.commit_merge(merged)
+    }
+}
