@@ -9,6 +9,22 @@ export const MANAGER_PATH = "/org/snapback/Snapback1";
 export const MANAGER_IFACE = "org.snapback.Snapback1.Manager";
 export const SNAPSHOT_IFACE = "org.snapback.Snapback1.Snapshot";
 
+/** cockpit.dbus gives variants as {t, v}; a{sv} nests them. Strip them all. */
+export function unwrapVariants(value) {
+    if (Array.isArray(value))
+        return value.map(unwrapVariants);
+    if (value && typeof value === "object") {
+        const keys = Object.keys(value);
+        if (keys.length === 2 && "t" in value && "v" in value && typeof value.t === "string")
+            return unwrapVariants(value.v);
+        const plain = {};
+        for (const key of keys)
+            plain[key] = unwrapVariants(value[key]);
+        return plain;
+    }
+    return value;
+}
+
 /** A plain-data copy of a Snapshot proxy: what the view renders. */
 function snapshotFromProxy(proxy) {
     return {
@@ -37,7 +53,22 @@ function snapshotFromProxy(proxy) {
 export class SnapbackClient {
     constructor(callbacks) {
         this.callbacks = callbacks;
+        this.watchBusName();
         this.connect();
+    }
+
+    /**
+     * A channel to a name that has no owner closes ("not-found") and stays closed. Watch the bus
+     * driver's NameOwnerChanged for our name on a separate channel, and reconnect when snapbackd
+     * appears (started later, or restarted): event-driven, no polling.
+     */
+    watchBusName() {
+        this.busDriver = cockpit.dbus("org.freedesktop.DBus", { bus: "system" });
+        this.busDriver.subscribe({ interface: "org.freedesktop.DBus", member: "NameOwnerChanged", arg0: BUS_NAME },
+                                 (_path, _iface, _signal, [_name, _oldOwner, newOwner]) => {
+                                     if (newOwner && this.closed)
+                                         this.reconnect();
+                                 });
     }
 
     connect() {
@@ -45,7 +76,14 @@ export class SnapbackClient {
         // on, else the user's own; snapbackd's polkit check then sees that caller.
         this.dbus = cockpit.dbus(BUS_NAME, { bus: "system", superuser: "try" });
         this.dbus.addEventListener("owner", (_event, owner) => this.emit("onOwner", owner !== null && owner !== undefined));
-        this.dbus.addEventListener("close", (_event, options) => this.emit("onClosed", options || {}));
+        this.closed = false;
+        const channel = this.dbus;
+        this.dbus.addEventListener("close", (_event, options) => {
+            if (channel !== this.dbus)
+                return; // an old channel we closed ourselves in reconnect()
+            this.closed = true;
+            this.emit("onClosed", options || {});
+        });
 
         this.manager = this.dbus.proxy(MANAGER_IFACE, MANAGER_PATH);
         this.manager.addEventListener("changed", () => this.emitManager());
@@ -62,8 +100,9 @@ export class SnapbackClient {
 
     /** Drop the channel and open a new one (after the session's admin access changed). */
     reconnect() {
-        this.dbus.close();
+        const old = this.dbus;
         this.connect();
+        old.close();
     }
 
     emit(name, ...args) {
@@ -92,7 +131,7 @@ export class SnapbackClient {
         if (important)
             options.important = { t: "b", v: true };
         const [path] = await this.dbus.call(MANAGER_PATH, MANAGER_IFACE, "Snapshot",
-                                            [volumes, description, options], { type: "asa{sv}" });
+                                            [volumes, description, options], { type: "assa{sv}" });
         return path;
     }
 
@@ -111,12 +150,9 @@ export class SnapbackClient {
         await this.dbus.call(MANAGER_PATH, MANAGER_IFACE, "Delete", [path], { type: "o" });
     }
 
-    /** Status() → a{sv}, variants unwrapped one level. */
+    /** Status() → a{sv} as plain data (backend, version, pool {path,size,used}, volumes {name → {...}}, pending, merging). */
     async status() {
         const [status] = await this.dbus.call(MANAGER_PATH, MANAGER_IFACE, "Status", [], { type: "" });
-        const plain = {};
-        for (const key of Object.keys(status || {}))
-            plain[key] = status[key] && typeof status[key] === "object" && "v" in status[key] ? status[key].v : status[key];
-        return plain;
+        return unwrapVariants(status);
     }
 }

@@ -80,7 +80,7 @@ export function progressPercent(fraction) {
 
 // Userdata keys the dnf plugin writes first, then the rest in name order. Keys are shown as-is
 // so nothing the plugin records is hidden.
-const USERDATA_FIRST = ["dnf.command", "command", "dnf.transaction", "transaction", "dnf.outcome", "outcome"];
+const USERDATA_FIRST = ["dnf.outcome", "dnf.important", "dnf.failed"];
 
 /** Userdata a{ss} → [[key, value], …] in a stable, readable order. */
 export function userdataEntries(userdata) {

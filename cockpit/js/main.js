@@ -5,7 +5,7 @@
 import { SnapbackClient } from "./client.js";
 import { el, errorAlert, openDialog } from "./dialogs.js";
 import { explainError } from "./errors.js";
-import { formatCreated, listInWords } from "./format.js";
+import { formatBytes, formatCreated, formatUsage, listInWords } from "./format.js";
 import { SnapshotTable } from "./view.js";
 
 const $ = id => document.getElementById(id);
@@ -15,9 +15,15 @@ const serviceState = $("service-state");
 let snapshots = [];
 
 /** A dismissible error alert at the top of the page; errors are never only logged. */
-function showError(error, action) {
+function showError(error, action, id) {
     console.warn("snapback:", action, error);
     const alert = errorAlert(error, action);
+    if (id) {
+        const old = document.getElementById(id);
+        if (old)
+            old.remove();
+        alert.id = id;
+    }
     const dismiss = el("button", { type: "button", class: "sb-btn sb-btn--plain sb-alert__close", "aria-label": "Dismiss" }, "×");
     dismiss.addEventListener("click", () => alert.remove());
     alert.prepend(dismiss);
@@ -86,23 +92,40 @@ function confirmReboot(scheduled) {
 
 // --- Actions
 
+function volumeChoices() {
+    const volumes = status && status.volumes ? Object.keys(status.volumes).sort() : [];
+    return volumes.map(name => {
+        const volume = status.volumes[name] || {};
+        const box = el("input", { type: "checkbox", name: "volume", value: name, checked: Boolean(volume.auto) });
+        const detail = [volume.backing, volume.size ? formatBytes(volume.size) : ""].filter(Boolean).join(", ");
+        return el("label", { class: "sb-check" }, box, ` ${name}`, detail ? el("span", { class: "sb-muted" }, ` (${detail})`) : null);
+    });
+}
+
 function openCreateDialog() {
     const description = el("input", { id: "create-description", type: "text", class: "sb-input", maxlength: "200", autocomplete: "off", placeholder: "Before changing the network setup" });
     const important = el("input", { id: "create-important", type: "checkbox" });
+    const volumes = volumeChoices();
     openDialog({
         id: "create-dialog",
         title: "Create snapshot",
         body: [
-            el("p", {}, "Takes a copy-on-write snapshot of every volume snapback snapshots automatically, all at the same instant. " +
+            el("p", {}, "Takes a copy-on-write snapshot of the chosen volumes, all at the same instant. " +
                         "You can roll back to it later."),
             el("label", { for: "create-description", class: "sb-label" }, "Description"),
             description,
+            volumes.length
+                ? el("fieldset", { class: "sb-fieldset" }, el("legend", { class: "sb-label" }, "Volumes"), volumes)
+                : el("p", { class: "sb-muted" }, "Volumes: every volume marked for automatic snapshots."),
             el("label", { class: "sb-check" }, important, " Important (keep it when old snapshots are cleaned up)"),
         ],
         confirmLabel: "Create",
         action: "create the snapshot",
-        onConfirm: async () => {
-            await client.create(description.value.trim(), [], important.checked);
+        onConfirm: async form => {
+            const chosen = [...form.querySelectorAll('input[name="volume"]:checked')].map(box => box.value);
+            if (volumes.length && chosen.length === 0)
+                throw { name: "org.snapback.Snapback1.Error.InvalidArgument", message: "Choose at least one volume." };
+            await client.create(description.value.trim(), chosen, important.checked);
         },
     });
 }
@@ -114,7 +137,7 @@ function openRollbackDialog(snapshot) {
         title: `Roll back to ${snapshotName(snapshot)}?`,
         body: [
             el("p", {}, `The volume${snapshot.volumes.length === 1 ? "" : "s"} ${listInWords(snapshot.volumes)} will be returned to ` +
-                        `the state they had on ${when}.`),
+                        `the state ${snapshot.volumes.length === 1 ? "it" : "they"} had on ${when}.`),
             el("p", { class: "sb-strong" }, `Everything written to ${snapshot.volumes.length === 1 ? "it" : "them"} since then is lost: ` +
                                            "installed or upgraded packages, changed settings, logs and any other files."),
             el("p", {}, "A volume that is not in use is rolled back now; this page shows the progress. " +
@@ -176,9 +199,31 @@ async function cancelRollback(snapshot, button) {
 
 let lastRollbackAnswer = null;
 
+// --- Status(): pool usage for the header and the volume list for "Create snapshot". It is a
+// method, not a property, so it is re-read when a signal says something changed.
+
+let status = null;
+
+async function refreshStatus() {
+    try {
+        status = await client.status();
+    } catch (error) {
+        status = null;
+        showError(error, "read the status of snapbackd", "status-error");
+        return;
+    }
+    const stale = $("status-error");
+    if (stale)
+        stale.remove();
+    const pool = status.pool || {};
+    $("pool").textContent = pool.size ? `Pool: ${formatUsage(pool.used, pool.size)} used` : "";
+}
+
 // --- Signals that carry information the properties do not: how a merge ended.
 
 function onSignal(name, args) {
+    if (["SnapshotCreated", "SnapshotRemoved", "RollbackScheduled", "MergeFinished"].includes(name))
+        refreshStatus();
     if (name === "MergeFinished") {
         const [path, success, message] = args;
         const snapshot = snapshots.find(s => s.path === path);
@@ -202,6 +247,10 @@ function onOwner(running) {
     if (running) {
         setServiceState("snapbackd is running", "ok");
         $("create-button").disabled = false;
+        const stale = $("connection-error");
+        if (stale)
+            stale.remove();
+        refreshStatus();
     } else {
         setServiceState("snapbackd is not running", "warning");
         $("create-button").disabled = true;
@@ -211,7 +260,7 @@ function onOwner(running) {
 function onClosed(options) {
     if (options && options.problem) {
         setServiceState("Not connected", "danger");
-        showError(options, "connect to snapbackd");
+        showError(options, "connect to snapbackd", "connection-error");
     }
 }
 

@@ -31,10 +31,10 @@ class SnapshotRow {
         this.element = el("tr", { class: "sb-row" },
                           el("td", { "data-label": "Created" }, this.created),
                           el("th", { scope: "row", "data-label": "Description" },
-                             el("div", {}, this.description, " ", this.importantBadge), this.userdata),
+                             el("div", {}, el("div", {}, this.description, " ", this.importantBadge), this.userdata)),
                           el("td", { "data-label": "Volumes" }, this.volumes),
                           el("td", { "data-label": "Space used" }, this.usage),
-                          el("td", { "data-label": "State" }, this.stateBadge, this.progress, this.progressText),
+                          el("td", { "data-label": "State" }, el("div", {}, this.stateBadge, this.progress, this.progressText)),
                           el("td", { "data-label": "Actions", class: "sb-actions" },
                              this.rollbackButton, this.cancelButton, this.deleteButton));
     }
@@ -58,7 +58,7 @@ class SnapshotRow {
 
         const state = describeState(snapshot.state);
         this.stateBadge.textContent = state.label;
-        this.stateBadge.className = `sb-badge sb-badge--${state.tone}`;
+        this.stateBadge.className = `sb-badge sb-state sb-badge--${state.tone}`;
         this.stateBadge.title = state.help;
 
         const merging = snapshot.state === "merging";

@@ -1,0 +1,332 @@
+// Drives snapback's Cockpit page in headless Chromium (Debian's /usr/bin/chromium through
+// playwright-core) against cockpit-ws + cockpit-bridge on a private system bus. Started by
+// tests/cockpit/run, which sets:
+//   ROOT_URL      page URL of a session whose bridge runs as root (authorized)
+//   USER_URL      page URL of a session whose bridge runs as an unprivileged user ("" = skip)
+//   BUS           the private bus address, to check the daemon's side with busctl
+//   ARTIFACTS     where screenshots go
+//   START_DAEMON  shell command that starts the daemon (run after the "no daemon" step)
+//   BUSY_VOLUME   a volume whose rollback must be "scheduled" ("" = none available)
+//   FREE_VOLUME   a volume whose rollback must be "merging"
+// Prints one line per check and "N passed, N failed"; exits 1 if any check failed.
+
+import { execFileSync, execSync } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { chromium } from "playwright-core";
+
+const env = name => process.env[name] || "";
+const ARTIFACTS = env("ARTIFACTS");
+mkdirSync(ARTIFACTS, { recursive: true });
+
+let passed = 0;
+let failed = 0;
+function check(name, ok, detail = "") {
+    if (ok)
+        passed += 1;
+    else
+        failed += 1;
+    console.log(`${ok ? "ok  " : "FAIL"} ${name}${detail ? ` — ${detail}` : ""}`);
+    return ok;
+}
+
+/** Runs a step; an exception (e.g. a wait that timed out) is a failed check, and the rest goes on. */
+async function step(name, body) {
+    try {
+        await body();
+    } catch (error) {
+        check(`${name}: completed`, false, String(error.message || error).split("\n")[0]);
+    }
+}
+
+async function shot(page, file) {
+    await page.screenshot({ path: `${ARTIFACTS}/${file}.png`, fullPage: true });
+}
+
+/** The daemon's view: every managed object's Snapshot properties, via busctl --json. */
+function managedObjects() {
+    const out = execFileSync("busctl", ["--address", env("BUS"), "--json=short", "call", "org.snapback.Snapback1",
+                                        "/org/snapback/Snapback1", "org.freedesktop.DBus.ObjectManager", "GetManagedObjects"]);
+    const [objects] = JSON.parse(out).data;
+    const byPath = {};
+    for (const [path, interfaces] of Object.entries(objects)) {
+        const props = interfaces["org.snapback.Snapback1.Snapshot"];
+        if (props)
+            byPath[path] = Object.fromEntries(Object.entries(props).map(([k, v]) => [k, v.data]));
+    }
+    return byPath;
+}
+
+const launchArgs = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync"];
+const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: launchArgs });
+
+async function openPage(url, label) {
+    const page = await browser.newPage({ viewport: { width: 1200, height: 800 } });
+    page.setDefaultTimeout(15000);
+    page.on("pageerror", error => {
+        check(`${label}: no uncaught page error`, false, error.message);
+    });
+    page.on("console", message => {
+        if (process.env.VERBOSE)
+            console.log(`  [${label} console.${message.type()}] ${message.text()}`);
+    });
+    await page.goto(url);
+    await page.waitForSelector("body[data-loaded], #connection-error", { timeout: 20000 });
+    return page;
+}
+
+const rowFor = (page, description) => page.locator("#snapshot-rows tr", { hasText: description });
+
+/** Creates a snapshot through the dialog, keyboard only; returns its row. */
+async function createSnapshot(page, description, volumes, tag) {
+    await page.focus("#create-button");
+    await page.keyboard.press("Enter");
+    const dialog = page.locator("#create-dialog");
+    await dialog.waitFor({ state: "visible" });
+    check(`${tag}: focus starts in the description field`, await page.evaluate(() => document.activeElement.id) === "create-description");
+    await page.keyboard.type(description);
+    if (volumes) {
+        for (const box of await dialog.locator('input[name="volume"]').all())
+            await box.setChecked(volumes.includes(await box.getAttribute("value")));
+    }
+    await shot(page, `${tag}-dialog`);
+    await page.focus("#create-description");
+    await page.keyboard.press("Enter");
+    const row = rowFor(page, description);
+    await row.waitFor({ state: "visible" });
+    await dialog.waitFor({ state: "detached" });
+    return row;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. No daemon on the bus: the page says so in words, then connects by itself when it starts.
+
+const page = await openPage(env("ROOT_URL"), "root");
+
+await step("no daemon", async () => {
+    await page.waitForSelector("#connection-error");
+    const text = await page.textContent("#connection-error");
+    check("no daemon: the error says snapbackd is not running", /snapbackd\) is not installed or not running/.test(text), text.trim());
+    check("no daemon: Create is disabled", await page.isDisabled("#create-button"));
+    await shot(page, "01-no-daemon");
+});
+
+execSync(env("START_DAEMON"), { stdio: "inherit", shell: "/bin/bash" });
+
+await step("daemon starts", async () => {
+    await page.waitForFunction(() => document.getElementById("service-state").textContent === "snapbackd is running", null, { timeout: 20000 });
+    check("daemon starts: the page connects without a reload", true);
+    check("daemon starts: the stale connection error is gone", await page.locator("#connection-error").count() === 0);
+    await page.waitForSelector("body[data-loaded]");
+    await shot(page, "02-connected");
+});
+
+// ---------------------------------------------------------------------------------------------
+// 2. Create → the row appears (InterfacesAdded), with the daemon's own values.
+
+const stamp = Date.now().toString(36);
+const freeDescription = `cockpit test ${stamp} free`;
+let freeRow;
+await step("create", async () => {
+    freeRow = await createSnapshot(page, freeDescription, env("FREE_VOLUME") ? [env("FREE_VOLUME")] : null, "03-create");
+    await shot(page, "04-created");
+    const daemon = Object.entries(managedObjects()).find(([, p]) => p.Description === freeDescription);
+    check("create: the daemon has a snapshot set with that description", Boolean(daemon));
+    if (daemon) {
+        const [path, props] = daemon;
+        check("create: the row is that object", await freeRow.getAttribute("data-path") === path, path);
+        check("create: the row shows its state in words", (await freeRow.locator(".sb-state").textContent()) === "Ready", props.State);
+        const volumes = (await freeRow.locator(".sb-volumes li").allTextContents());
+        check("create: the row lists the daemon's volumes", JSON.stringify(volumes) === JSON.stringify(props.Volumes), volumes.join(","));
+        const usage = await freeRow.locator('td[data-label="Space used"]').textContent();
+        check("create: the row shows used of size", / of /.test(usage), usage);
+    }
+});
+
+// ---------------------------------------------------------------------------------------------
+// 3. Roll back, keyboard: the confirmation says what happens; Escape closes, focus returns.
+
+await step("rollback confirmation", async () => {
+    const button = freeRow.locator('button[data-action="rollback"]');
+    await button.focus();
+    await page.keyboard.press("Enter");
+    const dialog = page.locator("#rollback-dialog");
+    await dialog.waitFor({ state: "visible" });
+    const text = await dialog.textContent();
+    const volumes = await freeRow.locator(".sb-volumes li").allTextContents();
+    check("rollback confirmation: names every volume", volumes.every(v => text.includes(`“${v}”`)), volumes.join(","));
+    check("rollback confirmation: says changes since the snapshot are lost", /since then is lost/.test(text));
+    check("rollback confirmation: says a busy volume completes at the next boot", /in use.*completes at the next boot/s.test(text));
+    check("rollback confirmation: focus starts on Cancel (destructive action)",
+          await page.evaluate(() => document.activeElement.dataset.action) === "cancel");
+    await shot(page, "05-rollback-confirm");
+    await page.keyboard.press("Escape");
+    await dialog.waitFor({ state: "detached" });
+    check("rollback confirmation: Escape closes and focus returns to Roll back",
+          await page.evaluate(() => document.activeElement.dataset.action) === "rollback");
+});
+
+// ---------------------------------------------------------------------------------------------
+// 4. Roll back a free volume: "merging" → progress bar → set removed → success notice.
+
+await step("rollback (merging)", async () => {
+    const path = await freeRow.getAttribute("data-path");
+    await freeRow.locator('button[data-action="rollback"]').click();
+    await page.locator("#rollback-dialog button[data-action=confirm]").click();
+    await page.locator("#rollback-dialog").waitFor({ state: "detached" });
+    const answer = await page.evaluate(() => window.snapbackPage.lastRollbackAnswer());
+    check("rollback (merging): the daemon answered merging", answer && answer.answer === "merging", JSON.stringify(answer));
+    // The merge may finish before we look; when the row is still there it must show a progress bar.
+    const sawProgress = await page.evaluate(p => {
+        const row = document.querySelector(`#snapshot-rows tr[data-path="${p}"]`);
+        return !row || row.dataset.state !== "merging" || !row.querySelector(".sb-progress").hidden;
+    }, path);
+    check("rollback (merging): a merging row shows a progress bar", sawProgress);
+    if (await page.locator(`#snapshot-rows tr[data-path="${path}"][data-state="merging"]`).count())
+        await shot(page, "06-merging");
+    await page.locator(`#snapshot-rows tr[data-path="${path}"]`).waitFor({ state: "detached", timeout: 60000 });
+    check("rollback (merging): the row disappears when the merge has finished", true);
+    await page.locator("#rollback-notice.sb-alert--success").waitFor({ state: "visible" });
+    check("rollback (merging): a notice says the rollback has finished",
+          /has finished/.test(await page.textContent("#rollback-notice")));
+    check("rollback (merging): the daemon no longer has the set", !(path in managedObjects()));
+    await shot(page, "07-merged");
+});
+
+// ---------------------------------------------------------------------------------------------
+// 5. Roll back a busy volume: "scheduled" → next-boot notice → Reboot now (intercepted) → cancel.
+
+const busyDescription = `cockpit test ${stamp} busy`;
+if (env("BUSY_VOLUME")) {
+    let busyRow;
+    await step("rollback (scheduled)", async () => {
+        busyRow = await createSnapshot(page, busyDescription, [env("BUSY_VOLUME")], "08-create-busy");
+        await busyRow.locator('button[data-action="rollback"]').click();
+        await page.locator("#rollback-dialog button[data-action=confirm]").click();
+        await page.locator("#scheduled-notice").waitFor({ state: "visible" });
+        const notice = await page.textContent("#scheduled-notice");
+        check("rollback (scheduled): notice says it completes at next boot", /will complete at next boot/.test(notice), notice.trim());
+        await busyRow.locator('.sb-badge:text("Rollback at next boot")').waitFor();
+        const path = await busyRow.getAttribute("data-path");
+        check("rollback (scheduled): the daemon's state is merge-scheduled", managedObjects()[path]?.State === "merge-scheduled");
+        check("rollback (scheduled): Roll back is replaced by Cancel rollback",
+              await busyRow.locator('button[data-action="rollback"]').isHidden() && await busyRow.locator('button[data-action="cancel"]').isVisible());
+        await shot(page, "09-scheduled");
+    });
+
+    await step("reboot now", async () => {
+        // Never reboot the test machine: record what the page asks Cockpit to do instead.
+        await page.evaluate(() => {
+            window.rebootCalls = [];
+            window.cockpit.hint = (...args) => window.rebootCalls.push(["hint", ...args]);
+            window.cockpit.spawn = (argv, options) => {
+                window.rebootCalls.push(["spawn", argv, options]);
+                return Promise.resolve("");
+            };
+        });
+        await page.click("#reboot-now");
+        const dialog = page.locator("#reboot-dialog");
+        await dialog.waitFor({ state: "visible" });
+        check("reboot now: the dialog says what the reboot does",
+              /restarts now.*rolls .*back/s.test(await dialog.textContent()));
+        await shot(page, "10-reboot-confirm");
+        await dialog.locator("button[data-action=confirm]").click();
+        await dialog.waitFor({ state: "detached" });
+        const calls = await page.evaluate(() => window.rebootCalls);
+        check("reboot now: Cockpit's restart hint, then shutdown --reboot now as superuser",
+              JSON.stringify(calls) === JSON.stringify([["hint", "restart"], ["spawn", ["shutdown", "--reboot", "now"], { superuser: "require", err: "message" }]]),
+              JSON.stringify(calls));
+    });
+
+    await step("cancel rollback", async () => {
+        const path = await busyRow.getAttribute("data-path");
+        await busyRow.locator('button[data-action="cancel"]').click();
+        await busyRow.locator('.sb-badge:text("Ready")').waitFor();
+        check("cancel rollback: the row is Ready again", true);
+        check("cancel rollback: the daemon's state is active", managedObjects()[path]?.State === "active");
+        check("cancel rollback: the next-boot notice is gone", await page.locator("#scheduled-notice").count() === 0);
+        await shot(page, "11-cancelled");
+    });
+} else {
+    console.log("skip rollback (scheduled): no busy volume in this setup");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Narrow width: rows become stacked cards with their column names.
+
+await step("narrow", async () => {
+    if (await page.locator("#snapshot-rows tr").count() === 0)
+        await createSnapshot(page, `cockpit test ${stamp} narrow`, null, "12-create-narrow");
+    await page.setViewportSize({ width: 400, height: 900 });
+    const layout = await page.evaluate(() => {
+        const row = document.querySelector("#snapshot-rows tr");
+        const cell = row.querySelector("td");
+        return { row: getComputedStyle(row).display, label: getComputedStyle(cell, "::before").content,
+            overflow: document.documentElement.scrollWidth <= window.innerWidth };
+    });
+    check("narrow: rows are stacked", layout.row === "block", layout.row);
+    check("narrow: each cell is labelled with its column", layout.label === '"Created"', layout.label);
+    check("narrow: nothing overflows sideways", layout.overflow);
+    await shot(page, "13-narrow");
+    await page.setViewportSize({ width: 1200, height: 800 });
+});
+
+// ---------------------------------------------------------------------------------------------
+// 7. Delete (confirmation, then the row and the daemon's object are gone).
+
+await step("delete", async () => {
+    const row = page.locator("#snapshot-rows tr").first();
+    const path = await row.getAttribute("data-path");
+    await row.locator('button[data-action="delete"]').click();
+    const dialog = page.locator("#delete-dialog");
+    await dialog.waitFor({ state: "visible" });
+    check("delete: the dialog says the volumes are not changed", /volumes themselves are not changed/.test(await dialog.textContent()));
+    await shot(page, "14-delete-confirm");
+    await dialog.locator("button[data-action=confirm]").click();
+    await page.locator(`#snapshot-rows tr[data-path="${path}"]`).waitFor({ state: "detached" });
+    check("delete: the row is gone", true);
+    check("delete: the daemon no longer has the set", !(path in managedObjects()));
+    await shot(page, "15-deleted");
+});
+
+// ---------------------------------------------------------------------------------------------
+// 8. An unprivileged session: reading works, changing is refused — in words, in the dialog.
+
+if (env("USER_URL")) {
+    await step("unauthorized", async () => {
+        // Something to see and to try to delete.
+        const keep = await createSnapshot(page, `cockpit test ${stamp} kept`, null, "16-create-kept");
+        const keptPath = await keep.getAttribute("data-path");
+        const user = await openPage(env("USER_URL"), "user");
+        await user.waitForSelector("body[data-loaded]");
+        check("unauthorized: the list is readable", await user.locator(`#snapshot-rows tr[data-path="${keptPath}"]`).count() === 1);
+        await user.click("#create-button");
+        await user.fill("#create-description", `cockpit test ${stamp} refused`);
+        await user.locator("#create-dialog button[data-action=confirm]").click();
+        const alert = user.locator("#create-dialog .sb-alert--danger");
+        await alert.waitFor({ state: "visible" });
+        const text = await alert.textContent();
+        check("unauthorized: create is refused in words", /Could not create the snapshot: You are not authorized/.test(text), text.trim());
+        check("unauthorized: the refusal carries the D-Bus error name",
+              await alert.getAttribute("data-error-name") === "org.snapback.Snapback1.Error.NotAuthorized");
+        check("unauthorized: the dialog stays open with the error", await user.locator("#create-dialog").isVisible());
+        await user.screenshot({ path: `${ARTIFACTS}/17-unauthorized-create.png`, fullPage: true });
+        await user.keyboard.press("Escape");
+        check("unauthorized: no snapshot was created", !Object.values(managedObjects()).some(p => p.Description.endsWith("refused")));
+
+        await user.locator(`#snapshot-rows tr[data-path="${keptPath}"] button[data-action="delete"]`).click();
+        await user.locator("#delete-dialog button[data-action=confirm]").click();
+        const deleteAlert = user.locator("#delete-dialog .sb-alert--danger");
+        await deleteAlert.waitFor({ state: "visible" });
+        check("unauthorized: delete is refused in words", /You are not authorized/.test(await deleteAlert.textContent()));
+        check("unauthorized: the set still exists", keptPath in managedObjects());
+        await user.screenshot({ path: `${ARTIFACTS}/18-unauthorized-delete.png`, fullPage: true });
+        await user.close();
+    });
+} else {
+    console.log("skip unauthorized: no unprivileged session in this setup");
+}
+
+await browser.close();
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed === 0 && passed > 0 ? 0 : 1);
