@@ -166,9 +166,12 @@ fn cow_with_entries(chunks: u64, entries: &[Entry]) -> Arc<MemIo> {
     Arc::new(MemIo::from_bytes(bytes))
 }
 
+/// Entries, the offset the error must name, and which error it must be.
+type CorruptCase = (Vec<Entry>, u64, fn(&EngineError) -> bool);
+
 #[test]
 fn corrupt_entries_are_rejected_with_their_offset() {
-    let cases: Vec<(Vec<Entry>, u64, fn(&EngineError) -> bool)> = vec![
+    let cases: Vec<CorruptCase> = vec![
         (vec![Entry { old: 1, new: 2 }, Entry { old: 2, new: 1 }], 528, |e| {
             matches!(e, EngineError::EntryAtMetadata { new_chunk: 1, .. })
         }),
