@@ -7,8 +7,11 @@
 //! `snapback-<vol>` (`snapshot-origin real`, `snapshot-merge real cow P chunk` while rolling
 //! back, or plain `linear` over the backing device when it has no snapshots).
 
+pub mod backend;
 pub mod dm;
 pub mod names;
 pub mod stack;
 pub mod status;
 pub mod table;
+
+pub use backend::{activate, kernel_supported, KernelBackend};

@@ -1,0 +1,799 @@
+//! `KernelBackend`: the `Backend` trait over the kernel's dm-snapshot targets.
+//!
+//! The pool's registry is the truth; the dm stacks are rebuilt from it (`assemble_all`, which
+//! is also what `snapbackd activate` runs at boot). A monitor thread follows merges and COW
+//! usage through the kernel's status lines, because the kernel merges on its own once
+//! `snapshot-merge` is loaded.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::dm::{DmControl, DmError};
+use super::stack::{self, CowSpec, SetMember, VolumeSpec};
+use super::status::KernelSnapshotStatus;
+use super::table::{DevNum, OnFull, Segment};
+use crate::backend::{
+    Backend, BackendError, BackendEvent, BackendKind, BackendResult, EventSink, PoolStatus,
+    RollbackOutcome, SnapshotId, SnapshotRequest, SnapshotSetInfo, SnapshotState, VolumeInfo,
+};
+use crate::config::Config;
+use crate::pool::{CowRecord, Pool, PoolError, Registry, SetState, SnapshotSetRecord, VolumeRecord};
+
+/// The kernel's default chunk size (16 KiB), also the engine's.
+pub const CHUNK_SECTORS: u32 = 32;
+/// Bytes zeroed at the start of a new COW: header chunk and first metadata area.
+const COW_ZERO_BYTES: u64 = 2 * CHUNK_SECTORS as u64 * 512;
+/// A COW fuller than this is grown from the pool (LVM's autoextend threshold).
+const AUTOEXTEND_THRESHOLD: f64 = 0.8;
+const MONITOR_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Target types the kernel must have for this backend.
+pub const REQUIRED_TARGETS: [&str; 3] = ["snapshot", "snapshot-origin", "snapshot-merge"];
+
+fn dm_error(e: DmError) -> BackendError {
+    BackendError::Backend(e.to_string())
+}
+
+fn pool_error(err: PoolError) -> BackendError {
+    match err {
+        PoolError::NoSpace { .. } => BackendError::NoSpace(err.to_string()),
+        other => BackendError::Backend(other.to_string()),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+/// Major and minor numbers of a block device node.
+pub fn block_dev_num(path: &Path) -> Result<DevNum, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.file_type().is_block_device() {
+        return Err(format!(
+            "{} is not a block device; the kernel backend maps block devices only (attach a loop device to a file)",
+            path.display()
+        ));
+    }
+    let rdev = meta.rdev();
+    Ok(DevNum { major: rustix::fs::major(rdev), minor: rustix::fs::minor(rdev) })
+}
+
+/// Whether this kernel can run the kernel backend, and why not.
+pub fn kernel_supported() -> Result<(), String> {
+    let dm = DmControl::open().map_err(|e| e.to_string())?;
+    let targets = dm.target_versions().map_err(|e| e.to_string())?;
+    let missing: Vec<&str> = REQUIRED_TARGETS
+        .iter()
+        .copied()
+        .filter(|t| !targets.iter().any(|(name, ..)| name == t))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("device-mapper targets missing: {} (modprobe dm-snapshot)", missing.join(", ")))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Volume {
+    spec: VolumeSpec,
+    backing: PathBuf,
+    auto: bool,
+    cow_size: Option<u64>,
+}
+
+struct Inner {
+    pool: Pool,
+    pool_dev: DevNum,
+    dm: DmControl,
+    volumes: BTreeMap<String, Volume>,
+    sink: RwLock<Option<EventSink>>,
+    /// Serializes every change of snapshot sets (API calls and the monitor).
+    ops: Mutex<()>,
+    /// Merge progress per merging set (0..1), from the kernel's status lines.
+    progress: Mutex<BTreeMap<SnapshotId, f64>>,
+    stop: AtomicBool,
+}
+
+/// The kernel backend. Dropping it stops the monitor; the dm stacks stay up (they are the
+/// system's volumes, in use by mounted filesystems).
+pub struct KernelBackend {
+    inner: Arc<Inner>,
+    monitor: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for KernelBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KernelBackend")
+            .field("pool", &self.inner.pool.path())
+            .field("volumes", &self.inner.volumes.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Inner {
+    fn emit(&self, event: BackendEvent) {
+        let sink = self.sink.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(sink) = sink {
+            sink(event);
+        }
+    }
+
+    fn volume(&self, name: &str) -> BackendResult<&Volume> {
+        self.volumes
+            .get(name)
+            .ok_or_else(|| BackendError::NotFound(format!("no volume named {name:?} is configured")))
+    }
+
+    fn record(&self, id: SnapshotId) -> BackendResult<SnapshotSetRecord> {
+        self.pool
+            .registry()
+            .set(id)
+            .cloned()
+            .ok_or_else(|| BackendError::NotFound(format!("no snapshot set with id {id}")))
+    }
+
+    fn set_state(&self, id: SnapshotId, state: SetState, message: Option<String>) -> BackendResult<()> {
+        self.pool
+            .update(|registry| {
+                let set = registry
+                    .set_mut(id)
+                    .ok_or_else(|| PoolError::Invalid(format!("snapshot set {id} vanished")))?;
+                set.state = state;
+                set.message = message;
+                Ok(())
+            })
+            .map_err(pool_error)
+    }
+
+    fn cow_spec(&self, registry: &Registry, id: SnapshotId, cow: &CowRecord) -> CowSpec {
+        let sectors_per_extent = registry.extent_bytes / 512;
+        let base = registry.data_offset / 512;
+        CowSpec {
+            id,
+            pool: self.pool_dev,
+            segments: cow
+                .extents
+                .iter()
+                .map(|&e| Segment { start_sector: base + e * sectors_per_extent, sectors: sectors_per_extent })
+                .collect(),
+            chunk_sectors: cow.chunk_sectors,
+        }
+    }
+
+    /// Builds (or checks) every volume's stack from the registry. Pending rollbacks become
+    /// running merges here.
+    fn assemble_all(&self) -> BackendResult<()> {
+        let registry = self.pool.registry();
+        self.remove_strays(&registry);
+        for (name, volume) in &self.volumes {
+            let mut snapshots = Vec::new();
+            let mut merging = None;
+            for set in &registry.snapshot_sets {
+                let Some(cow) = set.cows.iter().find(|c| &c.volume == name) else { continue };
+                let spec = self.cow_spec(&registry, set.id, cow);
+                if set.state.rollback_pending() {
+                    merging = Some(spec);
+                } else {
+                    snapshots.push(spec);
+                }
+            }
+            let device = stack::assemble(&self.dm, &volume.spec, &snapshots, merging.as_ref(), OnFull::Invalidate)
+                .map_err(dm_error)?;
+            tracing::info!(volume = %name, device = %device.display(), merging = merging.is_some(), "volume assembled");
+        }
+        for set in registry.snapshot_sets.iter().filter(|s| s.state == SetState::MergeScheduled) {
+            self.set_state(set.id, SetState::Merging, None)?;
+            tracing::info!(snapshot = set.id, "pending rollback started");
+        }
+        Ok(())
+    }
+
+    /// Removes dm devices of this pool that the registry does not know (left by a crash
+    /// between creating devices and committing the registry).
+    fn remove_strays(&self, registry: &Registry) {
+        let Ok(devices) = self.dm.list() else { return };
+        let known: BTreeSet<SnapshotId> = registry.snapshot_sets.iter().map(|s| s.id).collect();
+        for device in devices {
+            let Some(parsed) = device.uuid.as_deref().and_then(super::names::parse_uuid) else { continue };
+            if parsed.pool_uuid != registry.pool_uuid {
+                continue;
+            }
+            let stray = match parsed.role {
+                super::names::Role::Snapshot(id) | super::names::Role::Cow(id) => !known.contains(&id),
+                _ => false,
+            };
+            if stray {
+                tracing::warn!(device = %device.name, "removing device of an unknown snapshot (crash recovery)");
+                let _ = self.dm.remove(&device.name);
+            }
+        }
+    }
+
+    fn used_bytes(&self, record: &SnapshotSetRecord) -> u64 {
+        let mut used = 0;
+        for cow in &record.cows {
+            let Ok(volume) = self.volume(&cow.volume) else { continue };
+            let status = if record.state == SetState::Merging {
+                stack::merge_status(&self.dm, &volume.spec)
+            } else {
+                stack::snapshot_status(&self.dm, &volume.spec, record.id)
+            };
+            if let Ok(KernelSnapshotStatus::Usage { allocated, .. }) = status {
+                used += allocated * 512;
+            }
+        }
+        used
+    }
+
+    fn info(&self, record: &SnapshotSetRecord) -> SnapshotSetInfo {
+        let extent_bytes = self.pool.registry().extent_bytes;
+        SnapshotSetInfo {
+            id: record.id,
+            description: record.description.clone(),
+            created_us: record.created_us,
+            volumes: record.volumes(),
+            state: bus_state(record.state),
+            used_bytes: self.used_bytes(record),
+            size_bytes: record.extent_count() * extent_bytes,
+            merge_progress: if record.state == SetState::Merging {
+                lock(&self.progress).get(&record.id).copied().unwrap_or(0.0)
+            } else {
+                0.0
+            },
+            userdata: record.userdata.clone(),
+            important: record.important,
+        }
+    }
+
+    /// One look at every set: merge progress and completion, invalidation, autoextend.
+    fn monitor_once(&self) {
+        let _ops = lock(&self.ops);
+        let registry = self.pool.registry();
+        for set in &registry.snapshot_sets {
+            match set.state {
+                SetState::Merging => self.follow_merge(&registry, set),
+                SetState::Active | SetState::Overflow => self.watch_snapshot(&registry, set),
+                _ => {}
+            }
+        }
+    }
+
+    fn follow_merge(&self, registry: &Registry, set: &SnapshotSetRecord) {
+        let mut done = 0usize;
+        let mut fractions = Vec::new();
+        for cow in &set.cows {
+            let Ok(volume) = self.volume(&cow.volume) else { continue };
+            match stack::merge_status(&self.dm, &volume.spec) {
+                Ok(KernelSnapshotStatus::Usage { allocated, metadata, total }) => {
+                    let data = allocated.saturating_sub(metadata);
+                    let capacity = (cow.extents.len() as u64 * registry.extent_bytes / 512).max(total).max(1);
+                    fractions.push(1.0 - data as f64 / capacity as f64);
+                    if allocated == metadata {
+                        done += 1;
+                    }
+                }
+                Ok(KernelSnapshotStatus::MergeFailed) | Ok(KernelSnapshotStatus::Invalid) => {
+                    let message = format!(
+                        "the kernel reports the merge into volume {} failed; the snapshot is kept: check the \
+                         kernel log (journalctl -k), then retry the rollback or delete the snapshot",
+                        cow.volume
+                    );
+                    tracing::error!(snapshot = set.id, volume = %cow.volume, "merge failed");
+                    let _ = self.set_state(set.id, SetState::MergeFailed, Some(message.clone()));
+                    self.emit(BackendEvent::MergeFinished { id: set.id, ok: false, message });
+                    self.emit(BackendEvent::SnapshotChanged(set.id));
+                    return;
+                }
+                Ok(_) | Err(_) => {}
+            }
+        }
+        // The kernel's figure is coarse (allocated counts chunks not yet merged); good enough.
+        let progress = if fractions.is_empty() { 0.0 } else { fractions.iter().sum::<f64>() / fractions.len() as f64 };
+        let previous = lock(&self.progress).insert(set.id, progress.clamp(0.0, 1.0));
+        if previous != Some(progress.clamp(0.0, 1.0)) {
+            self.emit(BackendEvent::SnapshotChanged(set.id));
+        }
+        if done == set.cows.len() {
+            self.finish_merge(registry, set);
+        }
+    }
+
+    fn finish_merge(&self, registry: &Registry, set: &SnapshotSetRecord) {
+        for cow in &set.cows {
+            let Ok(volume) = self.volume(&cow.volume) else { continue };
+            let others = registry
+                .snapshot_sets
+                .iter()
+                .any(|s| s.id != set.id && s.cows.iter().any(|c| c.volume == cow.volume));
+            if let Err(e) = stack::finish_merge(&self.dm, &volume.spec, set.id, others) {
+                tracing::error!(snapshot = set.id, volume = %cow.volume, error = %e, "returning the volume to a plain mapping");
+                return;
+            }
+        }
+        if let Err(e) = self.pool.update(|registry| {
+            registry.snapshot_sets.retain(|s| s.id != set.id);
+            Ok(())
+        }) {
+            tracing::error!(snapshot = set.id, error = %e, "removing the merged snapshot set from the registry");
+            return;
+        }
+        lock(&self.progress).remove(&set.id);
+        tracing::info!(snapshot = set.id, "merge finished; snapshot set removed");
+        self.emit(BackendEvent::MergeFinished { id: set.id, ok: true, message: String::new() });
+        self.emit(BackendEvent::SnapshotRemoved(set.id));
+    }
+
+    fn watch_snapshot(&self, registry: &Registry, set: &SnapshotSetRecord) {
+        for cow in &set.cows {
+            let Ok(volume) = self.volume(&cow.volume) else { continue };
+            match stack::snapshot_status(&self.dm, &volume.spec, set.id) {
+                Ok(KernelSnapshotStatus::Invalid) => {
+                    let reason = format!("the snapshot of volume {} filled up or failed; the volume keeps working", cow.volume);
+                    tracing::warn!(snapshot = set.id, volume = %cow.volume, "snapshot invalidated");
+                    let _ = self.set_state(set.id, SetState::Invalid, Some(reason.clone()));
+                    self.emit(BackendEvent::SnapshotInvalidated { id: set.id, volume: cow.volume.clone(), reason });
+                    self.emit(BackendEvent::SnapshotChanged(set.id));
+                    return;
+                }
+                Ok(KernelSnapshotStatus::Overflow) if set.state != SetState::Overflow => {
+                    let _ = self.set_state(set.id, SetState::Overflow, None);
+                    self.emit(BackendEvent::SnapshotChanged(set.id));
+                }
+                Ok(KernelSnapshotStatus::Usage { allocated, total, .. })
+                    if total > 0 && allocated as f64 / total as f64 > AUTOEXTEND_THRESHOLD =>
+                {
+                    self.grow(registry, set.id, cow, volume);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Adds a fifth of the COW's size (at least one extent) from the pool.
+    fn grow(&self, registry: &Registry, id: SnapshotId, cow: &CowRecord, volume: &Volume) {
+        let more = (cow.extents.len() as u64 / 5).max(1);
+        let picked = match registry.pick_free_extents(&[more]) {
+            Ok(mut picked) => picked.pop().unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(snapshot = id, volume = %cow.volume, error = %e, "COW nearly full and the pool has no room to grow it");
+                return;
+            }
+        };
+        let mut grown = cow.clone();
+        grown.extents.extend(&picked);
+        let result = self
+            .pool
+            .update(|registry| {
+                let set = registry.set_mut(id).ok_or_else(|| PoolError::Invalid(format!("set {id} vanished")))?;
+                if let Some(c) = set.cows.iter_mut().find(|c| c.volume == cow.volume) {
+                    c.extents = grown.extents.clone();
+                }
+                Ok(())
+            })
+            .map_err(pool_error)
+            .and_then(|()| {
+                let registry = self.pool.registry();
+                stack::grow_cow(&self.dm, &volume.spec, &self.cow_spec(&registry, id, &grown)).map_err(dm_error)
+            });
+        match result {
+            Ok(()) => {
+                tracing::warn!(snapshot = id, volume = %cow.volume, extents = grown.extents.len(), "COW nearly full: grown from the pool");
+                self.emit(BackendEvent::SnapshotChanged(id));
+            }
+            Err(e) => tracing::error!(snapshot = id, volume = %cow.volume, error = %e, "growing the COW"),
+        }
+    }
+}
+
+pub fn bus_state(state: SetState) -> SnapshotState {
+    match state {
+        SetState::Active => SnapshotState::Active,
+        SetState::Invalid => SnapshotState::Invalid,
+        SetState::Overflow => SnapshotState::Overflow,
+        SetState::MergeScheduled => SnapshotState::MergeScheduled,
+        SetState::Merging => SnapshotState::Merging,
+        SetState::MergeFailed => SnapshotState::MergeFailed,
+    }
+}
+
+/// Validates the configuration against this kernel and the pool, and records the volumes.
+fn open_inner(config: &Config, pool: Pool) -> BackendResult<Inner> {
+    kernel_supported().map_err(BackendError::Backend)?;
+    let dm = DmControl::open().map_err(dm_error)?;
+    let pool_dev = block_dev_num(pool.path()).map_err(BackendError::InvalidArgument)?;
+    let registry = pool.registry();
+    let mut volumes = BTreeMap::new();
+    let mut records = Vec::new();
+    for v in &config.volumes {
+        super::names::check_lengths(&registry.pool_uuid, &v.name).map_err(BackendError::InvalidArgument)?;
+        let backing = block_dev_num(&v.device).map_err(BackendError::InvalidArgument)?;
+        let size_bytes = block_size_bytes(&v.device)?;
+        records.push(VolumeRecord { name: v.name.clone(), backing: v.device.clone(), size_bytes });
+        volumes.insert(
+            v.name.clone(),
+            Volume {
+                spec: VolumeSpec { pool_uuid: registry.pool_uuid.clone(), name: v.name.clone(), backing, sectors: size_bytes / 512 },
+                backing: v.device.clone(),
+                auto: v.auto,
+                cow_size: v.cow_size,
+            },
+        );
+    }
+    register_volumes(&pool, &records)?;
+    Ok(Inner {
+        pool,
+        pool_dev,
+        dm,
+        volumes,
+        sink: RwLock::new(None),
+        ops: Mutex::new(()),
+        progress: Mutex::new(BTreeMap::new()),
+        stop: AtomicBool::new(false),
+    })
+}
+
+/// Records the configured volumes; refuses a volume whose backing device changed while
+/// snapshots of it exist (their COWs describe the old device).
+fn register_volumes(pool: &Pool, records: &[VolumeRecord]) -> BackendResult<()> {
+    let registry = pool.registry();
+    let mut changed = false;
+    for record in records {
+        match registry.volume(&record.name) {
+            Some(known) if known == record => {}
+            Some(known) if registry.snapshot_sets.iter().any(|s| s.volumes().contains(&record.name)) => {
+                return Err(BackendError::Backend(format!(
+                    "volume {} was {} ({} bytes) when its snapshots were taken, now {} ({} bytes); \
+                     restore the configuration or delete its snapshots with the old one",
+                    record.name,
+                    known.backing.display(),
+                    known.size_bytes,
+                    record.backing.display(),
+                    record.size_bytes
+                )));
+            }
+            _ => changed = true,
+        }
+    }
+    if changed {
+        pool.update(|registry| {
+            for record in records {
+                registry.volumes.retain(|known| known.name != record.name);
+                registry.volumes.push(record.clone());
+            }
+            Ok(())
+        })
+        .map_err(pool_error)?;
+    }
+    Ok(())
+}
+
+fn block_size_bytes(path: &Path) -> BackendResult<u64> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| BackendError::InvalidArgument(format!("{}: {e}", path.display())))?;
+    file.seek(SeekFrom::End(0))
+        .map_err(|e| BackendError::InvalidArgument(format!("{}: size: {e}", path.display())))
+}
+
+/// `snapbackd activate`: build every volume's stack from the pool, starting pending
+/// rollbacks, without a bus and without staying resident.
+pub fn activate(config: &Config, pool: Pool) -> BackendResult<Vec<PathBuf>> {
+    let inner = open_inner(config, pool)?;
+    inner.assemble_all()?;
+    Ok(inner.volumes.values().map(|v| v.spec.device_path()).collect())
+}
+
+impl KernelBackend {
+    /// Assembles every configured volume and starts following merges and COW usage.
+    pub fn open(config: &Config, pool: Pool) -> BackendResult<KernelBackend> {
+        let inner = Arc::new(open_inner(config, pool)?);
+        inner.assemble_all()?;
+        let for_thread = inner.clone();
+        let monitor = std::thread::Builder::new()
+            .name("snapback-kmon".into())
+            .spawn(move || {
+                while !for_thread.stop.load(Ordering::SeqCst) {
+                    for_thread.monitor_once();
+                    std::thread::sleep(MONITOR_INTERVAL);
+                }
+            })
+            .map_err(|e| BackendError::Backend(format!("cannot start the monitor thread: {e}")))?;
+        Ok(KernelBackend { inner, monitor: Mutex::new(Some(monitor)) })
+    }
+
+    fn requested_volumes(&self, request: &SnapshotRequest) -> BackendResult<Vec<Volume>> {
+        let names: BTreeSet<String> = if request.volumes.is_empty() {
+            self.inner.volumes.values().filter(|v| v.auto).map(|v| v.spec.name.clone()).collect()
+        } else {
+            request.volumes.iter().cloned().collect()
+        };
+        if names.is_empty() {
+            return Err(BackendError::InvalidArgument(
+                "no volumes given and none is configured with auto = true".into(),
+            ));
+        }
+        names.iter().map(|n| self.inner.volume(n).cloned()).collect()
+    }
+}
+
+impl Backend for KernelBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Kernel
+    }
+
+    fn volumes(&self) -> Vec<VolumeInfo> {
+        let registry = self.inner.pool.registry();
+        self.inner
+            .volumes
+            .values()
+            .map(|volume| {
+                let states: Vec<SetState> = registry
+                    .snapshot_sets
+                    .iter()
+                    .filter(|s| s.volumes().contains(&volume.spec.name))
+                    .map(|s| s.state)
+                    .collect();
+                let path = volume.spec.device_path();
+                let present = path.exists();
+                let state = if states.contains(&SetState::Merging) {
+                    "merging"
+                } else if states.contains(&SetState::MergeScheduled) {
+                    "merge-scheduled"
+                } else if present {
+                    "active"
+                } else {
+                    "inactive"
+                };
+                VolumeInfo {
+                    name: volume.spec.name.clone(),
+                    backing: volume.backing.clone(),
+                    device: present.then_some(path),
+                    auto: volume.auto,
+                    state: state.into(),
+                    size_bytes: volume.spec.sectors * 512,
+                }
+            })
+            .collect()
+    }
+
+    fn pool(&self) -> PoolStatus {
+        PoolStatus {
+            path: self.inner.pool.path().to_path_buf(),
+            size_bytes: self.inner.pool.size_bytes(),
+            used_bytes: self.inner.pool.used_bytes(),
+        }
+    }
+
+    fn snapshots(&self) -> Vec<SnapshotSetInfo> {
+        self.inner.pool.registry().snapshot_sets.iter().map(|s| self.inner.info(s)).collect()
+    }
+
+    fn snapshot(&self, id: SnapshotId) -> BackendResult<SnapshotSetInfo> {
+        Ok(self.inner.info(&self.inner.record(id)?))
+    }
+
+    fn create_snapshot(&self, request: SnapshotRequest) -> BackendResult<SnapshotSetInfo> {
+        if request.cow_size_bytes == Some(0) {
+            return Err(BackendError::InvalidArgument("cow-size must be more than 0 bytes".into()));
+        }
+        let volumes = self.requested_volumes(&request)?;
+        let inner = &self.inner;
+        let _ops = lock(&inner.ops);
+        let registry = inner.pool.registry();
+        for volume in &volumes {
+            if let Some(set) = registry
+                .snapshot_sets
+                .iter()
+                .find(|s| s.state.rollback_pending() && s.volumes().contains(&volume.spec.name))
+            {
+                return Err(BackendError::Busy(format!(
+                    "volume {} has a rollback to snapshot {} pending or running; wait for it or cancel it",
+                    volume.spec.name, set.id
+                )));
+            }
+        }
+        // Space first: a full pool fails before any device exists.
+        let counts: Vec<u64> = volumes
+            .iter()
+            .map(|v| {
+                let bytes = request.cow_size_bytes.or(v.cow_size).unwrap_or(v.spec.sectors * 512 / 10);
+                bytes.div_ceil(registry.extent_bytes).max(1)
+            })
+            .collect();
+        let picked = registry.pick_free_extents(&counts).map_err(pool_error)?;
+        let all: Vec<u64> = picked.iter().flatten().copied().collect();
+        inner.pool.zero_extent_starts(&all, COW_ZERO_BYTES).map_err(pool_error)?;
+        let id = registry.next_snapshot_id;
+        let cows: Vec<CowRecord> = volumes
+            .iter()
+            .zip(&picked)
+            .map(|(v, extents)| CowRecord { volume: v.spec.name.clone(), chunk_sectors: CHUNK_SECTORS, extents: extents.clone() })
+            .collect();
+        let specs: Vec<CowSpec> = cows.iter().map(|c| inner.cow_spec(&registry, id, c)).collect();
+        let members: Vec<SetMember<'_>> = volumes
+            .iter()
+            .zip(&specs)
+            .map(|(v, cow)| SetMember {
+                volume: &v.spec,
+                cow,
+                had_snapshots: registry.snapshot_sets.iter().any(|s| s.volumes().contains(&v.spec.name)),
+            })
+            .collect();
+        let held = stack::take_snapshot_set(&inner.dm, &members, OnFull::Invalidate).map_err(dm_error)?;
+        tracing::info!(snapshot = id, suspended_us = held.as_micros() as u64, "origins suspended while taking the set");
+        let record = SnapshotSetRecord {
+            id,
+            description: request.description.clone(),
+            created_us: now_us(),
+            userdata: request.userdata.clone(),
+            important: request.important,
+            state: SetState::Active,
+            message: None,
+            cows,
+        };
+        let committed = inner.pool.update(|registry| {
+            if registry.next_snapshot_id != id {
+                return Err(PoolError::Invalid("registry changed while taking the snapshot".into()));
+            }
+            registry.next_snapshot_id += 1;
+            registry.snapshot_sets.push(record.clone());
+            Ok(())
+        });
+        if let Err(e) = committed {
+            for member in &members {
+                let others = registry.snapshot_sets.iter().any(|s| s.volumes().contains(&member.volume.name));
+                let _ = stack::remove_snapshot(&inner.dm, member.volume, id, others);
+            }
+            return Err(pool_error(e));
+        }
+        Ok(inner.info(&record))
+    }
+
+    fn rollback(&self, id: SnapshotId) -> BackendResult<RollbackOutcome> {
+        let inner = &self.inner;
+        let _ops = lock(&inner.ops);
+        let record = inner.record(id)?;
+        match record.state {
+            SetState::Invalid => {
+                return Err(BackendError::SnapshotInvalid(format!(
+                    "snapshot {id} is invalid ({}); it cannot be rolled back, only deleted",
+                    record.message.as_deref().unwrap_or("its COW filled up or failed")
+                )))
+            }
+            SetState::Merging => return Err(BackendError::AlreadyMerging(format!("snapshot {id} is already merging"))),
+            SetState::MergeScheduled => return Ok(RollbackOutcome::Scheduled),
+            SetState::Active | SetState::Overflow | SetState::MergeFailed => {}
+        }
+        let registry = inner.pool.registry();
+        let mut busy = Vec::new();
+        for name in record.volumes() {
+            let volume = inner.volume(&name)?;
+            if let Some(other) = registry
+                .snapshot_sets
+                .iter()
+                .find(|s| s.id != id && s.state.rollback_pending() && s.volumes().contains(&name))
+            {
+                return Err(BackendError::AlreadyMerging(format!(
+                    "volume {name} is already rolling back to snapshot {}",
+                    other.id
+                )));
+            }
+            if stack::origin_busy(&inner.dm, &volume.spec).map_err(dm_error)? {
+                busy.push(name);
+            }
+        }
+        if !busy.is_empty() {
+            inner.set_state(id, SetState::MergeScheduled, None)?;
+            tracing::info!(snapshot = id, busy = ?busy, "volumes in use: rollback scheduled for next boot");
+            inner.emit(BackendEvent::SnapshotChanged(id));
+            return Ok(RollbackOutcome::Scheduled);
+        }
+        // Registry first: if we crash after starting some merges, activation finishes the set.
+        inner.set_state(id, SetState::Merging, None)?;
+        for cow in &record.cows {
+            let volume = inner.volume(&cow.volume)?;
+            let spec = inner.cow_spec(&registry, id, cow);
+            if let Err(e) = stack::start_merge(&inner.dm, &volume.spec, &spec) {
+                let message = format!("starting the merge into volume {}: {e}", cow.volume);
+                let _ = inner.set_state(id, SetState::MergeFailed, Some(message.clone()));
+                return Err(BackendError::Backend(message));
+            }
+        }
+        inner.emit(BackendEvent::SnapshotChanged(id));
+        Ok(RollbackOutcome::Merging)
+    }
+
+    fn cancel_rollback(&self, id: SnapshotId) -> BackendResult<()> {
+        let _ops = lock(&self.inner.ops);
+        let record = self.inner.record(id)?;
+        match record.state {
+            SetState::MergeScheduled => {
+                self.inner.set_state(id, SetState::Active, None)?;
+                self.inner.emit(BackendEvent::SnapshotChanged(id));
+                Ok(())
+            }
+            SetState::Merging => Err(BackendError::AlreadyMerging(format!(
+                "the merge of snapshot {id} is running and cannot be cancelled; it finishes on its own"
+            ))),
+            _ => Err(BackendError::InvalidArgument(format!("snapshot {id} has no scheduled rollback"))),
+        }
+    }
+
+    fn delete(&self, id: SnapshotId) -> BackendResult<()> {
+        let inner = &self.inner;
+        let _ops = lock(&inner.ops);
+        let record = inner.record(id)?;
+        if record.state.rollback_pending() {
+            return Err(BackendError::Busy(format!(
+                "snapshot {id} has a rollback pending or running; cancel it first, or wait for the merge to finish"
+            )));
+        }
+        let registry = inner.pool.registry();
+        for name in record.volumes() {
+            let volume = inner.volume(&name)?;
+            let others = registry.snapshot_sets.iter().any(|s| s.id != id && s.volumes().contains(&name));
+            stack::remove_snapshot(&inner.dm, &volume.spec, id, others).map_err(dm_error)?;
+        }
+        inner
+            .pool
+            .update(|registry| {
+                registry.snapshot_sets.retain(|s| s.id != id);
+                Ok(())
+            })
+            .map_err(pool_error)?;
+        inner.emit(BackendEvent::SnapshotRemoved(id));
+        Ok(())
+    }
+
+    fn update_metadata(
+        &self,
+        id: SnapshotId,
+        description: Option<String>,
+        userdata: BTreeMap<String, String>,
+    ) -> BackendResult<SnapshotSetInfo> {
+        let _ops = lock(&self.inner.ops);
+        self.inner.record(id)?;
+        self.inner
+            .pool
+            .update(|registry| {
+                let set = registry.set_mut(id).ok_or_else(|| PoolError::Invalid(format!("set {id} vanished")))?;
+                if let Some(description) = description {
+                    set.description = description;
+                }
+                set.userdata.extend(userdata);
+                Ok(())
+            })
+            .map_err(pool_error)?;
+        self.inner.emit(BackendEvent::SnapshotChanged(id));
+        Ok(self.inner.info(&self.inner.record(id)?))
+    }
+
+    fn set_event_sink(&self, sink: EventSink) {
+        *self.inner.sink.write().unwrap_or_else(|p| p.into_inner()) = Some(sink);
+    }
+
+    fn shutdown(&self) -> BackendResult<()> {
+        self.inner.stop.store(true, Ordering::SeqCst);
+        if let Some(handle) = lock(&self.monitor).take() {
+            let _ = handle.join();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for KernelBackend {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
