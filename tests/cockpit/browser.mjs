@@ -111,6 +111,39 @@ await step("no daemon", async () => {
     await shot(page, "01-no-daemon");
 });
 
+// The page's pure modules, imported by the browser itself (they are ES modules served by cockpit-ws).
+await step("formatting and error words", async () => {
+    const r = await page.evaluate(async () => {
+        const f = await import("./js/format.js");
+        const e = await import("./js/errors.js");
+        const names = ["NotFound", "Busy", "InvalidArgument", "SnapshotInvalid", "NoSpace", "AlreadyMerging", "NotAuthorized", "Backend"];
+        const generic = e.explainError({ name: "org.example.Unknown", message: "" }).title;
+        return {
+            bytes: [f.formatBytes(0), f.formatBytes(1536), f.formatBytes(10 * 1024 ** 3), f.formatBytes(-1)],
+            usage: f.formatUsage(512 * 1024 ** 2, 2 * 1024 ** 3),
+            progress: [f.progressPercent(0.374), f.progressPercent(1.7), f.progressPercent(NaN)],
+            states: ["active", "invalid", "overflow", "merge-scheduled", "merging", "merge-failed", "weird"].map(s => f.describeState(s).label),
+            actions: f.allowedActions("merge-scheduled"),
+            userdata: f.userdataEntries({ "dnf.upgrade": "a", "dnf.outcome": "success", "dnf.install": "b" }).map(([k]) => k),
+            words: f.listInWords(["/", "var", "home"]),
+            specific: names.filter(n => e.explainError({ name: `org.snapback.Snapback1.Error.${n}`, message: "m" }).title === generic),
+            detail: e.explainError({ name: "org.snapback.Snapback1.Error.NoSpace", message: "pool 97 % full" }),
+            problem: e.explainError({ problem: "not-found" }).title,
+        };
+    });
+    check("format: bytes in binary units", JSON.stringify(r.bytes) === JSON.stringify(["0 B", "1.5 KiB", "10.0 GiB", "unknown"]), r.bytes.join(" | "));
+    check("format: used of size with percent", r.usage === "512 MiB of 2.0 GiB (25 %)", r.usage);
+    check("format: progress clamped to 0..100", JSON.stringify(r.progress) === "[37,100,0]", JSON.stringify(r.progress));
+    check("format: every API state has a label", JSON.stringify(r.states) ===
+          JSON.stringify(["Ready", "Invalid", "Full", "Rollback at next boot", "Rolling back", "Rollback failed", "weird"]), r.states.join(" | "));
+    check("format: scheduled sets offer cancel, not rollback", r.actions.cancel && !r.actions.rollback && r.actions.delete);
+    check("format: dnf outcome first, then the rest by name", JSON.stringify(r.userdata) === '["dnf.outcome","dnf.install","dnf.upgrade"]', r.userdata.join(","));
+    check("format: volumes in words", r.words === "“/”, “var” and “home”", r.words);
+    check("errors: every API error name has its own sentence", r.specific.length === 0, r.specific.join(","));
+    check("errors: the daemon's message is kept as detail", r.detail.detail === "pool 97 % full" && /not enough free space/.test(r.detail.title), JSON.stringify(r.detail));
+    check("errors: a missing service is said in words", /not installed or not running/.test(r.problem), r.problem);
+});
+
 execSync(env("START_DAEMON"), { stdio: "inherit", shell: "/bin/bash" });
 
 await step("daemon starts", async () => {
@@ -141,6 +174,20 @@ await step("create", async () => {
         const usage = await freeRow.locator('td[data-label="Space used"]').textContent();
         check("create: the row shows used of size", / of /.test(usage), usage);
     }
+});
+
+// A snapshot made by another client (as the dnf plugin makes them) appears live, with its transaction.
+await step("external create", async () => {
+    const description = `dnf -y upgrade ${stamp}`;
+    execFileSync("busctl", ["--address", env("BUS"), "call", "org.snapback.Snapback1", "/org/snapback/Snapback1",
+        "org.snapback.Snapback1.Manager", "Snapshot", "assa{sv}", "1", env("FREE_VOLUME"), description,
+        "1", "userdata", "a{ss}", "3", "dnf.upgrade", "bash-5.2.15-2.x86_64, glibc-2.36-9.x86_64", "dnf.upgrade.count", "2", "dnf.outcome", "unfinished"]);
+    const row = rowFor(page, description);
+    await row.waitFor({ state: "visible" });
+    const userdata = await row.locator(".sb-userdata").textContent();
+    check("external create: appears without a reload", true);
+    check("external create: shows the dnf transaction from userdata", /dnf\.upgrade.*glibc-2\.36/.test(userdata) && /dnf\.outcome.*unfinished/.test(userdata), userdata);
+    await shot(page, "04b-external-dnf-snapshot");
 });
 
 // ---------------------------------------------------------------------------------------------
