@@ -3,5 +3,6 @@
 //! Dependencies flow one way: service → backend → engine.
 
 pub mod backend;
+pub mod cleanup;
 pub mod config;
 pub mod pool;
