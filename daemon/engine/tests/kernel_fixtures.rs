@@ -1,0 +1,260 @@
+//! The engine against COWs the real kernel wrote (tests/fixtures/, made by generate.sh in a VM
+//! with Linux 6.1's dm-snapshot; see tests/fixtures/README.md).
+//!
+//! For each chunk size (4, 16, 64 KiB): `inspect` reports the kernel's own status numbers,
+//! `export` gives the kernel's snapshot device byte for byte, and the offline `merge` leaves the
+//! origin the kernel's `snapshot-merge` left. The expected bytes are rebuilt here by replaying
+//! the recorded workload over the recorded origin, and tied to the kernel by its sha256s.
+//!
+//! The fixtures are zstd-compressed; they are decompressed with the `zstd` command
+//! (tools/install-deps installs it) and hashed with `sha256sum`, so the engine needs no extra
+//! crates for its tests.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use snapback_engine::io::MemIo;
+use snapback_engine::offline;
+
+const SECTOR: usize = 512;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn unzstd(path: &Path) -> Vec<u8> {
+    let out = Command::new("zstd")
+        .arg("-dc")
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("running zstd for {} (install zstd): {e}", path.display()));
+    assert!(
+        out.status.success(),
+        "zstd -dc {} failed: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("running sha256sum");
+    child
+        .stdin
+        .take()
+        .expect("sha256sum stdin")
+        .write_all(bytes)
+        .expect("feeding sha256sum");
+    let out = child.wait_with_output().expect("sha256sum output");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `key=value` lines of expected.txt (comments with #).
+fn expected(dir: &Path) -> HashMap<String, String> {
+    let text = std::fs::read_to_string(dir.join("expected.txt")).expect("reading expected.txt");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn number(exp: &HashMap<String, String>, key: &str) -> u64 {
+    exp.get(key)
+        .unwrap_or_else(|| panic!("expected.txt has no {key}"))
+        .parse()
+        .expect("a number")
+}
+
+/// First differing sector, to say *where* two images disagree rather than only that they do.
+fn assert_same_image(what: &str, want: &[u8], got: &[u8]) {
+    assert_eq!(want.len(), got.len(), "{what}: sizes differ");
+    if let Some(i) = want
+        .chunks(SECTOR)
+        .zip(got.chunks(SECTOR))
+        .position(|(a, b)| a != b)
+    {
+        panic!(
+            "{what}: first difference at sector {i}: want {:?}…, got {:?}…",
+            String::from_utf8_lossy(&want[i * SECTOR..i * SECTOR + 40]),
+            String::from_utf8_lossy(&got[i * SECTOR..i * SECTOR + 40]),
+        );
+    }
+}
+
+struct Fixture {
+    exp: HashMap<String, String>,
+    cow: Vec<u8>,
+    origin_final: Vec<u8>,
+    /// The snapshot's view, rebuilt from origin-before + the workload's snapshot writes.
+    model_view: Vec<u8>,
+}
+
+fn load(chunk_sectors: u32) -> Fixture {
+    let dir = fixtures().join(format!("kernel-cow-chunk{chunk_sectors}"));
+    let exp = expected(&dir);
+    assert_eq!(number(&exp, "chunk_sectors"), u64::from(chunk_sectors));
+    let cow = unzstd(&dir.join("cow.img.zst"));
+    let origin_final = unzstd(&dir.join("origin-final.img.zst"));
+    assert_eq!(
+        sha256(&cow),
+        exp["cow_sha256"],
+        "cow.img.zst does not decompress to the recorded COW"
+    );
+    assert_eq!(sha256(&origin_final), exp["origin_final_sha256"]);
+    assert_eq!(
+        cow.len() as u64,
+        number(&exp, "cow_sectors") * SECTOR as u64
+    );
+
+    // Replay: origin writes give the final origin, snapshot writes give the snapshot's view.
+    let before = unzstd(&fixtures().join("origin-before.img.zst"));
+    assert_eq!(sha256(&before), exp["origin_before_sha256"]);
+    let pool = unzstd(&fixtures().join("written-data.pool.zst"));
+    let workload =
+        String::from_utf8(unzstd(&dir.join("workload.txt.zst"))).expect("utf-8 workload");
+    let (mut model_origin, mut model_view) = (before.clone(), before);
+    let mut writes = 0;
+    for line in workload.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [kind, at, count, from] = f[..] else {
+            panic!("bad workload line {line:?}")
+        };
+        let n = |s: &str| s.parse::<usize>().expect("a number") * SECTOR;
+        let (at, len, from) = (n(at), n(count), n(from));
+        let target = if kind == "origin" {
+            &mut model_origin
+        } else {
+            &mut model_view
+        };
+        target[at..at + len].copy_from_slice(&pool[from..from + len]);
+        writes += 1;
+    }
+    assert_eq!(writes, number(&exp, "writes"));
+    assert_same_image(
+        "replayed origin vs the kernel's final origin",
+        &origin_final,
+        &model_origin,
+    );
+    assert_eq!(
+        sha256(&model_view),
+        exp["snapshot_view_sha256"],
+        "replay disagrees with the kernel's snapshot device"
+    );
+    Fixture {
+        exp,
+        cow,
+        origin_final,
+        model_view,
+    }
+}
+
+fn check_inspect(chunk_sectors: u32) {
+    let f = load(chunk_sectors);
+    let report = offline::inspect(Arc::new(MemIo::from_bytes(f.cow.clone()))).expect("inspect");
+    assert!(report.valid);
+    assert_eq!(report.chunk_sectors, chunk_sectors);
+    assert_eq!(report.exceptions, number(&f.exp, "exceptions"));
+    // the kernel's status line is "0 <len> snapshot <usage>"
+    let status = &f.exp["status"];
+    let kernel_usage = status
+        .splitn(4, ' ')
+        .nth(3)
+        .expect("status has a usage part");
+    assert_eq!(report.usage_line(), kernel_usage, "kernel status: {status}");
+    assert_eq!(
+        report.allocated_sectors,
+        number(&f.exp, "allocated_sectors")
+    );
+    assert_eq!(report.total_sectors, number(&f.exp, "total_sectors"));
+    assert_eq!(report.metadata_sectors, number(&f.exp, "metadata_sectors"));
+    let problems = offline::check(&MemIo::from_bytes(f.cow)).expect("check");
+    assert!(
+        problems.is_empty(),
+        "check found problems in a kernel-written COW: {problems:?}"
+    );
+}
+
+fn check_export(chunk_sectors: u32) {
+    let f = load(chunk_sectors);
+    let origin = Arc::new(MemIo::from_bytes(f.origin_final.clone()));
+    let out = MemIo::new(f.origin_final.len() as u64);
+    offline::export(origin, Arc::new(MemIo::from_bytes(f.cow)), &out).expect("export");
+    let got = out.current_bytes();
+    assert_same_image(
+        "export vs the kernel's snapshot device",
+        &f.model_view,
+        &got,
+    );
+    assert_eq!(sha256(&got), f.exp["snapshot_view_sha256"]);
+}
+
+fn check_merge(chunk_sectors: u32) {
+    let f = load(chunk_sectors);
+    let origin = Arc::new(MemIo::from_bytes(f.origin_final.clone()));
+    let cow = Arc::new(MemIo::from_bytes(f.cow));
+    let mut steps = 0;
+    let last = offline::merge(origin.clone(), cow.clone(), &mut |_| steps += 1).expect("merge");
+    assert!(last.finished && last.chunks_left == 0, "{last:?}");
+    assert_eq!(last.chunks_total, number(&f.exp, "exceptions"));
+    let merged = origin.durable_bytes();
+    assert_same_image(
+        "offline merge vs the kernel's merge",
+        &f.model_view,
+        &merged,
+    );
+    assert_eq!(sha256(&merged), f.exp["merged_origin_sha256"]);
+    // Like the kernel's merged COW (its status shows allocated == metadata): nothing left.
+    let after = offline::inspect(cow).expect("inspect after merge");
+    assert_eq!(after.exceptions, 0, "{after:?}");
+    assert_eq!(after.allocated_sectors, after.metadata_sectors, "{after:?}");
+}
+
+#[test]
+fn inspect_matches_kernel_status_4k() {
+    check_inspect(8);
+}
+#[test]
+fn inspect_matches_kernel_status_16k() {
+    check_inspect(32);
+}
+#[test]
+fn inspect_matches_kernel_status_64k() {
+    check_inspect(128);
+}
+#[test]
+fn export_equals_kernel_snapshot_device_4k() {
+    check_export(8);
+}
+#[test]
+fn export_equals_kernel_snapshot_device_16k() {
+    check_export(32);
+}
+#[test]
+fn export_equals_kernel_snapshot_device_64k() {
+    check_export(128);
+}
+#[test]
+fn offline_merge_equals_kernel_merge_4k() {
+    check_merge(8);
+}
+#[test]
+fn offline_merge_equals_kernel_merge_16k() {
+    check_merge(32);
+}
+#[test]
+fn offline_merge_equals_kernel_merge_64k() {
+    check_merge(128);
+}
