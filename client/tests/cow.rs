@@ -1,0 +1,249 @@
+//! `snapbackctl cow …` end to end on COW stores written by the real kernel's dm-snapshot
+//! (the engine's fixtures, `daemon/engine/tests/fixtures/`): inspect and check read them,
+//! export gives the kernel's snapshot view byte for byte, merge gives the kernel's merged origin.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{own_binary, repo, require, run};
+
+const CHUNK_SIZES: [u32; 3] = [8, 32, 128];
+
+fn fixtures() -> PathBuf {
+    repo().join("daemon/engine/tests/fixtures")
+}
+
+fn expected(chunk: u32) -> BTreeMap<String, String> {
+    let text =
+        std::fs::read_to_string(fixtures().join(format!("kernel-cow-chunk{chunk}/expected.txt")))
+            .unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// Decompresses a fixture image into `dir`.
+fn unpack(zst: &Path, dir: &Path, name: &str) -> PathBuf {
+    require("zstd", "zstd");
+    let out = dir.join(name);
+    let status = Command::new("zstd").arg("-qdf").arg(zst).arg("-o").arg(&out).status().unwrap();
+    assert!(status.success(), "zstd -d {}", zst.display());
+    out
+}
+
+/// The COW and origin of one fixture, in a temp dir (merge writes them).
+struct Fixture {
+    dir: tempfile::TempDir,
+    cow: PathBuf,
+    origin: PathBuf,
+    expected: BTreeMap<String, String>,
+}
+
+fn fixture(chunk: u32) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = fixtures().join(format!("kernel-cow-chunk{chunk}"));
+    let cow = unpack(&sub.join("cow.img.zst"), dir.path(), "cow.img");
+    let origin = unpack(&sub.join("origin-final.img.zst"), dir.path(), "origin.img");
+    Fixture { dir, cow, origin, expected: expected(chunk) }
+}
+
+fn ctl(args: &[&str]) -> Output {
+    run(Command::new(own_binary("snapbackctl")).args(args))
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+fn sha256(path: &Path) -> String {
+    let out = run(Command::new("sha256sum").arg(path));
+    text(&out.stdout).split_whitespace().next().unwrap().to_owned()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out.stdout)))
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn inspect_reports_the_kernels_status_numbers() {
+    for chunk in CHUNK_SIZES {
+        let f = fixture(chunk);
+        let out = ctl(&["cow", "inspect", "--json", p(&f.cow)]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let v = json(&out);
+        assert_eq!(v["schema"], "snapbackctl/1");
+        assert_eq!(v["valid"], true);
+        assert_eq!(v["version"], 1);
+        for key in ["chunk_sectors", "exceptions", "allocated_sectors", "total_sectors", "metadata_sectors"] {
+            assert_eq!(v[key].to_string(), f.expected[key], "chunk {chunk}: {key}");
+        }
+        // Human form: the kernel's status line numbers, in its order.
+        let out = ctl(&["cow", "inspect", p(&f.cow)]);
+        assert_eq!(out.status.code(), Some(0));
+        let status = &f.expected["status"];
+        let usage = status.split_whitespace().skip(3).collect::<Vec<_>>().join(" ");
+        assert!(text(&out.stdout).contains(&format!("Usage: {usage} ")), "{}", text(&out.stdout));
+        assert!(text(&out.stdout).contains(&format!("Exceptions: {}\n", f.expected["exceptions"])));
+    }
+}
+
+#[test]
+fn check_passes_kernel_stores() {
+    for chunk in CHUNK_SIZES {
+        let f = fixture(chunk);
+        let out = ctl(&["cow", "check", p(&f.cow)]);
+        assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(text(&out.stdout), format!("{}: clean\n", f.cow.display()));
+        let v = json(&ctl(&["cow", "check", "--json", p(&f.cow)]));
+        assert_eq!(v["clean"], true);
+        assert_eq!(v["problems"], serde_json::json!([]));
+    }
+}
+
+#[test]
+fn export_gives_the_kernels_snapshot_view() {
+    for chunk in CHUNK_SIZES {
+        let f = fixture(chunk);
+        let out_path = f.dir.path().join("view.img");
+        let origin_before = sha256(&f.origin);
+        let out = ctl(&["cow", "export", "--origin", p(&f.origin), p(&f.cow), p(&out_path)]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert_eq!(sha256(&out_path), f.expected["snapshot_view_sha256"], "chunk {chunk}");
+        // Export only reads.
+        assert_eq!(sha256(&f.origin), origin_before);
+        assert_eq!(sha256(&f.cow), f.expected["cow_sha256"]);
+    }
+}
+
+#[test]
+fn merge_gives_the_kernels_merged_origin_and_empties_the_store() {
+    for chunk in CHUNK_SIZES {
+        let f = fixture(chunk);
+        let out = ctl(&["cow", "merge", "--origin", p(&f.origin), p(&f.cow)]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stdout),
+            format!(
+                "merged {} chunks into {}; the store has 0 exceptions left\n",
+                f.expected["exceptions"],
+                f.origin.display()
+            )
+        );
+        assert_eq!(sha256(&f.origin), f.expected["merged_origin_sha256"], "chunk {chunk}");
+        let v = json(&ctl(&["cow", "inspect", "--json", p(&f.cow)]));
+        assert_eq!(v["exceptions"], 0);
+        // The kernel's status after its own merge: `<allocated>/<total> <metadata>`.
+        let merged: Vec<&str> = f.expected["merged_status"].split_whitespace().collect();
+        let (alloc, total) = merged[3].split_once('/').unwrap();
+        assert_eq!(v["allocated_sectors"].to_string(), alloc);
+        assert_eq!(v["total_sectors"].to_string(), total);
+        assert_eq!(v["metadata_sectors"].to_string(), merged[4]);
+        // Merging again is a no-op that succeeds (what a resumed, finished merge looks like).
+        let again = ctl(&["cow", "merge", "--json", "--origin", p(&f.origin), p(&f.cow)]);
+        assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+        assert_eq!(json(&again)["exceptions_left"], 0);
+        assert_eq!(sha256(&f.origin), f.expected["merged_origin_sha256"]);
+    }
+}
+
+/// Sets the header's `valid` field (bytes 4..8, little endian) to 0, as the kernel does when
+/// a snapshot overflows.
+fn invalidate(cow: &Path) {
+    let mut bytes = std::fs::read(cow).unwrap();
+    bytes[4..8].copy_from_slice(&0u32.to_le_bytes());
+    std::fs::write(cow, bytes).unwrap();
+}
+
+#[test]
+fn an_invalid_store_is_reported_and_never_merged() {
+    let f = fixture(32);
+    invalidate(&f.cow);
+    let origin_before = sha256(&f.origin);
+
+    let v = json(&ctl(&["cow", "inspect", "--json", p(&f.cow)]));
+    assert_eq!(v["valid"], false);
+
+    let out = ctl(&["cow", "check", p(&f.cow)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("marked invalid"), "{}", text(&out.stdout));
+
+    let out = ctl(&["cow", "merge", "--origin", p(&f.origin), p(&f.cow)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("invalid"), "{}", text(&out.stderr));
+    assert_eq!(sha256(&f.origin), origin_before, "a refused merge touched the origin");
+
+    let view = f.dir.path().join("view.img");
+    let out = ctl(&["cow", "export", "--origin", p(&f.origin), p(&f.cow), p(&view)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!view.exists(), "a refused export created its output");
+}
+
+#[test]
+fn damage_is_named_with_its_offset() {
+    let f = fixture(32);
+    // Wrong magic.
+    let mut bytes = std::fs::read(&f.cow).unwrap();
+    let good = bytes.clone();
+    bytes[0] ^= 0xff;
+    std::fs::write(&f.cow, &bytes).unwrap();
+    let out = ctl(&["cow", "check", p(&f.cow)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("wrong magic"), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("not clean"), "{}", text(&out.stderr));
+    let out = ctl(&["cow", "inspect", p(&f.cow)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("wrong magic"));
+
+    // Two entries for the same origin chunk: copy entry 0's old_chunk into entry 1. Area 0
+    // is chunk 1 (16 KiB in); entries are {old u64, new u64}.
+    let mut bytes = good.clone();
+    let area = 32 * 512;
+    let old0: [u8; 8] = bytes[area..area + 8].try_into().unwrap();
+    bytes[area + 16..area + 24].copy_from_slice(&old0);
+    std::fs::write(&f.cow, &bytes).unwrap();
+    let out = ctl(&["cow", "check", "--json", p(&f.cow)]);
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out);
+    assert_eq!(v["clean"], false);
+    let problems = v["problems"].as_array().unwrap();
+    assert!(
+        problems.iter().any(|p| p["offset"] == area as u64 + 16
+            && p["message"].as_str().unwrap().contains("repeats origin chunk")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn an_all_zero_cow_holds_no_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let cow = dir.path().join("zero.img");
+    std::fs::write(&cow, vec![0u8; 1 << 20]).unwrap();
+    let out = ctl(&["cow", "inspect", p(&cow)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("holds no snapshot store"), "{}", text(&out.stderr));
+    // And nothing was formatted.
+    assert!(std::fs::read(&cow).unwrap().iter().all(|&b| b == 0));
+    let missing = dir.path().join("missing.img");
+    let out = ctl(&["cow", "check", p(&missing)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("cannot open"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = ctl(&["cow", "merge", "cow.img"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = ctl(&["bogus"]);
+    assert_eq!(out.status.code(), Some(2));
+}
