@@ -6,3 +6,4 @@ pub mod backend;
 pub mod cleanup;
 pub mod config;
 pub mod pool;
+pub mod service;
