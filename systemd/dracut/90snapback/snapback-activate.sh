@@ -1,0 +1,13 @@
+#!/bin/sh
+# initqueue/settled hook: assemble snapback's dm stacks once (activation is idempotent, but
+# the initqueue runs this on every pass).
+type warn >/dev/null 2>&1 || . /lib/dracut-lib.sh
+
+[ -e /run/snapback/activated ] && return 0 2>/dev/null
+modprobe -q dm-snapshot
+mkdir -p /run/snapback
+if snapbackd activate --config /etc/snapback/snapback.toml; then
+    : > /run/snapback/activated
+else
+    warn "snapback: volume activation failed; boot with rd.break=pre-mount and run 'snapbackd activate' to see why"
+fi
