@@ -79,7 +79,7 @@ pub fn format_io(
     path: &Path,
     options: FormatOptions,
 ) -> Result<Pool, PoolError> {
-    if options.extent_bytes == 0 || options.extent_bytes % 4096 != 0 {
+    if options.extent_bytes == 0 || !options.extent_bytes.is_multiple_of(4096) {
         return Err(PoolError::Invalid(format!(
             "extent size {} is not a positive multiple of 4096",
             options.extent_bytes

@@ -124,6 +124,7 @@ pub fn verify_slot(header: &[u8], payload: Vec<u8>) -> Result<Slot, SlotError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -243,4 +243,5 @@ fn write_slot(dev: &dyn BlockIo, sequence: u64, registry: &Registry) -> Result<(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;

@@ -156,7 +156,7 @@ impl Registry {
 
     /// Checks the invariants a registry read from disk must hold.
     pub fn validate(&self) -> Result<(), String> {
-        if self.extent_bytes == 0 || self.extent_bytes % 4096 != 0 {
+        if self.extent_bytes == 0 || !self.extent_bytes.is_multiple_of(4096) {
             return Err(format!("extent size {} is not a positive multiple of 4096", self.extent_bytes));
         }
         let mut seen_extents = BTreeSet::new();
@@ -190,6 +190,7 @@ impl Registry {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -302,3 +302,51 @@ fn crash_at_any_write_of_an_update_leaves_old_or_new() {
     }
     assert!(saw_old && saw_new, "both outcomes must be reachable");
 }
+
+/// The same with the engine's power-loss device: the machine stops after `n` writes/flushes of
+/// an update, unflushed writes are torn or dropped, and the pool reopens old or new.
+#[test]
+fn power_loss_during_an_update_leaves_old_or_new() {
+    use super::io::{MemIo, PowerLoss};
+    let base = MemIo::new(POOL_BYTES as u64);
+    let pool = format_io(Arc::new(base), Path::new("mem"), options()).unwrap();
+    add_set(&pool, "root", 2);
+    let old = pool.registry();
+    let image = pool_image(&pool);
+    let mut outcomes = (0, 0);
+    for stop_after in 0..6u64 {
+        for mode in [PowerLoss::DropAll, PowerLoss::KeepSome(stop_after), PowerLoss::Tear(stop_after + 7)] {
+            let dev = Arc::new(MemIo::from_bytes(image.clone()));
+            let pool = Pool::open_io(dev.clone(), Path::new("mem")).unwrap();
+            dev.die_after(stop_after);
+            let finished = pool
+                .update(|registry| {
+                    registry.volumes.push(VolumeRecord { name: "home".into(), backing: "/dev/home".into(), size_bytes: 1 });
+                    Ok(())
+                })
+                .is_ok();
+            let new = pool.registry();
+            dev.power_loss(mode);
+            let reopened = Pool::open_io(dev, Path::new("mem")).unwrap().registry();
+            if reopened == old {
+                assert!(!finished, "an acknowledged update was lost (stop after {stop_after}, {mode:?})");
+                outcomes.0 += 1;
+            } else {
+                assert_eq!(reopened.volumes.len(), old.volumes.len() + 1, "neither old nor new");
+                assert_eq!(reopened.snapshot_sets, old.snapshot_sets);
+                if finished {
+                    assert_eq!(reopened, new);
+                }
+                outcomes.1 += 1;
+            }
+        }
+    }
+    assert!(outcomes.0 > 0 && outcomes.1 > 0, "both outcomes reachable: {outcomes:?}");
+}
+
+fn pool_image(pool: &Pool) -> Vec<u8> {
+    let dev = pool.device();
+    let mut image = vec![0u8; dev.size_bytes().unwrap() as usize];
+    dev.read_at(&mut image, 0).unwrap();
+    image
+}

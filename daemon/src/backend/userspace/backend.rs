@@ -1,0 +1,571 @@
+//! `UserspaceBackend`: the `Backend` trait over the engine, FUSE and loop devices.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use super::fuse_fs::FuseMount;
+use super::loop_device;
+use super::merge;
+use super::monitor;
+use super::state::{lock, pool_error, Shared, UserspaceOptions};
+use super::volume::{Volume, CHUNK_SECTORS};
+use crate::backend::{
+    Backend, BackendError, BackendEvent, BackendKind, BackendResult, EventSink, PoolStatus,
+    RollbackOutcome, SnapshotId, SnapshotRequest, SnapshotSetInfo, VolumeInfo,
+};
+use crate::config::Config;
+use crate::pool::{CowRecord, ExtentIo, Pool, PoolError, SetState, SnapshotSetRecord, VolumeRecord};
+
+/// Bytes zeroed at the start of a new COW: the header chunk and the first metadata area.
+const COW_ZERO_BYTES: u64 = 2 * CHUNK_SECTORS as u64 * 512;
+
+/// The userspace backend. Dropping it shuts it down.
+pub struct UserspaceBackend {
+    shared: Arc<Shared>,
+    fuse: Mutex<Option<FuseMount>>,
+}
+
+impl fmt::Debug for UserspaceBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserspaceBackend")
+            .field("pool", &self.shared.pool.path())
+            .field("volumes", &self.shared.volumes.keys().collect::<Vec<_>>())
+            .field("fuse_dir", &self.shared.options.fuse_dir)
+            .finish()
+    }
+}
+
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+impl UserspaceBackend {
+    /// Assembles every configured volume with default options.
+    pub fn open(config: &Config, pool: Pool) -> BackendResult<UserspaceBackend> {
+        UserspaceBackend::open_with(config, pool, UserspaceOptions::default())
+    }
+
+    /// Assembles every configured volume: engine origins, snapshots from the registry, the FUSE
+    /// filesystem and loop devices; then resumes pending rollbacks.
+    pub fn open_with(config: &Config, pool: Pool, options: UserspaceOptions) -> BackendResult<UserspaceBackend> {
+        let mut volumes = BTreeMap::new();
+        for volume in &config.volumes {
+            let opened = Volume::open(&volume.name, &volume.device, volume.auto, volume.cow_size)?;
+            if let Some(bytes) = options.merge_step_bytes {
+                opened.set_merge_step_bytes(bytes);
+            }
+            volumes.insert(volume.name.clone(), Arc::new(opened));
+        }
+        register_volumes(&pool, &volumes)?;
+        let shared = Arc::new(Shared::new(pool, options, volumes));
+        let backend = UserspaceBackend { shared: shared.clone(), fuse: Mutex::new(None) };
+
+        attach_registered_snapshots(&shared);
+        for (name, volume) in &shared.volumes {
+            shared.files.insert(name, volume.served_file());
+        }
+        let mount = FuseMount::mount(&shared.options.fuse_dir, shared.files.clone(), shared.options.fuse_threads)
+            .map_err(|err| {
+                BackendError::Backend(format!(
+                    "cannot mount the volume filesystem at {}: {err} (is /dev/fuse there and are we root?)",
+                    shared.options.fuse_dir.display()
+                ))
+            })?;
+        *lock(&backend.fuse) = Some(mount);
+        resume_pending_rollbacks(&shared);
+        for (name, volume) in &shared.volumes {
+            let file = shared.options.fuse_dir.join(name);
+            let device = loop_device::attach(&file).map_err(|err| {
+                BackendError::Backend(format!("volume {name}: cannot attach a loop device: {err}"))
+            })?;
+            tracing::info!(volume = %name, device = %device.display(), "volume assembled");
+            volume.set_device(Some(device));
+        }
+        monitor::spawn(&shared).map_err(|err| BackendError::Backend(format!("cannot start the monitor: {err}")))?;
+        Ok(backend)
+    }
+
+    fn snapshot_file_name(volume: &str, id: SnapshotId) -> String {
+        format!("{volume}@{id}")
+    }
+
+    fn publish_snapshot_files(&self, id: SnapshotId, volumes: &[String]) {
+        if !self.shared.options.snapshot_files {
+            return;
+        }
+        for name in volumes {
+            if let Some(view) = self.shared.volumes.get(name).and_then(|v| v.snapshot_view(id)) {
+                self.shared.files.insert(&Self::snapshot_file_name(name, id), view);
+            }
+        }
+    }
+
+    /// Picks the volumes of a new set.
+    fn requested_volumes(&self, request: &SnapshotRequest) -> BackendResult<Vec<Arc<Volume>>> {
+        let names: BTreeSet<String> = if request.volumes.is_empty() {
+            self.shared.volumes.values().filter(|v| v.auto).map(|v| v.name.clone()).collect()
+        } else {
+            request.volumes.iter().cloned().collect()
+        };
+        if names.is_empty() {
+            return Err(BackendError::InvalidArgument(
+                "no volumes given and none is configured with auto = true".into(),
+            ));
+        }
+        names.iter().map(|name| self.shared.volume(name).cloned()).collect()
+    }
+
+    fn cow_bytes(&self, volume: &Volume, request: &SnapshotRequest) -> BackendResult<u64> {
+        let bytes = request.cow_size_bytes.or(volume.cow_size).unwrap_or(volume.size_bytes / 10);
+        if request.cow_size_bytes == Some(0) {
+            return Err(BackendError::InvalidArgument("cow-size must be more than 0 bytes".into()));
+        }
+        Ok(bytes)
+    }
+}
+
+/// Records configured volumes in the registry; refuses a volume whose backing device changed
+/// while snapshots of it exist.
+fn register_volumes(pool: &Pool, volumes: &BTreeMap<String, Arc<Volume>>) -> BackendResult<()> {
+    let registry = pool.registry();
+    let mut changed = false;
+    for volume in volumes.values() {
+        match registry.volume(&volume.name) {
+            Some(known) if known.backing == volume.backing && known.size_bytes == volume.size_bytes => {}
+            Some(known) => {
+                let has_snapshots = registry.snapshot_sets.iter().any(|s| s.volumes().contains(&volume.name));
+                if has_snapshots {
+                    return Err(BackendError::Backend(format!(
+                        "volume {} was {} ({} bytes) when its snapshots were taken, now {} ({} bytes); \
+                         restore the configuration or delete its snapshots with the old one",
+                        volume.name,
+                        known.backing.display(),
+                        known.size_bytes,
+                        volume.backing.display(),
+                        volume.size_bytes
+                    )));
+                }
+                changed = true;
+            }
+            None => changed = true,
+        }
+    }
+    if changed {
+        pool.update(|registry| {
+            for volume in volumes.values() {
+                registry.volumes.retain(|known| known.name != volume.name);
+                registry.volumes.push(VolumeRecord {
+                    name: volume.name.clone(),
+                    backing: volume.backing.clone(),
+                    size_bytes: volume.size_bytes,
+                });
+            }
+            Ok(())
+        })
+        .map_err(pool_error)?;
+    }
+    Ok(())
+}
+
+/// Attaches every registered COW to its volume's origin. A COW that cannot be attached makes
+/// its set invalid (the volume keeps working).
+fn attach_registered_snapshots(shared: &Shared) {
+    let registry = shared.pool.registry();
+    for set in &registry.snapshot_sets {
+        let mut problem = None;
+        for cow in &set.cows {
+            let Some(volume) = shared.volumes.get(&cow.volume) else {
+                tracing::error!(snapshot = set.id, volume = %cow.volume, "snapshot of a volume that is no longer configured");
+                problem = Some(format!("volume {} is not configured", cow.volume));
+                continue;
+            };
+            let io = Arc::new(shared.pool.extent_io(&cow.extents));
+            if let Err(err) = volume.attach(set.id, io) {
+                tracing::error!(snapshot = set.id, volume = %cow.volume, %err, "cannot attach snapshot");
+                problem = Some(err.to_string());
+            }
+        }
+        if shared.options.snapshot_files {
+            for cow in &set.cows {
+                if let Some(view) = shared.volumes.get(&cow.volume).and_then(|v| v.snapshot_view(set.id)) {
+                    shared.files.insert(&UserspaceBackend::snapshot_file_name(&cow.volume, set.id), view);
+                }
+            }
+        }
+        if let Some(problem) = problem {
+            if set.state != SetState::Invalid {
+                if let Err(err) = shared.set_state(set.id, SetState::Invalid, Some(problem)) {
+                    tracing::error!(snapshot = set.id, %err, "cannot record invalid snapshot");
+                }
+            }
+        }
+    }
+}
+
+/// Starts the merges of sets whose rollback was scheduled (or running when snapbackd stopped).
+fn resume_pending_rollbacks(shared: &Arc<Shared>) {
+    for id in shared.pool.registry().pending_rollbacks() {
+        tracing::info!(snapshot = id, "starting pending rollback");
+        if let Err(err) = start_merges(shared, id) {
+            tracing::error!(snapshot = id, %err, "cannot start pending rollback");
+            let _ = shared.set_state(id, SetState::MergeFailed, Some(err.to_string()));
+        }
+    }
+}
+
+/// Marks the set merging, starts the engine merges and the merge threads.
+fn start_merges(shared: &Arc<Shared>, id: SnapshotId) -> BackendResult<()> {
+    let record = shared.record(id)?;
+    let volumes: Vec<Arc<Volume>> = record
+        .volumes()
+        .iter()
+        .map(|name| shared.volume(name).cloned())
+        .collect::<BackendResult<_>>()?;
+    if record.state != SetState::Merging {
+        shared.set_state(id, SetState::Merging, None)?;
+    }
+    for volume in &volumes {
+        match volume.start_merge(id) {
+            Ok(()) => {}
+            // Resuming after a failure or restart: the engine may already be merging it.
+            Err(BackendError::AlreadyMerging(_)) if record.state.rollback_pending() || record.state == SetState::MergeFailed => {}
+            Err(err) => return Err(err),
+        }
+    }
+    merge::spawn(shared, id, volumes);
+    Ok(())
+}
+
+impl Backend for UserspaceBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Userspace
+    }
+
+    fn volumes(&self) -> Vec<VolumeInfo> {
+        let registry = self.shared.pool.registry();
+        self.shared
+            .volumes
+            .values()
+            .map(|volume| {
+                let states: Vec<SetState> = registry
+                    .snapshot_sets
+                    .iter()
+                    .filter(|set| set.volumes().contains(&volume.name))
+                    .map(|set| set.state)
+                    .collect();
+                let device = volume.device();
+                let state = if states.contains(&SetState::Merging) {
+                    "merging"
+                } else if states.contains(&SetState::MergeScheduled) {
+                    "merge-scheduled"
+                } else if device.is_some() {
+                    "active"
+                } else {
+                    "inactive"
+                };
+                VolumeInfo {
+                    name: volume.name.clone(),
+                    backing: volume.backing.clone(),
+                    device,
+                    auto: volume.auto,
+                    state: state.to_string(),
+                    size_bytes: volume.size_bytes,
+                }
+            })
+            .collect()
+    }
+
+    fn pool(&self) -> PoolStatus {
+        PoolStatus {
+            path: self.shared.pool.path().to_path_buf(),
+            size_bytes: self.shared.pool.size_bytes(),
+            used_bytes: self.shared.pool.used_bytes(),
+        }
+    }
+
+    fn snapshots(&self) -> Vec<SnapshotSetInfo> {
+        self.shared.pool.registry().snapshot_sets.iter().map(|set| self.shared.info(set)).collect()
+    }
+
+    fn snapshot(&self, id: SnapshotId) -> BackendResult<SnapshotSetInfo> {
+        Ok(self.shared.info(&self.shared.record(id)?))
+    }
+
+    fn create_snapshot(&self, request: SnapshotRequest) -> BackendResult<SnapshotSetInfo> {
+        let volumes = self.requested_volumes(&request)?;
+        let _ops = lock(&self.shared.ops);
+        let registry = self.shared.pool.registry();
+        for volume in &volumes {
+            if let Some(set) = registry
+                .snapshot_sets
+                .iter()
+                .find(|set| set.state.rollback_pending() && set.volumes().contains(&volume.name))
+            {
+                return Err(BackendError::Busy(format!(
+                    "volume {} has a rollback to snapshot {} pending or running; wait for it or cancel it",
+                    volume.name, set.id
+                )));
+            }
+        }
+        // 1. Pick every extent first: a full pool fails here, before anything changed.
+        let counts = volumes
+            .iter()
+            .map(|volume| Ok(self.cow_bytes(volume, &request)?.div_ceil(registry.extent_bytes).max(1)))
+            .collect::<BackendResult<Vec<u64>>>()?;
+        let picked = registry.pick_free_extents(&counts).map_err(pool_error)?;
+        let all: Vec<u64> = picked.iter().flatten().copied().collect();
+        // 2. Zero the COW starts so the engine makes new stores there.
+        self.shared.pool.zero_extent_starts(&all, COW_ZERO_BYTES).map_err(pool_error)?;
+        let id = registry.next_snapshot_id;
+        let cows: Vec<Arc<ExtentIo>> = picked.iter().map(|extents| Arc::new(self.shared.pool.extent_io(extents))).collect();
+        // 3. Take the set: flush filesystems, suspend every origin, attach, resume.
+        rustix::fs::sync();
+        let suspended_at = Instant::now();
+        for volume in &volumes {
+            volume.suspend();
+        }
+        let mut attached = Vec::new();
+        let mut failure = None;
+        for (volume, cow) in volumes.iter().zip(&cows) {
+            match volume.attach(id, cow.clone()) {
+                Ok(()) => attached.push(volume.clone()),
+                Err(err) => {
+                    failure = Some(err);
+                    break;
+                }
+            }
+        }
+        if failure.is_some() {
+            for volume in &attached {
+                let _ = volume.detach(id);
+            }
+        }
+        for volume in &volumes {
+            volume.resume();
+        }
+        let suspended = suspended_at.elapsed();
+        if let Some(err) = failure {
+            return Err(err);
+        }
+        tracing::info!(snapshot = id, suspended_us = suspended.as_micros() as u64, "origins suspended while taking the set");
+        // 4. One registry commit makes the set real.
+        let record = SnapshotSetRecord {
+            id,
+            description: request.description.clone(),
+            created_us: now_us(),
+            userdata: request.userdata.clone(),
+            important: request.important,
+            state: SetState::Active,
+            message: None,
+            cows: volumes
+                .iter()
+                .zip(&picked)
+                .map(|(volume, extents)| CowRecord {
+                    volume: volume.name.clone(),
+                    chunk_sectors: CHUNK_SECTORS,
+                    extents: extents.clone(),
+                })
+                .collect(),
+        };
+        let committed = self.shared.pool.update(|registry| {
+            if registry.next_snapshot_id != id {
+                return Err(PoolError::Invalid("registry changed while taking the snapshot".into()));
+            }
+            registry.next_snapshot_id += 1;
+            registry.snapshot_sets.push(record.clone());
+            Ok(())
+        });
+        if let Err(err) = committed {
+            for volume in &volumes {
+                let _ = volume.detach(id);
+            }
+            return Err(pool_error(err));
+        }
+        let names = record.volumes();
+        self.publish_snapshot_files(id, &names);
+        tracing::info!(snapshot = id, volumes = ?names, description = %record.description, "snapshot set created");
+        Ok(self.shared.info(&record))
+    }
+
+    fn rollback(&self, id: SnapshotId) -> BackendResult<RollbackOutcome> {
+        let _ops = lock(&self.shared.ops);
+        let record = self.shared.record(id)?;
+        match record.state {
+            SetState::Invalid => {
+                return Err(BackendError::SnapshotInvalid(format!(
+                    "snapshot {id} is invalid ({}); it cannot be rolled back, only deleted",
+                    record.message.as_deref().unwrap_or("its COW filled up or failed")
+                )))
+            }
+            SetState::Merging => {
+                return Err(BackendError::AlreadyMerging(format!("snapshot {id} is already merging")))
+            }
+            SetState::MergeScheduled => return Ok(RollbackOutcome::Scheduled),
+            SetState::Active | SetState::Overflow | SetState::MergeFailed => {}
+        }
+        let registry = self.shared.pool.registry();
+        for name in record.volumes() {
+            let volume = self.shared.volume(&name)?;
+            if let Some(other) = registry.snapshot_sets.iter().find(|set| {
+                set.id != id && set.state.rollback_pending() && set.volumes().contains(&name)
+            }) {
+                return Err(BackendError::AlreadyMerging(format!(
+                    "volume {} is already rolling back to snapshot {}",
+                    volume.name, other.id
+                )));
+            }
+        }
+        // Busy = a volume's device is mounted or held exclusively: then the whole set waits
+        // for the next assembly. Holding every device exclusively keeps it unmounted until the
+        // merges have started.
+        let mut holds = Vec::new();
+        let mut busy = Vec::new();
+        for name in record.volumes() {
+            let volume = self.shared.volume(&name)?;
+            let Some(device) = volume.device() else { continue };
+            match loop_device::hold_exclusive(&device) {
+                Ok(Some(hold)) => holds.push((device, hold)),
+                Ok(None) => busy.push(name.clone()),
+                Err(err) => {
+                    return Err(BackendError::Backend(format!("checking whether {} is in use: {err}", device.display())))
+                }
+            }
+        }
+        if !busy.is_empty() {
+            self.shared.set_state(id, SetState::MergeScheduled, None)?;
+            tracing::info!(snapshot = id, busy = ?busy, "volumes in use: rollback scheduled for the next start");
+            self.shared.emit(BackendEvent::SnapshotChanged(id));
+            return Ok(RollbackOutcome::Scheduled);
+        }
+        for (device, _) in &holds {
+            if let Err(err) = loop_device::flush_buffers(device) {
+                tracing::warn!(device = %device.display(), %err, "dropping the buffer cache before the merge");
+            }
+        }
+        start_merges(&self.shared, id)?;
+        drop(holds);
+        tracing::info!(snapshot = id, "rollback merging");
+        self.shared.emit(BackendEvent::SnapshotChanged(id));
+        Ok(RollbackOutcome::Merging)
+    }
+
+    fn cancel_rollback(&self, id: SnapshotId) -> BackendResult<()> {
+        let _ops = lock(&self.shared.ops);
+        let record = self.shared.record(id)?;
+        match record.state {
+            SetState::MergeScheduled => {
+                self.shared.set_state(id, SetState::Active, None)?;
+                tracing::info!(snapshot = id, "scheduled rollback cancelled");
+                self.shared.emit(BackendEvent::SnapshotChanged(id));
+                Ok(())
+            }
+            SetState::Merging => Err(BackendError::AlreadyMerging(format!(
+                "the merge of snapshot {id} is running and cannot be cancelled; it finishes on its own"
+            ))),
+            _ => Err(BackendError::InvalidArgument(format!("snapshot {id} has no scheduled rollback"))),
+        }
+    }
+
+    fn delete(&self, id: SnapshotId) -> BackendResult<()> {
+        let _ops = lock(&self.shared.ops);
+        let record = self.shared.record(id)?;
+        if record.state == SetState::Merging {
+            return Err(BackendError::Busy(format!("snapshot {id} is merging; it is removed when the merge finishes")));
+        }
+        // Registry first: the extents are only reused after this (under the same lock).
+        self.shared
+            .pool
+            .update(|registry| {
+                registry.snapshot_sets.retain(|set| set.id != id);
+                Ok(())
+            })
+            .map_err(pool_error)?;
+        for name in record.volumes() {
+            self.shared.files.remove(&Self::snapshot_file_name(&name, id));
+            if let Some(volume) = self.shared.volumes.get(&name) {
+                if let Err(err) = volume.detach(id) {
+                    tracing::warn!(snapshot = id, volume = %name, %err, "detaching deleted snapshot");
+                }
+            }
+        }
+        tracing::info!(snapshot = id, "snapshot set deleted");
+        self.shared.emit(BackendEvent::SnapshotRemoved(id));
+        Ok(())
+    }
+
+    fn update_metadata(
+        &self,
+        id: SnapshotId,
+        description: Option<String>,
+        userdata: BTreeMap<String, String>,
+    ) -> BackendResult<SnapshotSetInfo> {
+        let _ops = lock(&self.shared.ops);
+        self.shared.record(id)?;
+        self.shared
+            .pool
+            .update(|registry| {
+                let set = registry
+                    .set_mut(id)
+                    .ok_or_else(|| PoolError::Invalid(format!("snapshot set {id} vanished")))?;
+                if let Some(description) = description {
+                    set.description = description;
+                }
+                set.userdata.extend(userdata);
+                Ok(())
+            })
+            .map_err(pool_error)?;
+        self.shared.emit(BackendEvent::SnapshotChanged(id));
+        Ok(self.shared.info(&self.shared.record(id)?))
+    }
+
+    fn set_event_sink(&self, sink: EventSink) {
+        self.shared.set_sink(sink);
+    }
+
+    fn shutdown(&self) -> BackendResult<()> {
+        if self.shared.stop.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let threads: Vec<_> = lock(&self.shared.threads).drain(..).collect();
+        for thread in threads {
+            let _ = thread.join();
+        }
+        let mut problems = Vec::new();
+        for volume in self.shared.volumes.values() {
+            if let Err(err) = volume.flush() {
+                problems.push(err.to_string());
+            }
+            if let Some(device) = volume.device() {
+                if let Err(err) = loop_device::detach(&device) {
+                    problems.push(format!("detaching {}: {err}", device.display()));
+                }
+                volume.set_device(None);
+            }
+        }
+        if let Some(mut mount) = lock(&self.fuse).take() {
+            mount.unmount();
+        }
+        for volume in self.shared.volumes.values() {
+            for set in self.shared.pool.registry().snapshot_sets.iter().filter(|s| s.volumes().contains(&volume.name)) {
+                let _ = volume.detach(set.id);
+            }
+        }
+        tracing::info!("userspace backend shut down");
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(BackendError::Backend(problems.join("; ")))
+        }
+    }
+}
+
+impl Drop for UserspaceBackend {
+    fn drop(&mut self) {
+        if let Err(err) = self.shutdown() {
+            tracing::warn!(%err, "shutting down the userspace backend");
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Running a snapshot set's merge: one thread per volume stepping its origin's merge, and a
+//! coordinator that removes the set when every volume is done.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::state::{lock, Shared, VolumeProgress};
+use super::volume::Volume;
+use crate::backend::{BackendEvent, SnapshotId};
+use crate::pool::{PoolError, SetState};
+
+/// How often a merging set reports progress on the bus.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+enum Outcome {
+    Finished,
+    Stopped,
+    Failed(String),
+}
+
+/// Starts the merge threads of set `id` (the engine merges must already be started).
+pub fn spawn(shared: &Arc<Shared>, id: SnapshotId, volumes: Vec<Arc<Volume>>) {
+    let coordinator_shared = shared.clone();
+    let handle = thread::Builder::new()
+        .name(format!("merge-{id}"))
+        .spawn(move || coordinate(&coordinator_shared, id, volumes));
+    match handle {
+        Ok(handle) => lock(&shared.threads).push(handle),
+        Err(err) => fail(shared, id, format!("cannot start the merge thread: {err}")),
+    }
+}
+
+fn coordinate(shared: &Arc<Shared>, id: SnapshotId, volumes: Vec<Arc<Volume>>) {
+    let started = Instant::now();
+    let workers: Vec<_> = volumes
+        .iter()
+        .map(|volume| {
+            let shared = shared.clone();
+            let volume = volume.clone();
+            thread::Builder::new()
+                .name(format!("merge-{id}-{}", volume.name))
+                .spawn(move || step_until_done(&shared, id, &volume))
+        })
+        .collect();
+    let mut failures = Vec::new();
+    let mut stopped = false;
+    for (volume, worker) in volumes.iter().zip(workers) {
+        let outcome = match worker {
+            Ok(handle) => handle.join().unwrap_or_else(|_| Outcome::Failed("merge thread panicked".into())),
+            Err(err) => Outcome::Failed(format!("cannot start merge thread: {err}")),
+        };
+        match outcome {
+            Outcome::Finished => {}
+            Outcome::Stopped => stopped = true,
+            Outcome::Failed(message) => failures.push(format!("volume {}: {message}", volume.name)),
+        }
+    }
+    if !failures.is_empty() {
+        fail(shared, id, failures.join("; "));
+    } else if stopped {
+        tracing::info!(snapshot = id, "merge paused for shutdown; it resumes when snapbackd starts again");
+    } else {
+        finish(shared, id, &volumes, started.elapsed());
+    }
+}
+
+fn step_until_done(shared: &Shared, id: SnapshotId, volume: &Volume) -> Outcome {
+    let mut last_report = Instant::now();
+    loop {
+        if shared.stopping() {
+            return Outcome::Stopped;
+        }
+        let step = match volume.merge_step() {
+            Ok(step) => step,
+            Err(err) => return Outcome::Failed(err.to_string()),
+        };
+        lock(&shared.progress).entry(id).or_default().insert(
+            volume.name.clone(),
+            VolumeProgress { chunks_left: step.chunks_left, chunks_total: step.chunks_total },
+        );
+        if step.finished {
+            return Outcome::Finished;
+        }
+        if last_report.elapsed() >= PROGRESS_EVERY {
+            last_report = Instant::now();
+            shared.emit(BackendEvent::SnapshotChanged(id));
+        }
+    }
+}
+
+/// Every volume merged: detach the snapshots, free the COW, forget the set.
+fn finish(shared: &Shared, id: SnapshotId, volumes: &[Arc<Volume>], took: Duration) {
+    let outcome = {
+        let _ops = lock(&shared.ops);
+        for volume in volumes {
+            shared.files.remove(&format!("{}@{id}", volume.name));
+            if let Err(err) = volume.detach(id) {
+                tracing::warn!(snapshot = id, volume = %volume.name, %err, "detaching merged snapshot");
+            }
+        }
+        shared.pool.update(|registry| {
+            registry.snapshot_sets.retain(|set| set.id != id);
+            Ok::<_, PoolError>(())
+        })
+    };
+    lock(&shared.progress).remove(&id);
+    match outcome {
+        Ok(()) => {
+            tracing::info!(snapshot = id, seconds = took.as_secs_f64(), "merge finished; snapshot set removed");
+            shared.emit(BackendEvent::MergeFinished { id, ok: true, message: String::new() });
+            shared.emit(BackendEvent::SnapshotRemoved(id));
+        }
+        Err(err) => fail(shared, id, format!("merge finished but the registry update failed: {err}")),
+    }
+}
+
+fn fail(shared: &Shared, id: SnapshotId, message: String) {
+    tracing::error!(snapshot = id, %message, "merge failed");
+    let message = format!("{message}. The merge resumes where it stopped with another Rollback.");
+    {
+        let _ops = lock(&shared.ops);
+        if let Err(err) = shared.set_state(id, SetState::MergeFailed, Some(message.clone())) {
+            tracing::error!(snapshot = id, %err, "recording the failed merge");
+        }
+    }
+    shared.emit(BackendEvent::MergeFinished { id, ok: false, message });
+    shared.emit(BackendEvent::SnapshotChanged(id));
+}

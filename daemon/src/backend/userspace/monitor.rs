@@ -1,0 +1,133 @@
+//! The monitor thread: grows COWs nearing full from the pool (like LVM autoextend), and turns
+//! snapshots the engine invalidated or overflowed into registry state and bus events.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::state::{lock, pool_error, Shared};
+use crate::backend::{BackendError, BackendEvent, SnapshotId};
+use crate::pool::{PoolError, SetState};
+
+pub fn spawn(shared: &Arc<Shared>) -> std::io::Result<()> {
+    let worker = shared.clone();
+    let handle = thread::Builder::new().name("cow-monitor".into()).spawn(move || run(&worker))?;
+    lock(&shared.threads).push(handle);
+    Ok(())
+}
+
+fn run(shared: &Shared) {
+    // Last used-bytes figure reported per set, so usage changes reach the bus.
+    let mut reported: BTreeMap<SnapshotId, u64> = BTreeMap::new();
+    let mut pool_full_warned = false;
+    while !shared.stopping() {
+        let deadline = Instant::now() + shared.options.monitor_interval;
+        check_once(shared, &mut reported, &mut pool_full_warned);
+        while !shared.stopping() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// One pass over every active set.
+pub fn check_once(shared: &Shared, reported: &mut BTreeMap<SnapshotId, u64>, pool_full_warned: &mut bool) {
+    let registry = shared.pool.registry();
+    reported.retain(|id, _| registry.set(*id).is_some());
+    for set in &registry.snapshot_sets {
+        if !matches!(set.state, SetState::Active | SetState::Overflow) {
+            continue;
+        }
+        let mut used = 0;
+        for cow in &set.cows {
+            let Some(volume) = shared.volumes.get(&cow.volume) else { continue };
+            let Some(figures) = volume.figures(set.id) else { continue };
+            used += figures.allocated_bytes;
+            if figures.invalid {
+                invalidate(shared, set.id, &cow.volume, "the snapshot's COW filled up or hit an I/O error");
+                continue;
+            }
+            if figures.overflow && set.state != SetState::Overflow {
+                mark_overflow(shared, set.id, &cow.volume);
+            }
+            let full = figures.allocated_bytes as f64 / figures.total_bytes.max(1) as f64;
+            if full > shared.options.autoextend_threshold {
+                match grow(shared, set.id, &cow.volume, figures.total_bytes) {
+                    Ok(added) => {
+                        *pool_full_warned = false;
+                        tracing::warn!(snapshot = set.id, volume = %cow.volume, percent_full = full * 100.0, added_bytes = added,
+                            "snapshot COW nearly full: grown from the pool");
+                    }
+                    Err(err) => {
+                        if !*pool_full_warned {
+                            tracing::warn!(snapshot = set.id, volume = %cow.volume, %err,
+                                "snapshot COW nearly full and cannot grow; it is invalidated when full");
+                            *pool_full_warned = true;
+                        }
+                    }
+                }
+            }
+        }
+        if reported.insert(set.id, used) != Some(used) {
+            shared.emit(BackendEvent::SnapshotChanged(set.id));
+        }
+    }
+}
+
+/// Adds extents at the end of a COW: registry first, then the live device (if the daemon
+/// dies in between, the registry merely lists extents the COW did not use yet).
+fn grow(shared: &Shared, id: SnapshotId, volume: &str, current_bytes: u64) -> Result<u64, BackendError> {
+    let _ops = lock(&shared.ops);
+    let extent_bytes = shared.pool.registry().extent_bytes;
+    let wanted = ((current_bytes as f64 * shared.options.autoextend_fraction) as u64)
+        .div_ceil(extent_bytes)
+        .max(1);
+    let attached = shared
+        .volumes
+        .get(volume)
+        .and_then(|v| v.attached(id))
+        .ok_or_else(|| BackendError::Backend(format!("snapshot {id} is not attached to {volume}")))?;
+    let added = shared
+        .pool
+        .update(|registry| {
+            let picked = registry.pick_free_extents(&[wanted])?.remove(0);
+            let cow = registry
+                .set_mut(id)
+                .and_then(|set| set.cows.iter_mut().find(|cow| cow.volume == volume))
+                .ok_or_else(|| PoolError::Invalid(format!("snapshot {id} has no COW for {volume}")))?;
+            cow.extents.extend_from_slice(&picked);
+            Ok(picked)
+        })
+        .map_err(pool_error)?;
+    attached.cow.grow(&added);
+    Ok(added.len() as u64 * extent_bytes)
+}
+
+fn invalidate(shared: &Shared, id: SnapshotId, volume: &str, reason: &str) {
+    let changed = {
+        let _ops = lock(&shared.ops);
+        match shared.record(id) {
+            Ok(record) if record.state != SetState::Invalid && !record.state.rollback_pending() => {
+                shared.set_state(id, SetState::Invalid, Some(reason.to_string())).is_ok()
+            }
+            _ => false,
+        }
+    };
+    if changed {
+        tracing::warn!(snapshot = id, volume, reason, "snapshot invalidated; the volume keeps working");
+        shared.emit(BackendEvent::SnapshotInvalidated { id, volume: volume.to_string(), reason: reason.to_string() });
+        shared.emit(BackendEvent::SnapshotChanged(id));
+    }
+}
+
+fn mark_overflow(shared: &Shared, id: SnapshotId, volume: &str) {
+    let changed = {
+        let _ops = lock(&shared.ops);
+        matches!(shared.record(id), Ok(record) if record.state == SetState::Active)
+            && shared.set_state(id, SetState::Overflow, None).is_ok()
+    };
+    if changed {
+        tracing::warn!(snapshot = id, volume, "snapshot overflowed: its writes fail, reads still work");
+        shared.emit(BackendEvent::SnapshotChanged(id));
+    }
+}

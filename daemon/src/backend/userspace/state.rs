@@ -1,0 +1,197 @@
+//! State shared by the backend's API calls, its merge threads and its monitor thread.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use super::fuse_fs::FileTable;
+use super::volume::Volume;
+use crate::backend::{
+    BackendError, BackendEvent, EventSink, SnapshotId, SnapshotSetInfo, SnapshotState,
+};
+use crate::pool::{Pool, PoolError, SetState, SnapshotSetRecord};
+
+/// Tunables of the userspace backend.
+#[derive(Debug, Clone)]
+pub struct UserspaceOptions {
+    /// Where the volume filesystem is mounted (`SNAPBACK_FUSE_DIR`, default
+    /// `/run/snapback/fuse`).
+    pub fuse_dir: std::path::PathBuf,
+    /// FUSE request-serving threads.
+    pub fuse_threads: usize,
+    /// How often the monitor looks at COW usage and snapshot validity.
+    pub monitor_interval: Duration,
+    /// A COW fuller than this fraction is grown from the pool.
+    pub autoextend_threshold: f64,
+    /// Growth step as a fraction of the COW's current size (at least one extent).
+    pub autoextend_fraction: f64,
+    /// Also serve each snapshot as a read-only file `<volume>@<id>`.
+    pub snapshot_files: bool,
+    /// Bytes one merge step copies (None: the engine's default).
+    pub merge_step_bytes: Option<u64>,
+}
+
+impl Default for UserspaceOptions {
+    fn default() -> UserspaceOptions {
+        UserspaceOptions {
+            fuse_dir: std::env::var_os("SNAPBACK_FUSE_DIR")
+                .map(Into::into)
+                .unwrap_or_else(|| "/run/snapback/fuse".into()),
+            fuse_threads: 4,
+            monitor_interval: Duration::from_secs(1),
+            autoextend_threshold: 0.8,
+            autoextend_fraction: 0.2,
+            snapshot_files: true,
+            merge_step_bytes: None,
+        }
+    }
+}
+
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub fn pool_error(err: PoolError) -> BackendError {
+    match err {
+        PoolError::NoSpace { .. } => BackendError::NoSpace(err.to_string()),
+        other => BackendError::Backend(other.to_string()),
+    }
+}
+
+/// Merge progress of one volume of a merging set.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VolumeProgress {
+    pub chunks_left: u64,
+    pub chunks_total: u64,
+}
+
+pub struct Shared {
+    pub pool: Pool,
+    pub options: UserspaceOptions,
+    pub volumes: BTreeMap<String, Arc<Volume>>,
+    pub files: Arc<FileTable>,
+    sink: RwLock<Option<EventSink>>,
+    /// Serializes every change of snapshot sets (API calls, merge completion, monitor).
+    pub ops: Mutex<()>,
+    pub progress: Mutex<BTreeMap<SnapshotId, BTreeMap<String, VolumeProgress>>>,
+    pub stop: AtomicBool,
+    /// Merge and monitor threads, joined at shutdown.
+    pub threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("pool", &self.pool.path())
+            .field("volumes", &self.volumes.keys().collect::<Vec<_>>())
+            .field("stop", &self.stopping())
+            .finish()
+    }
+}
+
+impl Shared {
+    pub fn new(pool: Pool, options: UserspaceOptions, volumes: BTreeMap<String, Arc<Volume>>) -> Shared {
+        Shared {
+            pool,
+            options,
+            volumes,
+            files: Arc::new(FileTable::default()),
+            sink: RwLock::new(None),
+            ops: Mutex::new(()),
+            progress: Mutex::new(BTreeMap::new()),
+            stop: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn set_sink(&self, sink: EventSink) {
+        *self.sink.write().unwrap_or_else(|p| p.into_inner()) = Some(sink);
+    }
+
+    pub fn emit(&self, event: BackendEvent) {
+        let sink = self.sink.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(sink) = sink {
+            sink(event);
+        }
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    pub fn volume(&self, name: &str) -> Result<&Arc<Volume>, BackendError> {
+        self.volumes.get(name).ok_or_else(|| {
+            BackendError::NotFound(format!("no volume named {name:?} is configured"))
+        })
+    }
+
+    pub fn record(&self, id: SnapshotId) -> Result<SnapshotSetRecord, BackendError> {
+        self.pool
+            .registry()
+            .set(id)
+            .cloned()
+            .ok_or_else(|| BackendError::NotFound(format!("no snapshot set with id {id}")))
+    }
+
+    /// Sets the state of set `id` in the registry (and its message).
+    pub fn set_state(&self, id: SnapshotId, state: SetState, message: Option<String>) -> Result<(), BackendError> {
+        self.pool
+            .update(|registry| {
+                let set = registry
+                    .set_mut(id)
+                    .ok_or_else(|| PoolError::Invalid(format!("snapshot set {id} vanished")))?;
+                set.state = state;
+                set.message = message;
+                Ok(())
+            })
+            .map_err(pool_error)
+    }
+
+    pub fn merge_progress(&self, id: SnapshotId) -> f64 {
+        let progress = lock(&self.progress);
+        let Some(volumes) = progress.get(&id) else {
+            return 0.0;
+        };
+        let total: u64 = volumes.values().map(|v| v.chunks_total).sum();
+        let left: u64 = volumes.values().map(|v| v.chunks_left).sum();
+        if total == 0 {
+            return 0.0;
+        }
+        (total - left.min(total)) as f64 / total as f64
+    }
+
+    /// The bus view of a set: registry record + live engine figures.
+    pub fn info(&self, record: &SnapshotSetRecord) -> SnapshotSetInfo {
+        let extent_bytes = self.pool.registry().extent_bytes;
+        let used_bytes = record
+            .cows
+            .iter()
+            .filter_map(|cow| self.volumes.get(&cow.volume)?.figures(record.id))
+            .map(|figures| figures.allocated_bytes)
+            .sum();
+        SnapshotSetInfo {
+            id: record.id,
+            description: record.description.clone(),
+            created_us: record.created_us,
+            volumes: record.volumes(),
+            state: bus_state(record.state),
+            used_bytes,
+            size_bytes: record.extent_count() * extent_bytes,
+            merge_progress: if record.state == SetState::Merging { self.merge_progress(record.id) } else { 0.0 },
+            userdata: record.userdata.clone(),
+            important: record.important,
+        }
+    }
+}
+
+pub fn bus_state(state: SetState) -> SnapshotState {
+    match state {
+        SetState::Active => SnapshotState::Active,
+        SetState::Invalid => SnapshotState::Invalid,
+        SetState::Overflow => SnapshotState::Overflow,
+        SetState::MergeScheduled => SnapshotState::MergeScheduled,
+        SetState::Merging => SnapshotState::Merging,
+        SetState::MergeFailed => SnapshotState::MergeFailed,
+    }
+}

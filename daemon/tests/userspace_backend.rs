@@ -1,0 +1,376 @@
+//! The userspace backend end to end on real FUSE, loop devices and ext4 (needs root).
+//!
+//! Each test builds its own pool and volume files in a temporary directory and drives the
+//! backend directly (the service helper's tests do the same over D-Bus).
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use snapbackd::backend::userspace::{UserspaceBackend, UserspaceOptions};
+use snapbackd::backend::{
+    Backend, BackendError, BackendEvent, RollbackOutcome, SnapshotRequest, SnapshotState,
+};
+use snapbackd::config::{Config, PoolConfig, VolumeConfig};
+use snapbackd::pool::{self, FormatOptions, Pool};
+
+const MIB: u64 = 1 << 20;
+
+struct Env {
+    dir: tempfile::TempDir,
+    config: Config,
+}
+
+impl Env {
+    fn new(volumes: &[(&str, u64)], pool_bytes: u64) -> Env {
+        assert!(rustix::process::geteuid().is_root(), "these tests need root (FUSE, loop devices, mount)");
+        let dir = tempfile::Builder::new().prefix("snapback-us-").tempdir_in("/var/tmp").unwrap();
+        let pool_path = dir.path().join("pool.img");
+        fs::File::create(&pool_path).unwrap().set_len(pool_bytes).unwrap();
+        let dev = Arc::new(snapback_engine::io::FileIo::open(&pool_path, true).unwrap());
+        pool::format_io(dev, &pool_path, FormatOptions { force: false, extent_bytes: 4 * MIB }).unwrap();
+        let volumes = volumes
+            .iter()
+            .map(|(name, bytes)| {
+                let device = dir.path().join(format!("{name}.img"));
+                fs::File::create(&device).unwrap().set_len(*bytes).unwrap();
+                VolumeConfig { name: name.to_string(), device, auto: true, cow_size: None }
+            })
+            .collect();
+        Env { config: Config { pool: PoolConfig { path: pool_path }, volumes }, dir }
+    }
+
+    fn options(&self) -> UserspaceOptions {
+        UserspaceOptions {
+            fuse_dir: self.dir.path().join("fuse"),
+            monitor_interval: Duration::from_millis(100),
+            ..UserspaceOptions::default()
+        }
+    }
+
+    fn open(&self) -> UserspaceBackend {
+        self.open_with(self.options())
+    }
+
+    fn open_with(&self, options: UserspaceOptions) -> UserspaceBackend {
+        let pool = Pool::open(&self.config.pool.path).unwrap();
+        UserspaceBackend::open_with(&self.config, pool, options).unwrap()
+    }
+
+    fn mountpoint(&self, name: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("mnt-{name}"));
+        fs::create_dir_all(&path).unwrap();
+        path
+    }
+}
+
+fn sh(program: &str, args: &[&str]) {
+    let output = Command::new(program).args(args).output().unwrap();
+    assert!(output.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+fn device_of(backend: &UserspaceBackend, volume: &str) -> String {
+    let info = backend.volumes().into_iter().find(|v| v.name == volume).unwrap();
+    info.device.unwrap().to_str().unwrap().to_string()
+}
+
+fn mkfs_and_mount(device: &str, at: &Path) {
+    sh("mkfs.ext4", &["-q", "-F", "-E", "nodiscard", device]);
+    sh("mount", &[device, at.to_str().unwrap()]);
+}
+
+/// Every file under `root` with its bytes (directories as empty entries with a trailing /).
+fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if rel == "lost+found" {
+                continue;
+            }
+            if entry.file_type().unwrap().is_dir() {
+                out.insert(format!("{rel}/"), Vec::new());
+                stack.push(path);
+            } else {
+                out.insert(rel, fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect()
+}
+
+fn populate(root: &Path) {
+    fs::create_dir_all(root.join("etc/app")).unwrap();
+    fs::write(root.join("etc/app/config"), b"version = 1\n").unwrap();
+    fs::write(root.join("etc/hostname"), b"before\n").unwrap();
+    fs::write(root.join("doomed"), pattern(100_000, 1)).unwrap();
+    fs::write(root.join("large"), pattern(12 << 20, 2)).unwrap();
+}
+
+fn change(root: &Path) {
+    fs::write(root.join("etc/app/config"), b"version = 2, upgraded\n").unwrap();
+    fs::write(root.join("added"), b"new file\n").unwrap();
+    fs::remove_file(root.join("doomed")).unwrap();
+    let mut large = OpenOptions::new().write(true).open(root.join("large")).unwrap();
+    large.write_all(&pattern(5 << 20, 3)).unwrap();
+    fs::write(root.join("another-large"), pattern(9 << 20, 4)).unwrap();
+}
+
+type Events = Arc<Mutex<Vec<BackendEvent>>>;
+
+fn record_events(backend: &UserspaceBackend) -> Events {
+    let events: Events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    backend.set_event_sink(Arc::new(move |event| sink.lock().unwrap().push(event)));
+    events
+}
+
+fn wait_removed(backend: &UserspaceBackend, id: u32) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while backend.snapshots().iter().any(|s| s.id == id) {
+        let info = backend.snapshot(id).unwrap();
+        assert_ne!(info.state, SnapshotState::MergeFailed, "merge failed");
+        assert!(Instant::now() < deadline, "merge of {id} did not finish: {info:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn snapshot_change_rollback_restores_the_tree() {
+    let env = Env::new(&[("root", 128 * MIB)], 256 * MIB);
+    let backend = env.open();
+    let events = record_events(&backend);
+    let device = device_of(&backend, "root");
+    let mnt = env.mountpoint("root");
+    mkfs_and_mount(&device, &mnt);
+    populate(&mnt);
+    let before = tree(&mnt);
+    sh("umount", &[mnt.to_str().unwrap()]);
+
+    let request = SnapshotRequest {
+        description: "before upgrade".into(),
+        cow_size_bytes: Some(64 * MIB),
+        ..SnapshotRequest::default()
+    };
+    let set = backend.create_snapshot(request).unwrap();
+    assert_eq!(set.volumes, vec!["root".to_string()]);
+    assert_eq!(set.state, SnapshotState::Active);
+    assert_eq!(set.size_bytes, 64 * MIB);
+    assert_eq!(backend.pool().used_bytes, 64 * MIB);
+
+    sh("mount", &[&device, mnt.to_str().unwrap()]);
+    change(&mnt);
+    let after = tree(&mnt);
+    assert_ne!(after, before);
+    sh("umount", &[mnt.to_str().unwrap()]);
+    assert!(backend.snapshot(set.id).unwrap().used_bytes > 14 * MIB, "the changes went to the COW");
+
+    // the read-only snapshot file shows the volume as it was
+    let snapshot_file = env.options().fuse_dir.join(format!("root@{}", set.id));
+    let mut head = vec![0u8; 2048];
+    fs::File::open(&snapshot_file).unwrap().read_exact(&mut head).unwrap();
+    assert_eq!(&head[1080..1082], &[0x53, 0xef], "ext4 superblock visible in the snapshot file");
+
+    assert_eq!(backend.rollback(set.id).unwrap(), RollbackOutcome::Merging);
+    wait_removed(&backend, set.id);
+    assert_eq!(backend.pool().used_bytes, 0, "COW extents freed after the merge");
+    assert!(!snapshot_file.exists());
+
+    sh("mount", &[&device, mnt.to_str().unwrap()]);
+    let restored = tree(&mnt);
+    sh("umount", &[mnt.to_str().unwrap()]);
+    assert!(restored == before, "tree after rollback differs from the tree at snapshot time");
+
+    let events = events.lock().unwrap().clone();
+    assert!(events.contains(&BackendEvent::MergeFinished { id: set.id, ok: true, message: String::new() }), "{events:?}");
+    assert!(events.contains(&BackendEvent::SnapshotRemoved(set.id)), "{events:?}");
+    backend.shutdown().unwrap();
+}
+
+#[test]
+fn two_volume_set_scheduled_while_mounted_merges_at_next_open() {
+    let env = Env::new(&[("root", 64 * MIB), ("var", 64 * MIB)], 256 * MIB);
+    let backend = env.open();
+    let (root_dev, var_dev) = (device_of(&backend, "root"), device_of(&backend, "var"));
+    let (root_mnt, var_mnt) = (env.mountpoint("root"), env.mountpoint("var"));
+    mkfs_and_mount(&root_dev, &root_mnt);
+    mkfs_and_mount(&var_dev, &var_mnt);
+    fs::write(root_mnt.join("os-release"), b"v1\n").unwrap();
+    fs::write(var_mnt.join("db"), pattern(3 << 20, 9)).unwrap();
+    let (root_before, var_before) = (tree(&root_mnt), tree(&var_mnt));
+
+    // snapshot while mounted: the backend syncs the filesystems before suspending
+    let set = backend
+        .create_snapshot(SnapshotRequest { cow_size_bytes: Some(16 * MIB), ..SnapshotRequest::default() })
+        .unwrap();
+    assert_eq!(set.volumes, vec!["root".to_string(), "var".to_string()]);
+    fs::write(root_mnt.join("os-release"), b"v2 broken\n").unwrap();
+    fs::write(var_mnt.join("db"), pattern(3 << 20, 10)).unwrap();
+    sh("sync", &[]);
+
+    // root is mounted: the whole set is scheduled, nothing merges
+    sh("umount", &[var_mnt.to_str().unwrap()]);
+    assert_eq!(backend.rollback(set.id).unwrap(), RollbackOutcome::Scheduled);
+    assert_eq!(backend.snapshot(set.id).unwrap().state, SnapshotState::MergeScheduled);
+    let states: Vec<String> = backend.volumes().iter().map(|v| v.state.clone()).collect();
+    assert_eq!(states, vec!["merge-scheduled", "merge-scheduled"]);
+    // cancel and schedule again; a second request while scheduled is idempotent
+    backend.cancel_rollback(set.id).unwrap();
+    assert_eq!(backend.snapshot(set.id).unwrap().state, SnapshotState::Active);
+    assert_eq!(backend.rollback(set.id).unwrap(), RollbackOutcome::Scheduled);
+    assert_eq!(backend.rollback(set.id).unwrap(), RollbackOutcome::Scheduled);
+    assert!(matches!(backend.delete(999), Err(BackendError::NotFound(_))));
+
+    // "reboot": the volumes go away, snapbackd starts again and runs the pending merge
+    sh("umount", &[root_mnt.to_str().unwrap()]);
+    backend.shutdown().unwrap();
+    drop(backend);
+    let backend = env.open();
+    wait_removed(&backend, set.id);
+    let (root_dev, var_dev) = (device_of(&backend, "root"), device_of(&backend, "var"));
+    sh("mount", &[&root_dev, root_mnt.to_str().unwrap()]);
+    sh("mount", &[&var_dev, var_mnt.to_str().unwrap()]);
+    let (root_after, var_after) = (tree(&root_mnt), tree(&var_mnt));
+    sh("umount", &[root_mnt.to_str().unwrap()]);
+    sh("umount", &[var_mnt.to_str().unwrap()]);
+    assert!(root_after == root_before, "root not rolled back");
+    assert!(var_after == var_before, "var not rolled back");
+    assert_eq!(backend.pool().used_bytes, 0);
+}
+
+fn write_device(device: &str, offset: u64, data: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let file = OpenOptions::new().write(true).open(device).unwrap();
+    file.write_all_at(data, offset).unwrap();
+    file.sync_all().unwrap();
+}
+
+fn read_file(path: &Path, offset: u64, len: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len];
+    fs::File::open(path).unwrap().read_exact_at(&mut buf, offset).unwrap();
+    buf
+}
+
+#[test]
+fn reopen_mid_merge_resumes_and_ends_with_the_snapshot_content() {
+    let env = Env::new(&[("data", 48 * MIB)], 128 * MIB);
+    let slow = UserspaceOptions { merge_step_bytes: Some(64 * 1024), ..env.options() };
+    let backend = env.open_with(slow.clone());
+    let device = device_of(&backend, "data");
+    let original = pattern(32 << 20, 21);
+    write_device(&device, 0, &original);
+    let set = backend
+        .create_snapshot(SnapshotRequest { cow_size_bytes: Some(40 * MIB), ..SnapshotRequest::default() })
+        .unwrap();
+    write_device(&device, 0, &pattern(32 << 20, 22));
+    assert_eq!(backend.rollback(set.id).unwrap(), RollbackOutcome::Merging);
+    std::thread::sleep(Duration::from_millis(300));
+    backend.shutdown().unwrap();
+    drop(backend);
+
+    // stopped at a step boundary with work left: still registered as merging
+    let pool = Pool::open(&env.config.pool.path).unwrap();
+    let record = pool.registry().set(set.id).cloned().expect("set still registered mid-merge");
+    assert_eq!(record.state, snapbackd::pool::SetState::Merging);
+    drop(pool);
+
+    let backend = env.open_with(slow);
+    assert_eq!(backend.snapshot(set.id).unwrap().state, SnapshotState::Merging);
+    wait_removed(&backend, set.id);
+    backend.shutdown().unwrap();
+    drop(backend);
+    let backing = &env.config.volumes[0].device;
+    assert!(read_file(backing, 0, 32 << 20) == original, "volume content after resumed merge is wrong");
+}
+
+#[test]
+fn full_pool_is_no_space_with_nothing_half_made() {
+    // 64 MiB pool = 15 extents of 4 MiB
+    let env = Env::new(&[("a", 64 * MIB), ("b", 64 * MIB)], 64 * MIB);
+    let backend = env.open();
+    let before = Pool::open(&env.config.pool.path).unwrap().registry();
+    let request = SnapshotRequest { cow_size_bytes: Some(32 * MIB), ..SnapshotRequest::default() };
+    match backend.create_snapshot(request) {
+        Err(BackendError::NoSpace(message)) => assert!(message.contains("16 extents"), "{message}"),
+        other => panic!("expected NoSpace, got {other:?}"),
+    }
+    assert!(backend.snapshots().is_empty());
+    assert_eq!(backend.pool().used_bytes, 0);
+    assert_eq!(Pool::open(&env.config.pool.path).unwrap().registry(), before, "registry unchanged");
+    // the pool still serves a set that fits, with the id nothing consumed
+    let set = backend
+        .create_snapshot(SnapshotRequest { cow_size_bytes: Some(8 * MIB), ..SnapshotRequest::default() })
+        .unwrap();
+    assert_eq!(set.id, before.next_snapshot_id);
+    assert_eq!(backend.pool().used_bytes, 16 * MIB);
+    backend.delete(set.id).unwrap();
+    assert_eq!(backend.pool().used_bytes, 0);
+    assert!(matches!(backend.rollback(set.id), Err(BackendError::NotFound(_))));
+}
+
+#[test]
+fn full_cow_grows_or_invalidates_and_the_volume_keeps_working() {
+    let env = Env::new(&[("vol", 64 * MIB)], 128 * MIB);
+    // no autoextend: a full COW invalidates the snapshot
+    let options = UserspaceOptions { autoextend_threshold: 2.0, ..env.options() };
+    let backend = env.open_with(options);
+    let events = record_events(&backend);
+    let device = device_of(&backend, "vol");
+    let set = backend
+        .create_snapshot(SnapshotRequest { cow_size_bytes: Some(4 * MIB), ..SnapshotRequest::default() })
+        .unwrap();
+    let data = pattern(8 << 20, 5);
+    write_device(&device, 0, &data);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while backend.snapshot(set.id).unwrap().state != SnapshotState::Invalid {
+        assert!(Instant::now() < deadline, "snapshot never became invalid");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(events.lock().unwrap().iter().any(|e| matches!(e, BackendEvent::SnapshotInvalidated { id, .. } if *id == set.id)));
+    assert!(matches!(backend.rollback(set.id), Err(BackendError::SnapshotInvalid(_))));
+    assert!(read_file(Path::new(&device), 0, 8 << 20) == data, "origin writes all landed");
+    backend.delete(set.id).unwrap();
+    backend.shutdown().unwrap();
+    drop(backend);
+
+    // with autoextend: a slow writer never fills the COW, it grows instead
+    let backend = env.open();
+    let device = device_of(&backend, "vol");
+    let set = backend
+        .create_snapshot(SnapshotRequest { cow_size_bytes: Some(4 * MIB), ..SnapshotRequest::default() })
+        .unwrap();
+    for step in 0..32u64 {
+        write_device(&device, step * 256 * 1024, &pattern(256 << 10, 40 + step as u32));
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let info = backend.snapshot(set.id).unwrap();
+    assert_eq!(info.state, SnapshotState::Active, "{info:?}");
+    assert!(info.size_bytes > 4 * MIB, "COW grew: {info:?}");
+    let updated = backend
+        .update_metadata(set.id, Some("renamed".into()), BTreeMap::from([("dnf".into(), "42".into())]))
+        .unwrap();
+    assert_eq!(updated.description, "renamed");
+    assert_eq!(updated.userdata.get("dnf").map(String::as_str), Some("42"));
+}
