@@ -9,6 +9,11 @@ export const MANAGER_PATH = "/org/snapback/Snapback1";
 export const MANAGER_IFACE = "org.snapback.Snapback1.Manager";
 export const SNAPSHOT_IFACE = "org.snapback.Snapback1.Snapshot";
 
+// Message flag ALLOW_INTERACTIVE_AUTHORIZATION on mutating calls: polkit may then ask the
+// session's authentication agent — in a Cockpit login session that is the bridge itself, which
+// answers with the login password — instead of refusing outright.
+const INTERACTIVE = "i";
+
 /** cockpit.dbus gives variants as {t, v}; a{sv} nests them. Strip them all. */
 export function unwrapVariants(value) {
     if (Array.isArray(value))
@@ -131,23 +136,23 @@ export class SnapbackClient {
         if (important)
             options.important = { t: "b", v: true };
         const [path] = await this.dbus.call(MANAGER_PATH, MANAGER_IFACE, "Snapshot",
-                                            [volumes, description, options], { type: "assa{sv}" });
+                                            [volumes, description, options], { type: "assa{sv}", flags: INTERACTIVE });
         return path;
     }
 
     /** Rollback(o a{sv}) → "merging" | "scheduled". */
     async rollback(path) {
         const [answer] = await this.dbus.call(MANAGER_PATH, MANAGER_IFACE, "Rollback",
-                                              [path, {}], { type: "oa{sv}" });
+                                              [path, {}], { type: "oa{sv}", flags: INTERACTIVE });
         return answer;
     }
 
     async cancelRollback(path) {
-        await this.dbus.call(MANAGER_PATH, MANAGER_IFACE, "CancelRollback", [path], { type: "o" });
+        await this.dbus.call(MANAGER_PATH, MANAGER_IFACE, "CancelRollback", [path], { type: "o", flags: INTERACTIVE });
     }
 
     async remove(path) {
-        await this.dbus.call(MANAGER_PATH, MANAGER_IFACE, "Delete", [path], { type: "o" });
+        await this.dbus.call(MANAGER_PATH, MANAGER_IFACE, "Delete", [path], { type: "o", flags: INTERACTIVE });
     }
 
     /** Status() → a{sv} as plain data (backend, version, pool {path,size,used}, volumes {name → {...}}, pending, merging). */

@@ -29,6 +29,9 @@ let currentSender = null;
 // Runs before dbus-next dispatches each call: remember who is calling (for the polkit stand-in).
 bus.addMethodHandler(msg => {
     currentSender = msg.sender;
+    // ALLOW_INTERACTIVE_AUTHORIZATION (0x4): logged so the test can see the page sets it.
+    if (msg.interface === MANAGER && msg.member !== "Status")
+        console.log(`call ${msg.member} interactive=${(msg.flags & 0x4) !== 0}`);
     return false;
 });
 
