@@ -6,7 +6,8 @@
 # back what the plugin sent. It is NOT the daemon: the real test runs against snapbackd.
 #
 # Usage: standin.py [--refuse]   (on the bus named by DBUS_SYSTEM_BUS_ADDRESS)
-#   --refuse  every Snapshot call fails with org.snapback.Snapback1.Error.Backend
+#   --refuse         every Snapshot call fails with org.snapback.Snapback1.Error.Backend
+#   --refuse-update  every UpdateMetadata call fails the same way
 
 import sys
 import time
@@ -56,10 +57,11 @@ class SnapshotSet(dbus.service.Object):
 
 
 class Manager(dbus.service.Object):
-    def __init__(self, conn, refuse):
+    def __init__(self, conn, refuse, refuse_update):
         super().__init__(conn, ROOT)
         self.conn = conn
         self.refuse = refuse
+        self.refuse_update = refuse_update
         self.sets = {}
         self.next_id = 1
 
@@ -84,6 +86,8 @@ class Manager(dbus.service.Object):
 
     @dbus.service.method(MANAGER, in_signature="osa{ss}a{sv}", out_signature="")
     def UpdateMetadata(self, path, description, userdata, options):
+        if self.refuse_update:
+            raise Error("Backend", "stand-in told to refuse updates")
         s = self.sets.get(str(path))
         if s is None:
             raise Error("NotFound", "no snapshot set %s" % path)
@@ -106,7 +110,7 @@ def main():
     DBusGMainLoop(set_as_default=True)
     bus = dbus.SystemBus()
     name = dbus.service.BusName(BUS_NAME, bus, do_not_queue=True)
-    Manager(bus, "--refuse" in sys.argv[1:])
+    Manager(bus, "--refuse" in sys.argv[1:], "--refuse-update" in sys.argv[1:])
     print("standin: owning %s" % name.get_name(), flush=True)
     GLib.MainLoop().run()
 
