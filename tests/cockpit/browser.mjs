@@ -218,21 +218,32 @@ await step("rollback confirmation", async () => {
 
 await step("rollback (merging)", async () => {
     const path = await freeRow.getAttribute("data-path");
+    // Record every state the row goes through, and its progress bar in each, as the DOM changes:
+    // a fast merge may be over before a screenshot could be taken.
+    await page.evaluate(p => {
+        const row = document.querySelector(`#snapshot-rows tr[data-path="${p}"]`);
+        window.rowHistory = [];
+        const record = () => {
+            const bar = row.querySelector(".sb-progress");
+            window.rowHistory.push({ state: row.dataset.state, barVisible: !bar.hidden, value: bar.getAttribute("aria-valuenow"),
+                badge: row.querySelector(".sb-state").textContent });
+        };
+        new MutationObserver(record).observe(row, { attributes: true, subtree: true, attributeFilter: ["data-state", "aria-valuenow", "hidden"] });
+    }, path);
     await freeRow.locator('button[data-action="rollback"]').click();
     await page.locator("#rollback-dialog button[data-action=confirm]").click();
     await page.locator("#rollback-dialog").waitFor({ state: "detached" });
     const answer = await page.evaluate(() => window.snapbackPage.lastRollbackAnswer());
     check("rollback (merging): the daemon answered merging", answer && answer.answer === "merging", JSON.stringify(answer));
-    // The merge may finish before we look; when the row is still there it must show a progress bar.
-    const sawProgress = await page.evaluate(p => {
-        const row = document.querySelector(`#snapshot-rows tr[data-path="${p}"]`);
-        return !row || row.dataset.state !== "merging" || !row.querySelector(".sb-progress").hidden;
-    }, path);
-    check("rollback (merging): a merging row shows a progress bar", sawProgress);
     if (await page.locator(`#snapshot-rows tr[data-path="${path}"][data-state="merging"]`).count())
         await shot(page, "06-merging");
     await page.locator(`#snapshot-rows tr[data-path="${path}"]`).waitFor({ state: "detached", timeout: 60000 });
     check("rollback (merging): the row disappears when the merge has finished", true);
+    const history = await page.evaluate(() => window.rowHistory);
+    const merging = history.filter(h => h.state === "merging");
+    check("rollback (merging): the row showed the merging state live", merging.length > 0, JSON.stringify(history.slice(0, 8)));
+    check("rollback (merging): while merging, a progress bar is shown", merging.length > 0 && merging.every(h => h.barVisible && h.badge === "Rolling back"));
+    console.log(`  progress values seen: ${[...new Set(merging.map(h => h.value))].join(", ")}`);
     await page.locator("#rollback-notice.sb-alert--success").waitFor({ state: "visible" });
     check("rollback (merging): a notice says the rollback has finished",
           /has finished/.test(await page.textContent("#rollback-notice")));
