@@ -258,3 +258,88 @@ fn offline_merge_equals_kernel_merge_16k() {
 fn offline_merge_equals_kernel_merge_64k() {
     check_merge(128);
 }
+
+/// The other direction: the engine writes COWs from the same workloads, for the VM scenario
+/// `tests/vm/scenarios/engine-written-cows` to load into the kernel's `snapshot … P` target.
+/// Not a check by itself (the kernel is the judge), hence ignored; the scenario runs it as
+/// `SNAPBACK_ENGINE_COW_DIR=DIR cargo test -p snapback-engine --test kernel_fixtures -- --ignored make_engine_cows_for_vm`.
+/// Per chunk size it writes DIR/chunkN/{origin.img,cow.img} and DIR/expected.env (the engine's
+/// snapshot view, origin, merge result as sha256s, and its usage line).
+#[test]
+#[ignore]
+fn make_engine_cows_for_vm() {
+    use snapback_engine::origin::{Origin, SnapshotOptions};
+    let dir = PathBuf::from(
+        std::env::var_os("SNAPBACK_ENGINE_COW_DIR")
+            .expect("set SNAPBACK_ENGINE_COW_DIR to an output directory"),
+    );
+    let mut env = String::new();
+    for chunk_sectors in [8u32, 32, 128] {
+        let f = load(chunk_sectors);
+        let before = unzstd(&fixtures().join("origin-before.img.zst"));
+        let pool = unzstd(&fixtures().join("written-data.pool.zst"));
+        let workload = String::from_utf8(unzstd(
+            &fixtures().join(format!("kernel-cow-chunk{chunk_sectors}/workload.txt.zst")),
+        ))
+        .expect("utf-8 workload");
+        let origin_dev = Arc::new(MemIo::from_bytes(before));
+        let cow_dev = Arc::new(MemIo::new(f.cow.len() as u64));
+        let origin = Origin::new(origin_dev.clone()).expect("origin");
+        let opts = SnapshotOptions {
+            chunk_sectors: Some(chunk_sectors),
+            overflow: false,
+        };
+        let id = origin
+            .attach_snapshot(cow_dev.clone(), opts)
+            .expect("attach a new snapshot");
+        for line in workload.lines() {
+            let n: Vec<usize> = line
+                .split_whitespace()
+                .skip(1)
+                .map(|s| s.parse::<usize>().expect("a number") * SECTOR)
+                .collect();
+            let data = &pool[n[2]..n[2] + n[1]];
+            if line.starts_with("origin") {
+                origin.write(n[0] as u64, data).expect("origin write");
+            } else {
+                origin
+                    .snapshot_write(id, n[0] as u64, data)
+                    .expect("snapshot write");
+            }
+        }
+        let mut view = vec![0u8; f.origin_final.len()];
+        origin
+            .snapshot_read(id, 0, &mut view)
+            .expect("snapshot read");
+        let status = origin.snapshot_status(id).expect("status");
+        let usage = status.usage.expect("a valid snapshot has usage");
+        origin.flush().expect("flush");
+        let (origin_bytes, cow_bytes) = (origin_dev.durable_bytes(), cow_dev.durable_bytes());
+        // the engine's own merge of what it wrote, to compare with the kernel's merge in the VM
+        let merged = Arc::new(MemIo::from_bytes(origin_bytes.clone()));
+        offline::merge(
+            merged.clone(),
+            Arc::new(MemIo::from_bytes(cow_bytes.clone())),
+            &mut |_| {},
+        )
+        .expect("merge");
+
+        let out = dir.join(format!("chunk{chunk_sectors}"));
+        std::fs::create_dir_all(&out).expect("creating the output directory");
+        std::fs::write(out.join("origin.img"), &origin_bytes).expect("writing origin.img");
+        std::fs::write(out.join("cow.img"), &cow_bytes).expect("writing cow.img");
+        let cs = chunk_sectors;
+        env.push_str(&format!(
+            "ENGINE_USAGE_{cs}='{}/{} {}'\nENGINE_EXCEPTIONS_{cs}={}\nENGINE_VIEW_{cs}={}\nENGINE_ORIGIN_{cs}={}\nENGINE_MERGED_{cs}={}\nENGINE_COW_EQUALS_KERNEL_COW_{cs}={}\n",
+            usage.allocated_sectors,
+            usage.total_sectors,
+            usage.metadata_sectors,
+            status.exceptions,
+            sha256(&view),
+            sha256(&origin_bytes),
+            sha256(&merged.durable_bytes()),
+            cow_bytes == f.cow,
+        ));
+    }
+    std::fs::write(dir.join("expected.env"), env).expect("writing expected.env");
+}
