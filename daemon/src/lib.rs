@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod cleanup;
+pub mod cli;
 pub mod config;
 pub mod pool;
 pub mod service;

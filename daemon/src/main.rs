@@ -1,3 +1,8 @@
+//! `snapbackd`: see `snapbackd --help`; the logic lives in the library (`snapbackd::cli`).
+
+use clap::Parser;
+
 fn main() -> anyhow::Result<()> {
-    anyhow::bail!("snapbackd: not built yet")
+    snapbackd::cli::run(snapbackd::cli::Cli::parse())?;
+    Ok(())
 }

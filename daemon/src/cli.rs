@@ -1,0 +1,205 @@
+//! `snapbackd`'s command line: run the service, format the pool, activate volumes at boot.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::backend::kernel::{self, KernelBackend};
+use crate::backend::userspace::UserspaceBackend;
+use crate::backend::{Backend, BackendKind};
+use crate::config::{self, Config, DEFAULT_CONFIG_PATH};
+use crate::pool::{self, Pool};
+use crate::service::{self, logging, Authorization};
+
+/// snapback daemon: copy-on-write snapshots of your volumes, rolled back by merging.
+///
+/// Without a subcommand, serves the D-Bus API (org.snapback.Snapback1 on the system bus)
+/// until SIGTERM.
+#[derive(Debug, Parser)]
+#[command(name = "snapbackd", version)]
+pub struct Cli {
+    /// Configuration file (pool and volumes).
+    #[arg(long, global = true, value_name = "FILE", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+
+    /// Data path to use; default: kernel when /dev/mapper/control and the dm-snapshot
+    /// targets are available, else userspace.
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendChoice>,
+
+    /// Let every caller mutate without asking polkit. Only for tests that are not about
+    /// polkit: refused unless SNAPBACK_TESTING=1 is set.
+    #[arg(long)]
+    pub no_polkit: bool,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Format the pool named in the configuration (empties its registry and COW space).
+    Init {
+        /// Overwrite a device that holds data (a filesystem signature or a non-zero first MiB).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Assemble every volume's device-mapper stack before filesystems are mounted, starting
+    /// pending rollbacks; then exit (kernel backend; run by snapback-activate.service).
+    Activate,
+}
+
+/// `--backend` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    Kernel,
+    Userspace,
+}
+
+/// Why a command failed; each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("{0}")]
+    Pool(#[from] pool::PoolError),
+    #[error("{0}")]
+    Backend(String),
+    #[error("--no-polkit is only for tests: set SNAPBACK_TESTING=1 to use it")]
+    NoPolkitRefused,
+    #[error("the kernel backend is not available here: {0}")]
+    KernelUnavailable(String),
+    #[error(transparent)]
+    Service(#[from] service::ServiceError),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// Run what the command line asks for.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    logging::init();
+    match cli.command {
+        Some(Command::Init { force }) => init(&cli.config, force),
+        Some(Command::Activate) => activate(&cli.config),
+        None => serve(&cli),
+    }
+}
+
+fn init(config_path: &Path, force: bool) -> Result<(), CliError> {
+    let config = config::load(config_path)?;
+    let pool = pool::format(&config.pool.path, force)?;
+    println!(
+        "snapbackd: formatted pool {} ({} bytes of COW space)",
+        config.pool.path.display(),
+        pool.size_bytes()
+    );
+    Ok(())
+}
+
+fn activate(config_path: &Path) -> Result<(), CliError> {
+    let config = config::load(config_path)?;
+    if let Err(why) = kernel_available() {
+        return Err(CliError::KernelUnavailable(format!(
+            "{why}; with the userspace backend, volumes are assembled when snapbackd starts"
+        )));
+    }
+    let pool = open_pool(&config)?;
+    let devices = kernel::activate(&config, pool).map_err(|e| CliError::Backend(e.to_string()))?;
+    for device in devices {
+        println!("{}", device.display());
+    }
+    Ok(())
+}
+
+fn serve(cli: &Cli) -> Result<(), CliError> {
+    let authorization = if cli.no_polkit {
+        if std::env::var_os("SNAPBACK_TESTING").is_none_or(|v| v != "1") {
+            return Err(CliError::NoPolkitRefused);
+        }
+        Authorization::DisabledForTesting
+    } else {
+        Authorization::Polkit
+    };
+    let config = config::load(&cli.config)?;
+    let kind = choose_backend(cli.backend)?;
+    let pool = open_pool(&config)?;
+    let backend = open_backend(kind, &config, pool)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)?;
+    runtime.block_on(service::serve(backend, authorization))?;
+    Ok(())
+}
+
+fn open_pool(config: &Config) -> Result<Pool, CliError> {
+    Ok(Pool::open(&config.pool.path)?)
+}
+
+fn open_backend(kind: BackendKind, config: &Config, pool: Pool) -> Result<Arc<dyn Backend>, CliError> {
+    let opened: Arc<dyn Backend> = match kind {
+        BackendKind::Kernel => Arc::new(
+            KernelBackend::open(config, pool).map_err(|e| CliError::Backend(e.to_string()))?,
+        ),
+        BackendKind::Userspace => Arc::new(
+            UserspaceBackend::open(config, pool).map_err(|e| CliError::Backend(e.to_string()))?,
+        ),
+    };
+    Ok(opened)
+}
+
+/// `--backend` if given (kernel only when usable), else detect.
+fn choose_backend(choice: Option<BackendChoice>) -> Result<BackendKind, CliError> {
+    match choice {
+        Some(BackendChoice::Userspace) => Ok(BackendKind::Userspace),
+        Some(BackendChoice::Kernel) => {
+            kernel_available().map_err(CliError::KernelUnavailable)?;
+            Ok(BackendKind::Kernel)
+        }
+        None => match kernel_available() {
+            Ok(()) => Ok(BackendKind::Kernel),
+            Err(why) => {
+                tracing::info!("using the userspace backend: {why}");
+                Ok(BackendKind::Userspace)
+            }
+        },
+    }
+}
+
+/// The kernel backend needs the device-mapper control node and the snapshot targets.
+fn kernel_available() -> Result<(), String> {
+    if !Path::new("/dev/mapper/control").exists() {
+        return Err("/dev/mapper/control does not exist (no device-mapper in this kernel)".into());
+    }
+    kernel::kernel_supported()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_and_subcommands_parse() {
+        let cli = Cli::try_parse_from(["snapbackd"]).unwrap();
+        assert_eq!(cli.config, PathBuf::from(DEFAULT_CONFIG_PATH));
+        assert!(cli.command.is_none() && cli.backend.is_none() && !cli.no_polkit);
+
+        let cli = Cli::try_parse_from(["snapbackd", "--backend", "userspace", "--config", "/x.toml"]).unwrap();
+        assert_eq!(cli.backend, Some(BackendChoice::Userspace));
+        assert_eq!(cli.config, PathBuf::from("/x.toml"));
+
+        let cli = Cli::try_parse_from(["snapbackd", "init", "--config", "/y.toml", "--force"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Init { force: true })));
+        assert_eq!(cli.config, PathBuf::from("/y.toml"));
+
+        assert!(Cli::try_parse_from(["snapbackd", "--backend", "zfs"]).is_err());
+    }
+}
