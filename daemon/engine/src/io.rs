@@ -6,7 +6,8 @@ use std::io;
 use std::ops::Range;
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A device the engine reads and writes. Reads and writes are exact (whole buffer or error);
 /// a write is durable only after a successful `flush`.
@@ -93,6 +94,8 @@ struct MemState {
     writes: u64,
     flushes: u64,
     faults: Faults,
+    /// A countdown shared by several devices: the machine dies when it runs out.
+    crash_budget: Option<Arc<AtomicI64>>,
     logical_block_size: u32,
 }
 
@@ -131,6 +134,7 @@ impl MemIo {
                 writes: 0,
                 flushes: 0,
                 faults: Faults::default(),
+                crash_budget: None,
                 logical_block_size: 512,
             }),
         }
@@ -175,6 +179,12 @@ impl MemIo {
     /// stopping at that instant. Follow with `power_loss` and reopen.
     pub fn die_after(&self, n: u64) {
         self.lock().faults.dead_after = Some(n);
+    }
+    /// Shares a crash countdown with other devices: every write or flush on any of them
+    /// takes one from it, and when it goes below zero all of them fail every I/O, like a
+    /// machine stopping at one instant. Refill it before reopening.
+    pub fn share_crash_budget(&self, budget: Arc<AtomicI64>) {
+        self.lock().crash_budget = Some(budget);
     }
     pub fn clear_faults(&self) {
         self.lock().faults = Faults::default();
@@ -240,6 +250,11 @@ impl MemState {
         if self.faults.dead {
             return true;
         }
+        if let Some(b) = &self.crash_budget {
+            if b.fetch_sub(1, Ordering::SeqCst) <= 0 {
+                return true;
+            }
+        }
         if let Some(left) = self.faults.dead_after {
             if left == 0 {
                 self.faults.dead = true;
@@ -255,7 +270,8 @@ impl BlockIo for MemIo {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let mut s = self.lock();
         s.reads += 1;
-        if s.faults.dead || s.faults.fail_read_nth == Some(s.reads) {
+        let crashed = s.crash_budget.as_ref().is_some_and(|b| b.load(Ordering::SeqCst) < 0);
+        if crashed || s.faults.dead || s.faults.fail_read_nth == Some(s.reads) {
             return Err(injected("read"));
         }
         let start = check_range(buf.len(), offset, s.current.len())?;

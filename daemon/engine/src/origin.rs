@@ -347,8 +347,13 @@ impl Origin {
         Ok(())
     }
 
-    /// Opens the store on `cow` (formatting an all-zero one) and attaches it.
+    /// Opens the store on `cow` (formatting an all-zero one) and attaches it. Refused with
+    /// `AlreadyMerging` while a merge has chunks left (like LVM: no snapshot of a merging
+    /// origin); re-attach existing snapshots before restarting a merge.
     pub fn attach_snapshot(&self, cow: Arc<dyn BlockIo>, opts: SnapshotOptions) -> Result<SnapshotId> {
+        if Self::progress_of(&self.read_state()).is_some_and(|p| !p.finished) {
+            return Err(EngineError::AlreadyMerging);
+        }
         let store = PersistentStore::open(cow, opts.chunk_sectors, self.dev.logical_block_size())?;
         Ok(self.attach_store(store, opts))
     }
