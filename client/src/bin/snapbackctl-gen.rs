@@ -42,7 +42,7 @@ fn generate(out: &Path) -> Result<Vec<PathBuf>> {
         written.push(path);
     }
     written.extend(write_man(&man, snapbackctl::cli::Cli::command())?);
-    // PENDING(snapbackd cli): written.extend(write_man(&man, snapbackd::cli::Cli::command())?);
+    written.extend(write_man(&man, snapbackd::cli::Cli::command())?);
     Ok(written)
 }
 

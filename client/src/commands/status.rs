@@ -48,7 +48,14 @@ pub fn render_human(s: &StatusView) -> String {
             ),
         ),
         ("Merging", ids(&s.running_merges)),
-        ("Next boot", format!("rollback of {}", ids(&s.pending_merges))),
+        (
+            "Next boot",
+            if s.pending_merges.is_empty() {
+                "nothing scheduled".to_owned()
+            } else {
+                format!("rollback to {}", ids(&s.pending_merges))
+            },
+        ),
     ]);
     out.push('\n');
     if s.volumes.is_empty() {
@@ -110,7 +117,7 @@ mod tests {
   Backend: userspace
      Pool: 1.0 GiB used of 4.0 GiB (25%) on /var/lib/snapback/pool.img
   Merging: none
-Next boot: rollback of 3
+Next boot: rollback to 3
 
 VOLUME  STATE          SIZE  AUTO  DEVICE      BACKING
 root    active      8.0 GiB  yes   /dev/loop3  /var/lib/snapback/root.img
