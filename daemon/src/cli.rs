@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::backend::kernel::{self, KernelBackend};
-use crate::backend::userspace::UserspaceBackend;
+use crate::backend::userspace::{UserspaceBackend, UserspaceOptions};
 use crate::backend::{Backend, BackendKind};
 use crate::config::{self, Config, DEFAULT_CONFIG_PATH};
 use crate::pool::{self, Pool};
@@ -142,11 +142,29 @@ fn open_backend(kind: BackendKind, config: &Config, pool: Pool) -> Result<Arc<dy
         BackendKind::Kernel => Arc::new(
             KernelBackend::open(config, pool).map_err(|e| CliError::Backend(e.to_string()))?,
         ),
-        BackendKind::Userspace => Arc::new(
-            UserspaceBackend::open(config, pool).map_err(|e| CliError::Backend(e.to_string()))?,
-        ),
+        BackendKind::Userspace => {
+            let options = UserspaceOptions {
+                merge_step_bytes: testing_merge_step_bytes(),
+                ..UserspaceOptions::default()
+            };
+            Arc::new(
+                UserspaceBackend::open_with(config, pool, options)
+                    .map_err(|e| CliError::Backend(e.to_string()))?,
+            )
+        }
     };
     Ok(opened)
+}
+
+/// Tests slow merges down (small steps, each one committed) to act while one runs:
+/// `SNAPBACK_TEST_MERGE_STEP_BYTES`, honoured only together with `SNAPBACK_TESTING=1`.
+fn testing_merge_step_bytes() -> Option<u64> {
+    if std::env::var_os("SNAPBACK_TESTING").is_none_or(|v| v != "1") {
+        return None;
+    }
+    let bytes = std::env::var("SNAPBACK_TEST_MERGE_STEP_BYTES").ok()?.parse().ok()?;
+    tracing::warn!("testing: merge steps of {bytes} bytes (SNAPBACK_TEST_MERGE_STEP_BYTES)");
+    Some(bytes)
 }
 
 /// `--backend` if given (kernel only when usable), else detect.

@@ -1,0 +1,440 @@
+//! Host integration harness: a private `dbus-daemon` running the project's own bus policy,
+//! optionally a real `polkitd` on it, and the real `snapbackd` binary on the userspace backend
+//! over files in a temporary directory. Needs root (FUSE, loop devices, mount, polkitd).
+
+#![allow(clippy::unwrap_used, dead_code)]
+
+pub mod introspect;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use snapback_dbus::{ManagerProxy, SnapshotProxy};
+use zbus::proxy::CacheProperties;
+use zbus::Connection;
+
+pub const MIB: u64 = 1 << 20;
+
+/// The repository root (daemon/ is one level down).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Fail loudly, never pass silently, when not root.
+pub fn require_root() {
+    let uid = fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:").map(|r| r.split_whitespace().next().unwrap_or("").to_string()))
+        .unwrap();
+    assert_eq!(
+        uid, "0",
+        "the snapbackd host integration tests need root: they start dbus-daemon, polkitd, FUSE, \
+         loop devices and mount ext4 (run as root, e.g. sudo -E cargo test -p snapbackd)"
+    );
+}
+
+/// One volume of a fixture.
+#[derive(Debug, Clone)]
+pub struct VolumeSpec {
+    pub name: &'static str,
+    pub bytes: u64,
+    pub auto: bool,
+}
+
+/// What a fixture starts.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub volumes: Vec<VolumeSpec>,
+    pub pool_bytes: u64,
+    /// Start polkitd and let snapbackd ask it (else `--no-polkit` with SNAPBACK_TESTING=1).
+    pub polkit: bool,
+    /// Slow merges down to this many bytes per committed step.
+    pub merge_step_bytes: Option<u64>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            volumes: vec![VolumeSpec { name: "data", bytes: 64 * MIB, auto: true }],
+            pool_bytes: 256 * MIB,
+            polkit: false,
+            merge_step_bytes: None,
+        }
+    }
+}
+
+/// A running private bus with snapbackd (and maybe polkitd). Dropping it stops everything.
+#[derive(Debug)]
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub options: Options,
+    pub config_path: PathBuf,
+    pub bus_address: String,
+    bus: Child,
+    polkitd: Option<Child>,
+    daemon: Option<Child>,
+    daemon_starts: u32,
+    mounts: Vec<PathBuf>,
+}
+
+impl Fixture {
+    pub fn start(options: Options) -> Fixture {
+        require_root();
+        let dir = tempfile::Builder::new()
+            .prefix("snapback-svc-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let root = dir.path();
+        let pool = root.join("pool.img");
+        fs::File::create(&pool).unwrap().set_len(options.pool_bytes).unwrap();
+        let mut config = format!("[pool]\npath = \"{}\"\n", pool.display());
+        for volume in &options.volumes {
+            let path = root.join(format!("{}.img", volume.name));
+            fs::File::create(&path).unwrap().set_len(volume.bytes).unwrap();
+            config.push_str(&format!(
+                "\n[[volume]]\nname = \"{}\"\ndevice = \"{}\"\nauto = {}\n",
+                volume.name,
+                path.display(),
+                volume.auto
+            ));
+        }
+        let config_path = root.join("snapback.toml");
+        fs::write(&config_path, config).unwrap();
+        let init = Command::new(env!("CARGO_BIN_EXE_snapbackd"))
+            .args(["init", "--config"])
+            .arg(&config_path)
+            .output()
+            .unwrap();
+        assert!(init.status.success(), "snapbackd init: {}", String::from_utf8_lossy(&init.stderr));
+
+        let socket = root.join("system_bus_socket");
+        let bus_address = format!("unix:path={}", socket.display());
+        let bus_config = root.join("bus.conf");
+        fs::write(&bus_config, bus_config_xml(&bus_address, options.polkit)).unwrap();
+        let bus = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", bus_config.display()))
+            .arg(format!("--address={bus_address}"))
+            .arg("--nofork")
+            .arg("--nopidfile")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(root.join("dbus-daemon.log")).unwrap())
+            .spawn()
+            .unwrap();
+        wait_for(Duration::from_secs(10), "the private bus socket", || socket.exists());
+
+        let mut fixture = Fixture {
+            dir,
+            options,
+            config_path,
+            bus_address,
+            bus,
+            polkitd: None,
+            daemon: None,
+            daemon_starts: 0,
+            mounts: Vec::new(),
+        };
+        if fixture.options.polkit {
+            fixture.start_polkitd();
+        }
+        fixture.start_daemon();
+        fixture
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn start_polkitd(&mut self) {
+        // polkitd starts as root and drops to its own user, which the bus policy lets own
+        // org.freedesktop.PolicyKit1; it finds the bus through DBUS_SYSTEM_BUS_ADDRESS.
+        let child = Command::new("/usr/lib/polkit-1/polkitd")
+            .arg("--no-debug")
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus_address)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(self.path("polkitd.log")).unwrap())
+            .spawn()
+            .unwrap();
+        self.polkitd = Some(child);
+        self.wait_for_name("org.freedesktop.PolicyKit1", Duration::from_secs(15));
+    }
+
+    /// Start snapbackd and wait until it owns its name.
+    pub fn start_daemon(&mut self) {
+        assert!(self.daemon.is_none(), "daemon already running");
+        self.daemon_starts += 1;
+        let log = self.path(&format!("snapbackd-{}.log", self.daemon_starts));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_snapbackd"));
+        command
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(["--backend", "userspace"])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus_address)
+            .env("SNAPBACK_FUSE_DIR", self.path("fuse"))
+            .env("SNAPBACK_LOG_STDERR", "1")
+            .env("SNAPBACK_TESTING", "1")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap());
+        if !self.options.polkit {
+            command.arg("--no-polkit");
+        }
+        if let Some(bytes) = self.options.merge_step_bytes {
+            command.env("SNAPBACK_TEST_MERGE_STEP_BYTES", bytes.to_string());
+        }
+        let child = command.spawn().unwrap();
+        self.daemon = Some(child);
+        let started = Instant::now();
+        loop {
+            if self.name_has_owner(snapback_dbus::BUS_NAME) {
+                return;
+            }
+            if let Some(status) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
+                panic!("snapbackd exited ({status}) before owning its name:\n{}", self.daemon_log());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "snapbackd did not own its name in 30 s:\n{}",
+                self.daemon_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM snapbackd and wait for it to exit (as systemd stops it).
+    pub fn stop_daemon(&mut self) -> std::process::ExitStatus {
+        let mut child = self.daemon.take().expect("daemon not running");
+        terminate(&mut child, Duration::from_secs(30))
+    }
+
+    /// SIGKILL snapbackd: a crash.
+    pub fn kill_daemon(&mut self) {
+        let mut child = self.daemon.take().expect("daemon not running");
+        let _ = child.kill();
+        let _ = child.wait();
+        // The dead daemon's FUSE mount is gone; its loop devices lose their backing file's
+        // server. Lazily unmount the FUSE directory so the next daemon can mount it again.
+        let _ = Command::new("umount").arg("-l").arg(self.path("fuse")).output();
+    }
+
+    pub fn daemon_log(&self) -> String {
+        fs::read_to_string(self.path(&format!("snapbackd-{}.log", self.daemon_starts)))
+            .unwrap_or_default()
+    }
+
+    pub fn all_daemon_logs(&self) -> String {
+        (1..=self.daemon_starts)
+            .map(|n| fs::read_to_string(self.path(&format!("snapbackd-{n}.log"))).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n--- restart ---\n")
+    }
+
+    pub fn name_has_owner(&self, name: &str) -> bool {
+        let out = self.busctl(&[
+            "call",
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            "NameHasOwner",
+            "s",
+            name,
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim() == "b true"
+    }
+
+    fn wait_for_name(&self, name: &str, timeout: Duration) {
+        wait_for(timeout, name, || self.name_has_owner(name));
+    }
+
+    /// `busctl --address=<private bus> ARGS` as root.
+    pub fn busctl(&self, args: &[&str]) -> Output {
+        Command::new("busctl")
+            .arg(format!("--address={}", self.bus_address))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// `busctl` as the unprivileged user `nobody` (uid/gid 65534, no groups).
+    pub fn busctl_as_nobody(&self, args: &[&str]) -> Output {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "busctl"])
+            .arg(format!("--address={}", self.bus_address))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// `dbus-send --print-reply` as `nobody`: prints the error *name* of a failed call.
+    pub fn dbus_send_as_nobody(&self, args: &[&str]) -> Output {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "dbus-send"])
+            .arg(format!("--bus={}", self.bus_address))
+            .arg("--print-reply")
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub async fn connect(&self) -> Connection {
+        zbus::connection::Builder::address(self.bus_address.as_str())
+            .build()
+            .await
+            .unwrap()
+    }
+
+    pub async fn manager(&self, connection: &Connection) -> ManagerProxy<'static> {
+        ManagerProxy::builder(connection)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .unwrap()
+    }
+
+    pub async fn snapshot_proxy(&self, connection: &Connection, path: &str) -> SnapshotProxy<'static> {
+        SnapshotProxy::builder(connection)
+            .path(path.to_string())
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .unwrap()
+    }
+
+    /// The loop device of `volume`, from Status.
+    pub async fn device_of(&self, connection: &Connection, volume: &str) -> String {
+        let status = self.manager(connection).await.status().await.unwrap();
+        let device = status.volumes[volume].device.clone();
+        assert!(device.starts_with("/dev/loop"), "device of {volume}: {device:?}");
+        device
+    }
+
+    /// mkfs.ext4 on `device`.
+    pub fn mkfs(&self, device: &str) {
+        run("mkfs.ext4", &["-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", device]);
+    }
+
+    /// Mount `device` (ext4) at a directory of the fixture named `name`; returns the mountpoint.
+    pub fn mount(&mut self, device: &str, name: &str) -> PathBuf {
+        let target = self.path(name);
+        fs::create_dir_all(&target).unwrap();
+        run("mount", &["-t", "ext4", device, target.to_str().unwrap()]);
+        self.mounts.push(target.clone());
+        target
+    }
+
+    pub fn umount(&mut self, target: &Path) {
+        run("umount", &[target.to_str().unwrap()]);
+        self.mounts.retain(|m| m != target);
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for target in std::mem::take(&mut self.mounts) {
+            let _ = Command::new("umount").arg("-l").arg(&target).output();
+        }
+        if let Some(mut daemon) = self.daemon.take() {
+            terminate(&mut daemon, Duration::from_secs(30));
+        }
+        let _ = Command::new("umount").arg("-l").arg(self.path("fuse")).output();
+        if let Some(mut polkitd) = self.polkitd.take() {
+            let _ = polkitd.kill();
+            let _ = polkitd.wait();
+        }
+        let _ = self.bus.kill();
+        let _ = self.bus.wait();
+    }
+}
+
+/// SIGTERM, then SIGKILL after `grace`.
+fn terminate(child: &mut Child, grace: Duration) -> std::process::ExitStatus {
+    let pid = rustix::process::Pid::from_child(child);
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > grace {
+            let _ = child.kill();
+            return child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn run(program: &str, args: &[&str]) -> Output {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn wait_for(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A system-bus configuration like Debian's (deny by default), plus the project's own
+/// snapback policy file and, for polkit tests, polkit's.
+fn bus_config_xml(address: &str, polkit: bool) -> String {
+    let snapback_policy = repo_root().join("systemd/snapback-dbus.conf");
+    let polkit_include = if polkit {
+        "  <include>/usr/share/dbus-1/system.d/org.freedesktop.PolicyKit1.conf</include>\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>{address}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Peer"/>
+  </policy>
+  <include>{}</include>
+{polkit_include}</busconfig>
+"#,
+        snapback_policy.display()
+    )
+}
+
+/// sha256 of every regular file under `root`, by relative path (the tree's content).
+pub fn tree_digest(root: &Path) -> std::collections::BTreeMap<String, String> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("cd \"$1\" && find . -xdev -type f ! -path './lost+found/*' -print0 | sort -z | xargs -0r sha256sum")
+        .arg("sh")
+        .arg(root)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once("  ").map(|(h, p)| (p.to_string(), h.to_string())))
+        .collect()
+}
