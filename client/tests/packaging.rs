@@ -39,8 +39,8 @@ fn prebuilt_tarball(work: &Path, sources: &Path) {
         Command::new("tar")
             .arg("-C")
             .arg(&stage)
-            .arg("-czf")
-            .arg(sources.join(format!("snapback-{}-prebuilt.tar.gz", version())))
+            .arg("-cf")
+            .arg(sources.join(format!("snapback-{}-prebuilt.tar", version())))
             .arg("prebuilt"),
     );
 }
