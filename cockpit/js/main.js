@@ -149,6 +149,7 @@ function openRollbackDialog(snapshot) {
         danger: true,
         action: "roll back",
         onConfirm: async () => {
+            finishedMerges.delete(snapshot.path);
             const answer = await client.rollback(snapshot.path);
             if (answer === "scheduled") {
                 // The state change (merge-scheduled) also arrives over the bus; this only makes the
@@ -160,8 +161,11 @@ function openRollbackDialog(snapshot) {
                 renderScheduledNotice();
             } else {
                 lastRollbackAnswer = { path: snapshot.path, answer };
-                showNotice("rollback-notice", "info", `Rolling back to ${snapshotName(snapshot)}.`,
-                           "The progress is shown in the list. The snapshot is removed when the rollback has finished.");
+                // A small merge can finish (MergeFinished) before the reply to Rollback arrives;
+                // then its result notice stays, instead of being replaced by "in progress".
+                if (!finishedMerges.has(snapshot.path))
+                    showNotice("rollback-notice", "info", `Rolling back to ${snapshotName(snapshot)}.`,
+                               "The progress is shown in the list. The snapshot is removed when the rollback has finished.");
             }
         },
     });
@@ -198,6 +202,10 @@ async function cancelRollback(snapshot, button) {
 }
 
 let lastRollbackAnswer = null;
+// Object paths whose MergeFinished arrived since their Rollback call was made.
+const finishedMerges = new Set();
+// Names of every set seen, for messages about sets that were removed meanwhile.
+const knownNames = new Map();
 
 // --- Status(): pool usage for the header and the volume list for "Create snapshot". It is a
 // method, not a property, so it is re-read when a signal says something changed.
@@ -226,8 +234,9 @@ function onSignal(name, args) {
         refreshStatus();
     if (name === "MergeFinished") {
         const [path, success, message] = args;
-        const snapshot = snapshots.find(s => s.path === path);
-        const what = snapshot ? snapshotName(snapshot) : "a snapshot";
+        finishedMerges.add(path);
+        // The set is usually gone from the list already (removed when its merge finished).
+        const what = knownNames.get(path) || "a snapshot";
         if (success)
             showNotice("rollback-notice", "success", `The rollback to ${what} has finished.`,
                        message || "The volumes now hold the snapshot's content; the snapshot was removed.");
@@ -274,6 +283,8 @@ const client = new SnapbackClient({
     onSnapshots: list => {
         const focusWasInTable = $("snapshot-rows").contains(document.activeElement);
         snapshots = list;
+        for (const snapshot of list)
+            knownNames.set(snapshot.path, snapshotName(snapshot));
         table.render(list);
         renderScheduledNotice();
         $("snapshot-count").textContent = `${list.length} snapshot${list.length === 1 ? "" : "s"}`;
@@ -287,7 +298,7 @@ const client = new SnapbackClient({
     onOwner,
     onClosed,
     onManager: ({ backend, version }) => {
-        $("backend").textContent = backend ? `Backend: ${backend}${version ? ` · API ${version}` : ""}` : "";
+        $("backend").textContent = backend ? `Backend: ${backend}${version ? ` · snapbackd ${version}` : ""}` : "";
     },
     onSignal,
 });

@@ -56,6 +56,16 @@ function managedObjects() {
     return byPath;
 }
 
+/** A volume's block device from the daemon's Status() ("" with the stand-in, which has none). */
+function volumeDevice(name) {
+    const out = execFileSync("busctl", ["--address", env("BUS"), "--json=short", "call", "org.snapback.Snapback1",
+                                        "/org/snapback/Snapback1", "org.snapback.Snapback1.Manager", "Status"]);
+    const [status] = JSON.parse(out).data;
+    return status.volumes.data[name]?.device?.data || "";
+}
+
+const WRITE_MIB = 48;
+
 const launchArgs = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync"];
 const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: launchArgs });
@@ -174,6 +184,18 @@ await step("create", async () => {
         const usage = await freeRow.locator('td[data-label="Space used"]').textContent();
         check("create: the row shows used of size", / of /.test(usage), usage);
     }
+    // Change the volume after the snapshot (it was all zeros), so the rollback has data to merge
+    // back and the page has a merge to show; UsedBytes must follow live.
+    const device = volumeDevice(env("FREE_VOLUME"));
+    if (device) {
+        const cell = freeRow.locator('td[data-label="Space used"]');
+        const before = await cell.textContent();
+        execFileSync("dd", ["if=/dev/urandom", `of=${device}`, "bs=1M", `count=${WRITE_MIB}`, "oflag=direct", "conv=fsync", "status=none"]);
+        const path = await freeRow.getAttribute("data-path");
+        await page.waitForFunction(([p, b]) => document.querySelector(`#snapshot-rows tr[data-path="${p}"] td[data-label="Space used"]`).textContent !== b,
+                                   [path, before], { timeout: 20000 });
+        check(`create: space used grows live after writing ${WRITE_MIB} MiB to the volume`, true, `${before} → ${await cell.textContent()}`);
+    }
 });
 
 // A snapshot made by another client (as the dnf plugin makes them) appears live, with its transaction.
@@ -245,9 +267,20 @@ await step("rollback (merging)", async () => {
     check("rollback (merging): while merging, a progress bar is shown", merging.length > 0 && merging.every(h => h.barVisible && h.badge === "Rolling back"));
     console.log(`  progress values seen: ${[...new Set(merging.map(h => h.value))].join(", ")}`);
     await page.locator("#rollback-notice.sb-alert--success").waitFor({ state: "visible" });
-    check("rollback (merging): a notice says the rollback has finished",
-          /has finished/.test(await page.textContent("#rollback-notice")));
+    const finished = await page.textContent("#rollback-notice");
+    check("rollback (merging): a notice says which rollback has finished",
+          finished.includes(`The rollback to “${freeDescription}” has finished.`), finished);
     check("rollback (merging): the daemon no longer has the set", !(path in managedObjects()));
+    const device = volumeDevice(env("FREE_VOLUME"));
+    if (device) {
+        let zeros = true;
+        try {
+            execFileSync("cmp", ["-s", "-n", String(WRITE_MIB * 1024 * 1024), device, "/dev/zero"]);
+        } catch {
+            zeros = false;
+        }
+        check("rollback (merging): the volume holds the snapshot's bytes again (zeros)", zeros, device);
+    }
     await shot(page, "07-merged");
 });
 
