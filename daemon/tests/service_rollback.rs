@@ -1,0 +1,425 @@
+//! End to end over the bus: ext4 on the volume's loop device, snapshot, change, roll back,
+//! and compare the whole tree byte for byte; two-volume sets; busy volumes; a daemon restart
+//! in the middle of a merge; an invalidated snapshot; 50 concurrent Status clients while a
+//! merge and a snapshot run. Needs root.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{run, tree_digest, Fixture, Options, VolumeSpec, MIB};
+use futures_util::StreamExt;
+use snapback_dbus::{Error, ManagerProxy};
+use zbus::{OwnedObjectPath, Variant};
+
+fn cow_size(bytes: u64) -> HashMap<&'static str, Variant<'static>> {
+    HashMap::from([("cow-size", Variant::new(bytes))])
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), so content differs per file and seed.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn write_file(path: &Path, len: usize, seed: u64) {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).unwrap();
+    }
+    let mut file = fs::File::create(path).unwrap();
+    file.write_all(&pattern(len, seed)).unwrap();
+    file.sync_all().unwrap();
+}
+
+/// A tree with small files, nested directories, a symlink and a large file.
+fn populate(root: &Path, seed: u64, large: usize) {
+    for i in 0..40u64 {
+        write_file(&root.join(format!("etc/conf-{i}.txt")), 100 + (i as usize) * 37, seed + i);
+    }
+    for i in 0..10u64 {
+        write_file(&root.join(format!("usr/lib/pkg{}/lib{i}.so", i % 3)), 20_000 + (i as usize) * 4096, seed + 100 + i);
+    }
+    write_file(&root.join("var/big.bin"), large, seed + 1000);
+    std::os::unix::fs::symlink("../etc/conf-1.txt", root.join("usr/link")).unwrap();
+}
+
+/// Adds, modifies, deletes and rewrites a large file.
+fn churn(root: &Path, seed: u64, large: usize) {
+    for i in 0..20u64 {
+        write_file(&root.join(format!("etc/new-{i}.txt")), 3000, seed + i);
+    }
+    for i in (0..40u64).step_by(3) {
+        write_file(&root.join(format!("etc/conf-{i}.txt")), 555, seed + 50 + i);
+    }
+    fs::remove_dir_all(root.join("usr/lib/pkg1")).unwrap();
+    fs::remove_file(root.join("usr/link")).unwrap();
+    write_file(&root.join("var/big.bin"), large, seed + 2000);
+    write_file(&root.join("var/other-big.bin"), large / 2, seed + 3000);
+    run("sync", &[]);
+}
+
+/// Every path with its type and link target, plus every regular file's sha256.
+fn full_tree(root: &Path) -> (String, BTreeMap<String, String>) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("cd \"$1\" && find . -xdev ! -path './lost+found*' -printf '%y %m %s %p -> %l\\n' | sort")
+        .arg("sh")
+        .arg(root)
+        .output()
+        .unwrap();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), tree_digest(root))
+}
+
+/// Wait until `set` is no longer merging or pending (the backend removes a merged set).
+async fn wait_merge_end(fx: &Fixture, manager: &ManagerProxy<'_>, set: &OwnedObjectPath, timeout: Duration) {
+    let started = Instant::now();
+    loop {
+        let status = manager.status().await.unwrap();
+        let listed = status.volumes.values().any(|v| v.snapshots.contains(set));
+        if !status.merging.contains(set) && !status.pending.contains(set) && !listed {
+            return;
+        }
+        if listed && !status.merging.contains(set) && !status.pending.contains(set) {
+            let proxy = fx.snapshot_proxy(&manager.inner().connection().clone(), set.as_str()).await;
+            let state = proxy.state().await.unwrap_or_default();
+            assert_ne!(state, "merge-failed", "merge failed:\n{}", fx.all_daemon_logs());
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "merge of {set} not finished after {timeout:?}:\n{}",
+            fx.all_daemon_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_restores_the_tree_byte_for_byte() {
+    let mut fx = Fixture::start(Options {
+        volumes: vec![VolumeSpec { name: "root", bytes: 128 * MIB, auto: true }],
+        pool_bytes: 256 * MIB,
+        ..Options::default()
+    });
+    let connection = fx.connect().await;
+    let manager = fx.manager(&connection).await;
+    let device = fx.device_of(&connection, "root").await;
+    fx.mkfs(&device);
+    let mnt = fx.mount(&device, "mnt");
+    populate(&mnt, 1, 12 * MIB as usize);
+    let before = full_tree(&mnt);
+    fx.umount(&mnt);
+
+    let set = manager.snapshot(&["root"], "before churn", cow_size(96 * MIB)).await.unwrap();
+    let mnt = fx.mount(&device, "mnt");
+    churn(&mnt, 7, 12 * MIB as usize);
+    let changed = full_tree(&mnt);
+    assert_ne!(changed, before, "the churn changed the tree");
+    fx.umount(&mnt);
+    // UsedBytes follows the backend through events and a 2 s poll.
+    let snapshot = fx.snapshot_proxy(&connection, set.as_str()).await;
+    let started = Instant::now();
+    while snapshot.used_bytes().await.unwrap() <= 12 * MIB {
+        assert!(started.elapsed() < Duration::from_secs(10), "UsedBytes never showed the COW data");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let mut finished = manager.receive_merge_finished().await.unwrap();
+    let outcome = manager.rollback(&set.as_ref(), HashMap::new()).await.unwrap();
+    assert_eq!(outcome, "merging");
+    let signal = tokio::time::timeout(Duration::from_secs(120), finished.next())
+        .await
+        .expect("MergeFinished within 120 s")
+        .unwrap();
+    let args = signal.args().unwrap();
+    assert_eq!(args.snapshot().as_str(), set.as_str());
+    assert!(*args.ok(), "merge failed: {}", args.message());
+    wait_merge_end(&fx, &manager, &set, Duration::from_secs(30)).await;
+
+    let mnt = fx.mount(&device, "mnt");
+    let after = full_tree(&mnt);
+    fx.umount(&mnt);
+    assert_eq!(after.0, before.0, "paths, types, modes, sizes and links are back");
+    assert_eq!(after.1, before.1, "every file's content is back");
+    let status = manager.status().await.unwrap();
+    assert_eq!(status.volumes["root"].state, "active");
+    assert!(status.volumes["root"].snapshots.is_empty(), "the merged set is removed");
+    assert!(fx.daemon_log().contains("434d125d881e4dcd99ae6d046f431929"), "merge-finished MESSAGE_ID logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_volume_set_rolls_back_as_one() {
+    let mut fx = Fixture::start(Options {
+        volumes: vec![
+            VolumeSpec { name: "sys", bytes: 64 * MIB, auto: true },
+            VolumeSpec { name: "var", bytes: 64 * MIB, auto: true },
+        ],
+        pool_bytes: 256 * MIB,
+        ..Options::default()
+    });
+    let connection = fx.connect().await;
+    let manager = fx.manager(&connection).await;
+    let mut trees = Vec::new();
+    for (n, name) in ["sys", "var"].into_iter().enumerate() {
+        let device = fx.device_of(&connection, name).await;
+        fx.mkfs(&device);
+        let mnt = fx.mount(&device, &format!("mnt-{name}"));
+        populate(&mnt, 10 + n as u64, 4 * MIB as usize);
+        trees.push(full_tree(&mnt));
+        fx.umount(&mnt);
+    }
+    let set = manager.snapshot(&[], "both", cow_size(48 * MIB)).await.unwrap();
+    let snapshot = fx.snapshot_proxy(&connection, set.as_str()).await;
+    let mut volumes = snapshot.volumes().await.unwrap();
+    volumes.sort();
+    assert_eq!(volumes, vec!["sys".to_string(), "var".to_string()]);
+    for (n, name) in ["sys", "var"].into_iter().enumerate() {
+        let device = fx.device_of(&connection, name).await;
+        let mnt = fx.mount(&device, &format!("mnt-{name}"));
+        churn(&mnt, 20 + n as u64, 4 * MIB as usize);
+        fx.umount(&mnt);
+    }
+    assert_eq!(manager.rollback(&set.as_ref(), HashMap::new()).await.unwrap(), "merging");
+    wait_merge_end(&fx, &manager, &set, Duration::from_secs(120)).await;
+    for (n, name) in ["sys", "var"].into_iter().enumerate() {
+        let device = fx.device_of(&connection, name).await;
+        let mnt = fx.mount(&device, &format!("mnt-{name}"));
+        let after = full_tree(&mnt);
+        fx.umount(&mnt);
+        assert_eq!(after, trees[n], "volume {name} is back");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_volume_rollback_is_scheduled_cancelled_and_runs_at_next_start() {
+    let mut fx = Fixture::start(Options {
+        volumes: vec![VolumeSpec { name: "root", bytes: 64 * MIB, auto: true }],
+        ..Options::default()
+    });
+    let connection = fx.connect().await;
+    let manager = fx.manager(&connection).await;
+    let device = fx.device_of(&connection, "root").await;
+    fx.mkfs(&device);
+    let mnt = fx.mount(&device, "mnt");
+    populate(&mnt, 3, 2 * MIB as usize);
+    run("sync", &[]);
+    let set = manager.snapshot(&["root"], "mounted", cow_size(32 * MIB)).await.unwrap();
+    let before = full_tree(&mnt);
+    churn(&mnt, 4, 2 * MIB as usize);
+
+    let mut scheduled = manager.receive_rollback_scheduled().await.unwrap();
+    assert_eq!(manager.rollback(&set.as_ref(), HashMap::new()).await.unwrap(), "scheduled");
+    let signal = tokio::time::timeout(Duration::from_secs(5), scheduled.next()).await.unwrap().unwrap();
+    assert_eq!(signal.args().unwrap().snapshot().as_str(), set.as_str());
+    let snapshot = fx.snapshot_proxy(&connection, set.as_str()).await;
+    assert_eq!(snapshot.state().await.unwrap(), "merge-scheduled");
+    assert_eq!(manager.status().await.unwrap().pending, vec![set.clone()]);
+    assert_eq!(
+        manager.rollback(&set.as_ref(), HashMap::new()).await.unwrap(),
+        "scheduled",
+        "asking again is idempotent"
+    );
+    assert!(fx.daemon_log().contains("232e5b9c367b440f8372d816dfe6b0f1"), "rollback-scheduled MESSAGE_ID");
+
+    manager.cancel_rollback(&set.as_ref()).await.unwrap();
+    assert_eq!(snapshot.state().await.unwrap(), "active");
+    assert!(manager.status().await.unwrap().pending.is_empty());
+    assert!(matches!(manager.cancel_rollback(&set.as_ref()).await, Err(Error::InvalidArgument(_))));
+
+    // Schedule again, unmount, restart the daemon: the merge runs when the volume is assembled.
+    assert_eq!(manager.rollback(&set.as_ref(), HashMap::new()).await.unwrap(), "scheduled");
+    fx.umount(&mnt);
+    drop(snapshot);
+    drop(manager);
+    drop(connection);
+    assert!(fx.stop_daemon().success(), "{}", fx.daemon_log());
+    fx.start_daemon();
+    let connection = fx.connect().await;
+    let manager = fx.manager(&connection).await;
+    wait_merge_end(&fx, &manager, &set, Duration::from_secs(120)).await;
+    let device = fx.device_of(&connection, "root").await;
+    let mnt = fx.mount(&device, "mnt");
+    let after = full_tree(&mnt);
+    fx.umount(&mnt);
+    assert_eq!(after, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_mid_merge_resumes_and_finishes() {
+    let mut fx = Fixture::start(Options {
+        volumes: vec![VolumeSpec { name: "root", bytes: 128 * MIB, auto: true }],
+        pool_bytes: 256 * MIB,
+        // Small committed steps: the merge takes long enough to be interrupted.
+        merge_step_bytes: Some(64 * 1024),
+        ..Options::default()
+    });
+    let connection = fx.connect().await;
+    let manager = fx.manager(&connection).await;
+    let device = fx.device_of(&connection, "root").await;
+    fx.mkfs(&device);
+    let mnt = fx.mount(&device, "mnt");
+    populate(&mnt, 5, 40 * MIB as usize);
+    let before = full_tree(&mnt);
+    fx.umount(&mnt);
+    let set = manager.snapshot(&["root"], "big", cow_size(128 * MIB)).await.unwrap();
+    let mnt = fx.mount(&device, "mnt");
+    churn(&mnt, 6, 40 * MIB as usize);
+    fx.umount(&mnt);
+
+    assert_eq!(manager.rollback(&set.as_ref(), HashMap::new()).await.unwrap(), "merging");
+    // While it merges: a second rollback and a delete are refused by name.
+    assert!(matches!(
+        manager.rollback(&set.as_ref(), HashMap::new()).await,
+        Err(Error::AlreadyMerging(_))
+    ));
+    assert!(matches!(manager.delete(&set.as_ref()).await, Err(Error::Busy(_))));
+    let snapshot = fx.snapshot_proxy(&connection, set.as_str()).await;
+    let started = Instant::now();
+    let progress = loop {
+        let p = snapshot.merge_progress().await.unwrap();
+        if p > 0.05 {
+            break p;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no merge progress:\n{}", fx.daemon_log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(progress < 1.0, "merge finished before the restart; make the steps smaller");
+    assert_eq!(snapshot.state().await.unwrap(), "merging");
+    drop(snapshot);
+    drop(manager);
+    drop(connection);
+    let stopped = Instant::now();
+    assert!(fx.stop_daemon().success(), "{}", fx.daemon_log());
+    eprintln!("restart_mid_merge: stopped at {:.0}% after {:?}", progress * 100.0, stopped.elapsed());
+
+    fx.start_daemon();
+    let connection = fx.connect().await;
+    let manager = fx.manager(&connection).await;
+    let status = manager.status().await.unwrap();
+    let resumed = status.merging.contains(&set) || !status.volumes["root"].snapshots.contains(&set);
+    assert!(resumed, "after restart the set is merging (or already merged): {status:?}");
+    wait_merge_end(&fx, &manager, &set, Duration::from_secs(300)).await;
+    let mnt = fx.mount(&device_after(&fx, &connection).await, "mnt");
+    let after = full_tree(&mnt);
+    fx.umount(&mnt);
+    assert_eq!(after, before, "resumed merge restored the tree");
+}
+
+async fn device_after(fx: &Fixture, connection: &zbus::Connection) -> String {
+    fx.device_of(connection, "root").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overflowing_snapshot_is_invalid_and_cannot_be_rolled_back() {
+    // A pool with room for few extents: the COW cannot grow past it.
+    let fx = Fixture::start(Options {
+        volumes: vec![VolumeSpec { name: "root", bytes: 64 * MIB, auto: true }],
+        pool_bytes: 24 * MIB,
+        ..Options::default()
+    });
+    let connection = fx.connect().await;
+    let manager = fx.manager(&connection).await;
+    let device = fx.device_of(&connection, "root").await;
+    let set = manager.snapshot(&["root"], "small", cow_size(4 * MIB)).await.unwrap();
+    // Write the whole volume: far more than the COW and the pool hold.
+    run("dd", &["if=/dev/zero", &format!("of={device}"), "bs=1M", "count=48", "oflag=direct", "status=none"]);
+    let snapshot = fx.snapshot_proxy(&connection, set.as_str()).await;
+    let started = Instant::now();
+    while snapshot.state().await.unwrap() != "invalid" {
+        assert!(started.elapsed() < Duration::from_secs(20), "snapshot never invalidated:\n{}", fx.daemon_log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    match manager.rollback(&set.as_ref(), HashMap::new()).await {
+        Err(Error::SnapshotInvalid(message)) => assert!(message.contains("invalid"), "{message}"),
+        other => panic!("rollback of an invalid snapshot: {other:?}"),
+    }
+    assert!(fx.daemon_log().contains("a9b90246cd3b49e08bb01a35a6b155a1"), "snapshot-invalidated MESSAGE_ID");
+    // The origin kept working: the writes are there.
+    let data = fs::read(&device).unwrap();
+    assert!(data[..48 * MIB as usize].iter().all(|b| *b == 0));
+    manager.delete(&set.as_ref()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_status_clients_answer_during_a_merge_and_a_snapshot() {
+    let mut fx = Fixture::start(Options {
+        volumes: vec![
+            VolumeSpec { name: "root", bytes: 128 * MIB, auto: true },
+            VolumeSpec { name: "home", bytes: 32 * MIB, auto: false },
+        ],
+        pool_bytes: 256 * MIB,
+        merge_step_bytes: Some(128 * 1024),
+        ..Options::default()
+    });
+    let connection = fx.connect().await;
+    let manager = fx.manager(&connection).await;
+    let device = fx.device_of(&connection, "root").await;
+    fx.mkfs(&device);
+    let mnt = fx.mount(&device, "mnt");
+    populate(&mnt, 8, 32 * MIB as usize);
+    fx.umount(&mnt);
+    let set = manager.snapshot(&["root"], "load", cow_size(128 * MIB)).await.unwrap();
+    let mnt = fx.mount(&device, "mnt");
+    churn(&mnt, 9, 32 * MIB as usize);
+    fx.umount(&mnt);
+    assert_eq!(manager.rollback(&set.as_ref(), HashMap::new()).await.unwrap(), "merging");
+
+    let mut clients = Vec::new();
+    for _ in 0..50 {
+        let address = fx.bus_address.clone();
+        clients.push(tokio::spawn(async move {
+            let connection = zbus::connection::Builder::address(address.as_str()).build().await.unwrap();
+            let manager = ManagerProxy::new(&connection).await.unwrap();
+            let mut latencies = Vec::new();
+            let mut saw_merging = false;
+            for _ in 0..20 {
+                let started = Instant::now();
+                let status = manager.status().await.unwrap();
+                latencies.push(started.elapsed());
+                saw_merging |= !status.merging.is_empty();
+            }
+            (latencies, saw_merging)
+        }));
+    }
+    // A snapshot of another volume at the same time.
+    let other = manager.snapshot(&["home"], "concurrent", HashMap::new()).await.unwrap();
+    let mut latencies = Vec::new();
+    let mut merging_seen = 0;
+    for client in clients {
+        let (l, saw) = client.await.unwrap();
+        latencies.extend(l);
+        merging_seen += saw as usize;
+    }
+    latencies.sort();
+    let p50 = latencies[latencies.len() / 2];
+    let p99 = latencies[latencies.len() * 99 / 100];
+    let max = latencies[latencies.len() - 1];
+    eprintln!(
+        "status_under_load: {} calls by 50 clients, p50 {:?}, p99 {:?}, max {:?}, {} clients saw the merge",
+        latencies.len(),
+        p50,
+        p99,
+        max,
+        merging_seen
+    );
+    assert_eq!(latencies.len(), 50 * 20, "every call answered");
+    assert!(merging_seen > 0, "the calls ran while the merge did");
+    assert!(p99 < Duration::from_secs(2), "p99 {p99:?}");
+    let proxy = fx.snapshot_proxy(&connection, other.as_str()).await;
+    assert_eq!(proxy.state().await.unwrap(), "active");
+    wait_merge_end(&fx, &manager, &set, Duration::from_secs(300)).await;
+}
