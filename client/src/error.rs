@@ -85,6 +85,9 @@ pub fn daemon_sentence(name: &str, message: &str) -> String {
     let short = name.strip_prefix(SNAPBACK_ERROR_PREFIX);
     match short {
         Some("NotAuthorized") => {
+            // The daemon's message often starts with the same words; say them once.
+            let reason = message.strip_prefix("not authorized: ").unwrap_or(message);
+            let detail = if reason.is_empty() { String::new() } else { format!(" ({reason})") };
             format!("not authorized: run as root or ask your administrator{detail}")
         }
         Some("NotFound") => format!(
@@ -151,6 +154,13 @@ mod tests {
         assert_eq!(
             daemon_sentence("org.snapback.Snapback1.Error.NotAuthorized", ""),
             "not authorized: run as root or ask your administrator"
+        );
+        assert_eq!(
+            daemon_sentence(
+                "org.snapback.Snapback1.Error.NotAuthorized",
+                "not authorized: org.snapback.rollback"
+            ),
+            "not authorized: run as root or ask your administrator (org.snapback.rollback)"
         );
         assert_eq!(
             daemon_sentence("org.freedesktop.DBus.Error.AccessDenied", "policy"),

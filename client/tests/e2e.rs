@@ -128,7 +128,7 @@ fn rollback_wait_restores_the_volume_and_watch_follows_it() {
 
     // Live views started before anything changes.
     let mut watch_json = d.command(&["watch", "--json"]).stdout(Stdio::piped()).spawn().unwrap();
-    let mut watch_one = d.command(&["watch", "1"]).stdout(Stdio::piped()).spawn().unwrap();
+    let watch_one = d.command(&["watch", "1"]).stdout(Stdio::piped()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(500));
 
     scribble(&d, 4);

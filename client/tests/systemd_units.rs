@@ -264,3 +264,35 @@ fn dbus_daemon_accepts_the_bus_policy_and_only_root_owns_the_name() {
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(bus.request_name(None, "org.snapback.Snapback1"), Ok("u 1".to_owned()));
 }
+
+#[test]
+fn with_the_project_policy_everyone_reads_and_polkit_decides() {
+    use common::daemon::{Daemon, Mode};
+    require("setpriv", "util-linux");
+    let d = Daemon::start_with(Mode::ProjectPolicy);
+    // uid 65534 (nobody) as the client.
+    let as_nobody = |args: &[&str]| {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(common::own_binary("snapbackctl"))
+            .args(args)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &d.address);
+        run(&mut cmd)
+    };
+    let out = as_nobody(&["list"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "No snapshot sets.\n");
+    let out = as_nobody(&["--json", "status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // Mutations reach the daemon (the bus lets them through) and polkit refuses: there is no
+    // polkitd on this bus, so nobody is authorized.
+    let out = as_nobody(&["snapshot", "-d", "x"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("snapbackctl: not authorized: run as root or ask your administrator"),
+        "{err}"
+    );
+    let out = as_nobody(&["delete", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+}

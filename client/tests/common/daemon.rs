@@ -48,6 +48,46 @@ fn open_bus_config(socket: &Path) -> String {
     )
 }
 
+/// The system bus's default policy (as Debian's system.conf) plus the project's
+/// `systemd/snapback-dbus.conf`: what a real system bus enforces.
+fn project_bus_config(socket: &Path) -> String {
+    format!(
+        r#"<busconfig>
+  <type>system</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+  </policy>
+  <include>{}</include>
+</busconfig>
+"#,
+        socket.display(),
+        super::repo().join("systemd/snapback-dbus.conf").display()
+    )
+}
+
+/// How the test daemon runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Open bus, polkit disabled: the client under test.
+    Open,
+    /// The project's bus policy and polkit asked (no polkitd on the private bus: every
+    /// mutation is refused), for the policy tests.
+    ProjectPolicy,
+}
+
 /// Starts `dbus-daemon` on `config`; returns it and its address.
 fn start_bus(config: &Path) -> (Child, String) {
     let mut bus = Command::new("dbus-daemon")
@@ -66,18 +106,34 @@ fn start_bus(config: &Path) -> (Child, String) {
 impl Daemon {
     /// A bus with no snapbackd on it (for "daemon not running" errors).
     pub fn bus_only() -> Daemon {
+        Daemon::bus(Mode::Open)
+    }
+
+    fn bus(mode: Mode) -> Daemon {
         require("dbus-daemon", "dbus");
         let dir = tempfile::Builder::new().prefix("snapbackctl-e2e-").tempdir_in("/var/tmp").unwrap();
+        // Other users must reach the socket (ProjectPolicy tests run clients as uid 65534).
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let config = dir.path().join("bus.conf");
-        std::fs::write(&config, open_bus_config(&dir.path().join("bus"))).unwrap();
+        let socket = dir.path().join("bus");
+        let text = match mode {
+            Mode::Open => open_bus_config(&socket),
+            Mode::ProjectPolicy => project_bus_config(&socket),
+        };
+        std::fs::write(&config, text).unwrap();
         let (bus, address) = start_bus(&config);
+        std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
         let volume = dir.path().join("root.img");
         Daemon { dir, address, volume, bus, daemon: None }
     }
 
     /// Bus, formatted pool, volume `root` (32 MiB of random data, auto), running daemon.
     pub fn start() -> Daemon {
-        let mut d = Daemon::bus_only();
+        Daemon::start_with(Mode::Open)
+    }
+
+    pub fn start_with(mode: Mode) -> Daemon {
+        let mut d = Daemon::bus(mode);
         let dir = d.dir.path().to_path_buf();
         let pool = dir.join("pool.img");
         std::fs::File::create(&pool).unwrap().set_len(128 << 20).unwrap();
@@ -102,11 +158,12 @@ impl Daemon {
         let fuse = dir.join("fuse");
         std::fs::create_dir_all(&fuse).unwrap();
         let log = std::fs::File::create(dir.join("snapbackd.log")).unwrap();
-        let daemon = Command::new(snapbackd_binary())
-            .arg("--config")
-            .arg(&config)
-            .args(["--backend", "userspace", "--no-polkit"])
-            .env("SNAPBACK_TESTING", "1")
+        let mut daemon = Command::new(snapbackd_binary());
+        daemon.arg("--config").arg(&config).args(["--backend", "userspace"]);
+        if mode == Mode::Open {
+            daemon.arg("--no-polkit").env("SNAPBACK_TESTING", "1");
+        }
+        let daemon = daemon
             .env("SNAPBACK_FUSE_DIR", &fuse)
             .env("SNAPBACK_LOG_STDERR", "1")
             .env("DBUS_SYSTEM_BUS_ADDRESS", &d.address)
