@@ -60,11 +60,12 @@ async fn handle(shared: &Arc<Shared>, connection: &Connection, event: BackendEve
                 }
             }
             if ok {
+                let detail = if message.is_empty() { String::new() } else { format!(": {message}") };
                 tracing::info!(
                     message_id = MESSAGE_ID_MERGE_FINISHED,
                     snapshot_id = id,
                     ok,
-                    "merge of snapshot set {id} finished: {message}"
+                    "merge of snapshot set {id} finished, the volumes are back at the snapshot{detail}"
                 );
             } else {
                 tracing::error!(
