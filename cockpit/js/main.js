@@ -252,7 +252,15 @@ function setServiceState(text, tone) {
     serviceState.className = `sb-service sb-service--${tone}`;
 }
 
+let daemonRunning = false;
+
 function onOwner(running) {
+    daemonRunning = running;
+    // The list stays visible as it was last seen, but nothing can be done to it meanwhile.
+    table.refresh();
+    $("snapshot-table").classList.toggle("sb-stale", !running);
+    if (!running)
+        $("pool").textContent = "";
     if (running) {
         setServiceState("snapbackd is running", "ok");
         $("create-button").disabled = false;
@@ -277,6 +285,7 @@ const table = new SnapshotTable($("snapshot-rows"), $("empty-state"), {
     rollback: snapshot => openRollbackDialog(snapshot),
     cancel: (snapshot, button) => cancelRollback(snapshot, button),
     remove: snapshot => openDeleteDialog(snapshot),
+    online: () => daemonRunning,
 });
 
 const client = new SnapbackClient({

@@ -71,6 +71,8 @@ class SnapshotRow {
         this.progressText.textContent = `${percent} %`;
 
         const allowed = allowedActions(snapshot.state);
+        for (const button of [this.rollbackButton, this.cancelButton, this.deleteButton])
+            button.disabled = !this.actions.online();
         this.rollbackButton.hidden = !allowed.rollback;
         this.cancelButton.hidden = !allowed.cancel;
         this.deleteButton.hidden = !allowed.delete;
@@ -110,6 +112,12 @@ export class SnapshotTable {
             }
         }
         this.empty.hidden = snapshots.length > 0;
+    }
+
+    /** Re-render every row, e.g. after the daemon went away or came back (buttons follow online()). */
+    refresh() {
+        for (const row of this.rows.values())
+            row.update(row.snapshot);
     }
 
     /** The row's first visible button, to move focus somewhere sane after a row vanished. */

@@ -288,9 +288,13 @@ await step("rollback (merging)", async () => {
 // 5. Roll back a busy volume: "scheduled" → next-boot notice → Reboot now (intercepted) → cancel.
 
 const busyDescription = `cockpit test ${stamp} busy`;
+const otherDescription = `cockpit test ${stamp} other`;
 if (env("BUSY_VOLUME")) {
     let busyRow;
     await step("rollback (scheduled)", async () => {
+        // An older set of the same volume, for the next step (none can be taken once a rollback is pending).
+        execFileSync("busctl", ["--address", env("BUS"), "call", "org.snapback.Snapback1", "/org/snapback/Snapback1",
+            "org.snapback.Snapback1.Manager", "Snapshot", "assa{sv}", "1", env("BUSY_VOLUME"), otherDescription, "0"]);
         busyRow = await createSnapshot(page, busyDescription, [env("BUSY_VOLUME")], "08-create-busy");
         await busyRow.locator('button[data-action="rollback"]').click();
         await page.locator("#rollback-dialog button[data-action=confirm]").click();
@@ -303,6 +307,28 @@ if (env("BUSY_VOLUME")) {
         check("rollback (scheduled): Roll back is replaced by Cancel rollback",
               await busyRow.locator('button[data-action="rollback"]').isHidden() && await busyRow.locator('button[data-action="cancel"]').isVisible());
         await shot(page, "09-scheduled");
+    });
+
+    await step("daemon error in words", async () => {
+        // A second set of the same volume cannot be rolled back while the first one's is pending:
+        // the daemon's AlreadyMerging must reach the person, in the dialog, with its own message.
+        const row = rowFor(page, otherDescription);
+        await row.waitFor({ state: "visible" });
+        await row.locator('button[data-action="rollback"]').click();
+        await page.locator("#rollback-dialog button[data-action=confirm]").click();
+        const alert = page.locator("#rollback-dialog .sb-alert--danger");
+        await alert.waitFor({ state: "visible" });
+        const text = await alert.textContent();
+        check("daemon error in words: AlreadyMerging is said as a sentence",
+              /Could not roll back: A rollback is already running or scheduled for one of these volumes\./.test(text), text.trim());
+        check("daemon error in words: with the D-Bus error name",
+              await alert.getAttribute("data-error-name") === "org.snapback.Snapback1.Error.AlreadyMerging");
+        const daemonMessage = await alert.locator(".sb-alert__detail").count() ? await alert.locator(".sb-alert__detail").textContent() : "";
+        check("daemon error in words: the daemon's own message is shown too", daemonMessage.length > 0, daemonMessage);
+        await shot(page, "09b-already-merging");
+        await page.keyboard.press("Escape");
+        await page.locator("#rollback-dialog").waitFor({ state: "detached" });
+        check("daemon error in words: the other set is unchanged", (await row.getAttribute("data-state")) === "active");
     });
 
     await step("reboot now", async () => {
@@ -417,6 +443,28 @@ if (env("USER_URL")) {
 } else {
     console.log("skip unauthorized: no unprivileged session in this setup");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 9. The daemon stops and starts again (an upgrade, a crash and systemd's restart): the page
+//    says so, and comes back with the daemon's sets, without a reload.
+
+await step("daemon restart", async () => {
+    const before = await page.locator("#snapshot-rows tr").count();
+    execSync(env("STOP_DAEMON"), { stdio: "inherit", shell: "/bin/bash" });
+    await page.waitForFunction(() => document.getElementById("service-state").textContent === "snapbackd is not running");
+    check("daemon restart: the page says snapbackd is not running", true);
+    check("daemon restart: Create is disabled meanwhile", await page.isDisabled("#create-button"));
+    const enabled = await page.locator("#snapshot-rows button:not([hidden]):not([disabled])").count();
+    check("daemon restart: the stale rows' buttons are disabled meanwhile", enabled === 0, `${enabled} enabled`);
+    await shot(page, "19-daemon-stopped");
+    execSync(env("START_DAEMON"), { stdio: "inherit", shell: "/bin/bash" });
+    await page.waitForFunction(() => document.getElementById("service-state").textContent === "snapbackd is running", null, { timeout: 20000 });
+    await page.waitForFunction(n => document.querySelectorAll("#snapshot-rows tr").length === n, before, { timeout: 20000 });
+    const paths = (await page.locator("#snapshot-rows tr").evaluateAll(rows => rows.map(r => r.dataset.path))).sort();
+    check("daemon restart: the page shows the restarted daemon's sets", JSON.stringify(paths) === JSON.stringify(Object.keys(managedObjects()).sort()), paths.join(","));
+    check("daemon restart: the buttons work again", await page.locator("#snapshot-rows button:not([hidden]):not([disabled])").count() > 0);
+    await shot(page, "20-daemon-restarted");
+});
 
 await browser.close();
 console.log(`${passed} passed, ${failed} failed`);
