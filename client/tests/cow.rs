@@ -247,3 +247,25 @@ fn usage_errors_exit_2() {
     let out = ctl(&["bogus"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn merge_draws_a_progress_bar_only_on_a_terminal() {
+    require("script", "bsdutils");
+    let f = fixture(8);
+    // `script` gives the command a pseudo-terminal; its output is what the terminal showed.
+    let cmd = format!(
+        "{} cow merge --origin {} {}",
+        own_binary("snapbackctl").display(),
+        p(&f.origin),
+        p(&f.cow)
+    );
+    let out = run(Command::new("script").args(["-qec", &cmd, "/dev/null"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("merging") && shown.contains("0%"), "no bar drawn:\n{shown:?}");
+    assert!(shown.contains("\u{1b}[2K"), "the bar is not redrawn in place:\n{shown:?}");
+    assert!(shown.contains("merged 1017 chunks into"), "{shown:?}");
+    assert_eq!(sha256(&f.origin), f.expected["merged_origin_sha256"]);
+    // Without a terminal (every other test here), stdout is only the result line: checked
+    // exactly by merge_gives_the_kernels_merged_origin_and_empties_the_store.
+}

@@ -259,6 +259,22 @@ fn errors_are_actionable_sentences_with_exit_status_1() {
     assert!(err.starts_with("snapbackctl: not found: ") && err.contains("nosuchvolume"), "{err}");
     let (_, err) = d.ctl_status(&["watch", "42"], 1);
     assert!(err.starts_with("snapbackctl: not found: "), "{err}");
+    // Overflow the 8 MiB COW: the set becomes invalid and cannot be rolled back.
+    d.ctl_status(&["snapshot"], 0);
+    scribble(&d, 16);
+    let (_, err) = d.ctl_status(&["rollback", "1"], 1);
+    assert!(err.starts_with("snapbackctl: the snapshot set is invalid: "), "{err}");
+    assert!(err.trim_end().ends_with("delete it with `snapbackctl delete ID`"), "{err}");
+    // The State property follows (the daemon publishes it on its next refresh).
+    let mut state = String::new();
+    for _ in 0..50 {
+        state = d.json(&["show", "1"])["snapshot"]["state"].as_str().unwrap().to_owned();
+        if state == "invalid" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(state, "invalid");
     // Usage errors are clap's: status 2.
     d.ctl_status(&["snapshot", "--userdata", "novalue"], 2);
     d.ctl_status(&["rollback"], 2);
@@ -282,4 +298,24 @@ fn no_daemon_and_no_bus_are_explained() {
         err.starts_with("snapbackctl: cannot connect to the system bus (unix:path=/nonexistent/bus)"),
         "{err}"
     );
+}
+
+#[test]
+fn rollback_wait_draws_a_progress_bar_on_a_terminal() {
+    common::require("script", "bsdutils");
+    let d = Daemon::start();
+    let before = sha256(&d.volume);
+    d.ctl_status(&["snapshot"], 0);
+    scribble(&d, 6);
+    // `script` gives snapbackctl a pseudo-terminal; its output is what the terminal showed.
+    let cmd = format!(
+        "DBUS_SYSTEM_BUS_ADDRESS='{}' {} rollback 1 --wait",
+        d.address,
+        common::own_binary("snapbackctl").display()
+    );
+    let out = run_ok(Command::new("script").args(["-qec", &cmd, "/dev/null"]));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("rollback 1") && shown.contains('%'), "no bar drawn:\n{shown:?}");
+    assert!(shown.contains("rollback to snapshot set 1 finished"), "{shown:?}");
+    assert_eq!(sha256(&d.volume), before);
 }
