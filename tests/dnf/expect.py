@@ -6,6 +6,7 @@
 #   --last-ud KEY~TEXT   ... KEY whose value contains TEXT
 #   --last-no-ud KEY     ... has no KEY
 #   --last-important yes|no
+#   --last-volumes A,B   ... covers exactly these volumes
 # Exits 1 with every failed assertion on stderr and the sets as JSON.
 import argparse
 import json
@@ -19,6 +20,7 @@ ap.add_argument("--last-desc", action="append", default=[])
 ap.add_argument("--last-ud", action="append", default=[])
 ap.add_argument("--last-no-ud", action="append", default=[])
 ap.add_argument("--last-important", choices=["yes", "no"])
+ap.add_argument("--last-volumes")
 args = ap.parse_args()
 
 here = os.path.dirname(os.path.abspath(__file__))
@@ -27,7 +29,8 @@ failed = []
 if args.count is not None and len(sets) != args.count:
     failed.append("expected %d snapshot sets, found %d" % (args.count, len(sets)))
 last = sets[-1] if sets else None
-checks_on_last = args.last_desc or args.last_ud or args.last_no_ud or args.last_important
+checks_on_last = (args.last_desc or args.last_ud or args.last_no_ud or args.last_important
+                  or args.last_volumes)
 if checks_on_last and last is None:
     failed.append("no snapshot set to check")
 elif last is not None:
@@ -47,6 +50,8 @@ elif last is not None:
     for key in args.last_no_ud:
         if key in ud:
             failed.append("userdata has %r = %r, expected none" % (key, ud[key]))
+    if args.last_volumes is not None and last["volumes"] != args.last_volumes.split(","):
+        failed.append("volumes = %s, expected %s" % (last["volumes"], args.last_volumes))
     if args.last_important is not None and last["important"] != (args.last_important == "yes"):
         failed.append("important = %s, expected %s" % (last["important"], args.last_important))
 if failed:

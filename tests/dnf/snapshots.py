@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 # Prints snapbackd's snapshot sets as one JSON list, read over D-Bus (ObjectManager on the bus
-# named by DBUS_SYSTEM_BUS_ADDRESS): [{"path", "id", "description", "userdata", "important"}],
+# named by DBUS_SYSTEM_BUS_ADDRESS): [{"path", "id", "description", "userdata", "important", "volumes", "state"}],
 # sorted by id. Used by tests/dnf/run to check what the dnf plugin created.
 import json
 
@@ -26,6 +26,7 @@ for path, ifaces in om.GetManagedObjects().items():
             "description": str(props["Description"]),
             "userdata": {str(k): str(v) for k, v in props["Userdata"].items()},
             "important": bool(props["Important"]),
+            "volumes": [str(v) for v in props["Volumes"]],
             "state": str(props["State"]),
         }
     )

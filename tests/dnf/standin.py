@@ -8,6 +8,8 @@
 # Usage: standin.py [--refuse]   (on the bus named by DBUS_SYSTEM_BUS_ADDRESS)
 #   --refuse         every Snapshot call fails with org.snapback.Snapback1.Error.Backend
 #   --refuse-update  every UpdateMetadata call fails the same way
+#   --slow SECONDS   Snapshot answers only after SECONDS
+# Volumes other than "root" are refused with org.snapback.Snapback1.Error.NotFound.
 
 import sys
 import time
@@ -57,18 +59,24 @@ class SnapshotSet(dbus.service.Object):
 
 
 class Manager(dbus.service.Object):
-    def __init__(self, conn, refuse, refuse_update):
+    def __init__(self, conn, refuse, refuse_update, slow):
         super().__init__(conn, ROOT)
         self.conn = conn
         self.refuse = refuse
         self.refuse_update = refuse_update
+        self.slow = slow
         self.sets = {}
         self.next_id = 1
 
     @dbus.service.method(MANAGER, in_signature="assa{sv}", out_signature="o")
     def Snapshot(self, volumes, description, options):
+        if self.slow:
+            time.sleep(self.slow)
         if self.refuse:
             raise Error("Backend", "stand-in told to refuse")
+        for v in volumes:
+            if str(v) != "root":
+                raise Error("NotFound", "no volume named %s" % v)
         unknown = set(options) - {"userdata", "important", "cow-size"}
         if unknown:
             raise Error("InvalidArgument", "unknown options %s" % sorted(unknown))
@@ -110,7 +118,9 @@ def main():
     DBusGMainLoop(set_as_default=True)
     bus = dbus.SystemBus()
     name = dbus.service.BusName(BUS_NAME, bus, do_not_queue=True)
-    Manager(bus, "--refuse" in sys.argv[1:], "--refuse-update" in sys.argv[1:])
+    argv = sys.argv[1:]
+    slow = float(argv[argv.index("--slow") + 1]) if "--slow" in argv else 0.0
+    Manager(bus, "--refuse" in argv, "--refuse-update" in argv, slow)
     print("standin: owning %s" % name.get_name(), flush=True)
     GLib.MainLoop().run()
 
