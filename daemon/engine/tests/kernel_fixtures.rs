@@ -222,6 +222,44 @@ fn check_merge(chunk_sectors: u32) {
     assert_eq!(after.allocated_sectors, after.metadata_sectors, "{after:?}");
 }
 
+/// A kernel merge cut by a power loss half-way (VM boot 2 of kernel-written-cows): the engine
+/// reads the half-merged COW and finishes the merge where the kernel left off, ending with the
+/// origin the kernel's own (uninterrupted, and resumed) merge gave.
+#[test]
+fn offline_merge_finishes_a_kernel_merge_cut_by_power_loss() {
+    let f = load(8);
+    let dir = fixtures().join("kernel-cow-chunk8");
+    let cow = unzstd(&dir.join("mid-merge-cow.img.zst"));
+    let origin = unzstd(&dir.join("mid-merge-origin.img.zst"));
+    assert_eq!(sha256(&cow), f.exp["mid_merge_cow_sha256"]);
+    assert_eq!(sha256(&origin), f.exp["mid_merge_origin_sha256"]);
+    // the cut really was mid-way: the origin is neither the final one nor the merged one
+    assert_ne!(origin, f.origin_final);
+    assert_ne!(origin, f.model_view);
+
+    let cow = Arc::new(MemIo::from_bytes(cow));
+    let report = offline::inspect(cow.clone()).expect("inspect the half-merged COW");
+    assert!(report.valid);
+    let total = number(&f.exp, "exceptions");
+    assert!(
+        report.exceptions > 0 && report.exceptions < total,
+        "{report:?} (unmerged: {total})"
+    );
+
+    let origin = Arc::new(MemIo::from_bytes(origin));
+    let last = offline::merge(origin.clone(), cow.clone(), &mut |_| {}).expect("resume the merge");
+    assert!(last.finished, "{last:?}");
+    let merged = origin.durable_bytes();
+    assert_same_image(
+        "engine-finished merge vs the kernel's merge",
+        &f.model_view,
+        &merged,
+    );
+    assert_eq!(sha256(&merged), f.exp["merged_origin_sha256"]);
+    let after = offline::inspect(cow).expect("inspect after merge");
+    assert_eq!(after.exceptions, 0, "{after:?}");
+}
+
 #[test]
 fn inspect_matches_kernel_status_4k() {
     check_inspect(8);

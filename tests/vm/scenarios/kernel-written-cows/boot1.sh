@@ -23,6 +23,10 @@ for cs in 8 32 128; do
   dm remove snap$cs
   dd if=/dev/disk/cow$cs of=/out/chunk$cs/cow.img bs=1M 2>/dev/null
   dd if=/dev/disk/origin$cs of=/out/chunk$cs/origin-final.img bs=1M 2>/dev/null
+  if [ $cs = 8 ]; then   # a second copy, merged in boot 2 until the power goes
+    dd if=/dev/disk/origin8 of=/dev/disk/origin8-cut bs=1M oflag=direct 2>/dev/null
+    dd if=/dev/disk/cow8 of=/dev/disk/cow8-cut bs=1M oflag=direct 2>/dev/null
+  fi
 
   # the kernel's own merge of that COW into that origin
   dm create origin$cs --table "0 8192 snapshot-merge /dev/disk/origin$cs /dev/disk/cow$cs P $cs"

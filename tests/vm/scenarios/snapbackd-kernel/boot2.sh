@@ -1,0 +1,17 @@
+# Boot 2: the cancelled rollback left the upgraded trees and the snapshot in place. Schedule the
+# rollback again while "/" is mounted, then reboot.
+. /scenario/lib.sh
+write_config; keep_load
+check activate snapbackd activate --config /etc/snapback/snapback.toml
+check_eq cancel-kept-snapshot snapshot-origin "$(target_of root)"
+mount_vol root; mount_vol var
+check_eq cancel-kept-upgraded-root "$(cat /tmp/keep/root-v2)" "$(manifest /mnt/root)"
+check_eq cancel-kept-upgraded-var "$(cat /tmp/keep/var-v2)" "$(manifest /mnt/var)"
+umount /mnt/var   # one busy and one idle volume: the set is still scheduled as a whole
+start_bus
+check start-daemon start_daemon
+check_eq state-active-after-reboot active "$(state 2)"
+check_eq rollback-scheduled-again 's "scheduled"' "$(busctl call $BUS $MGR $BUS.Manager Rollback 'oa{sv}' $SNAP/2 0)"
+check_eq var-not-merged-alone snapshot-origin "$(target_of var)"
+stop_daemon
+umount /mnt/root

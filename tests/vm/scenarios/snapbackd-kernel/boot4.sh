@@ -1,0 +1,22 @@
+# Boot 4: after the power cut, activation resumes the merges; snapbackd follows them to the end,
+# removes the set and returns both volumes to plain linear mappings; the trees stay exact.
+. /scenario/lib.sh
+write_config; keep_load
+check activate snapbackd activate --config /etc/snapback/snapback.toml
+check_eq root-still-merging snapshot-merge "$(target_of root)"
+set -- $(dm status snapback-root); left=$((${4%/*} - $5))
+t0=$(now_ns)
+start_bus
+check start-daemon start_daemon
+check merge-finishes wait_gone 2 300
+t1=$(now_ns)
+figure merge-rest-sectors "$left" sectors
+figure merge-rest-ms $(((t1 - t0) / 1000000)) ms
+check_eq root-linear linear "$(target_of root)"
+check_eq var-linear linear "$(target_of var)"
+check no-leftover-devices sh -c "! dm ls | grep -Eq 'snapback-(root|var)-'"
+stop_daemon
+mount_vol root; mount_vol var
+check_eq root-tree-exact "$(cat /tmp/keep/root-v1)" "$(manifest /mnt/root)"
+check_eq var-tree-exact "$(cat /tmp/keep/var-v1)" "$(manifest /mnt/var)"
+umount /mnt/root /mnt/var
