@@ -123,13 +123,15 @@ fn serve(cli: &Cli) -> Result<(), CliError> {
     };
     let config = config::load(&cli.config)?;
     let kind = choose_backend(cli.backend)?;
+    // Checked now, so that a wrong path is reported before anything else happens.
     let pool = open_pool(&config)?;
-    let backend = open_backend(kind, &config, pool)?;
+    let opener: service::BackendOpener =
+        Box::new(move || open_backend(kind, &config, pool).map_err(|e| e.to_string()));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(CliError::Runtime)?;
-    runtime.block_on(service::serve(backend, authorization))?;
+    runtime.block_on(service::serve(opener, authorization))?;
     Ok(())
 }
 

@@ -53,7 +53,7 @@ pub enum ServiceError {
     RequestName(#[source] zbus::Error),
     #[error("cannot export objects on the bus: {0}")]
     Export(#[source] zbus::Error),
-    #[error("cannot read the snapshot sets from the backend: {0}")]
+    #[error("{0}")]
     Backend(String),
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
@@ -61,8 +61,14 @@ pub enum ServiceError {
     Shutdown(String),
 }
 
-/// Serve API v1 for `backend` until SIGTERM or SIGINT, then shut the backend down.
-pub async fn serve(backend: Arc<dyn Backend>, authorization: Authorization) -> Result<(), ServiceError> {
+/// Opens the backend; run on the blocking pool once the bus is known to be free for us.
+pub type BackendOpener = Box<dyn FnOnce() -> Result<Arc<dyn Backend>, String> + Send>;
+
+/// Serve API v1 until SIGTERM or SIGINT, then shut the backend down.
+///
+/// The bus comes first: a second daemon finds the name taken and stops before it touches any
+/// volume (the DoNotQueue request at the end still settles a race between two starts).
+pub async fn serve(open_backend: BackendOpener, authorization: Authorization) -> Result<(), ServiceError> {
     let connection = zbus::connection::Builder::system()
         .build()
         .await
@@ -71,6 +77,13 @@ pub async fn serve(backend: Arc<dyn Backend>, authorization: Authorization) -> R
                 .unwrap_or_else(|_| "default system bus".into()),
             source,
         })?;
+    if name_has_owner(&connection).await {
+        return Err(ServiceError::NameTaken);
+    }
+    let backend = tokio::task::spawn_blocking(open_backend)
+        .await
+        .map_err(|e| ServiceError::Backend(e.to_string()))?
+        .map_err(ServiceError::Backend)?;
     let authorizer = match authorization {
         Authorization::Polkit => Authorizer::polkit(&connection)
             .await
@@ -96,7 +109,7 @@ pub async fn serve(backend: Arc<dyn Backend>, authorization: Authorization) -> R
     backend.set_event_sink(sink);
     let sets = publish::refresh_all(&shared, &connection)
         .await
-        .map_err(|e| ServiceError::Backend(e.to_string()))?;
+        .map_err(|e| ServiceError::Backend(format!("cannot read the snapshot sets: {e}")))?;
 
     let pump = tokio::spawn(events::pump(Arc::clone(&shared), connection.clone(), events));
     let poll = tokio::spawn(events::poll(Arc::clone(&shared), connection.clone()));
@@ -133,6 +146,16 @@ pub async fn serve(backend: Arc<dyn Backend>, authorization: Authorization) -> R
         .map_err(|e| ServiceError::Shutdown(e.to_string()))?;
     pump.abort();
     shutdown.map_err(|e| ServiceError::Shutdown(e.to_string()))
+}
+
+async fn name_has_owner(connection: &zbus::Connection) -> bool {
+    let Ok(dbus) = zbus::fdo::DBusProxy::new(connection).await else {
+        return false;
+    };
+    match zbus::names::BusName::try_from(BUS_NAME) {
+        Ok(name) => dbus.name_has_owner(name).await.unwrap_or(false),
+        Err(_) => false,
+    }
 }
 
 async fn wait_for_termination() -> Result<(), ServiceError> {

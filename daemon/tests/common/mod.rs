@@ -53,6 +53,8 @@ pub struct Options {
     pub polkit: bool,
     /// Slow merges down to this many bytes per committed step.
     pub merge_step_bytes: Option<u64>,
+    /// More environment for snapbackd (NOTIFY_SOCKET, WATCHDOG_USEC, ...).
+    pub daemon_env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -62,6 +64,7 @@ impl Default for Options {
             pool_bytes: 256 * MIB,
             polkit: false,
             merge_step_bytes: None,
+            daemon_env: Vec::new(),
         }
     }
 }
@@ -181,6 +184,9 @@ impl Fixture {
         if !self.options.polkit {
             command.arg("--no-polkit");
         }
+        for (key, value) in &self.options.daemon_env {
+            command.env(key, value);
+        }
         if let Some(bytes) = self.options.merge_step_bytes {
             command.env("SNAPBACK_TEST_MERGE_STEP_BYTES", bytes.to_string());
         }
@@ -217,6 +223,19 @@ impl Fixture {
         // The dead daemon's FUSE mount is gone; its loop devices lose their backing file's
         // server. Lazily unmount the FUSE directory so the next daemon can mount it again.
         let _ = Command::new("umount").arg("-l").arg(self.path("fuse")).output();
+    }
+
+    /// The command line of snapbackd for this fixture, to run extra instances by hand.
+    pub fn daemon_command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_snapbackd"));
+        command
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(["--backend", "userspace"])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus_address)
+            .env("SNAPBACK_FUSE_DIR", self.path("fuse2"))
+            .env("SNAPBACK_LOG_STDERR", "1");
+        command
     }
 
     pub fn daemon_log(&self) -> String {
