@@ -152,11 +152,15 @@ impl Client {
         description: &str,
         important: bool,
         userdata: &[(String, String)],
+        cow_size: Option<u64>,
     ) -> Result<OwnedObjectPath, Error> {
         let volumes: Vec<&str> = volumes.iter().map(String::as_str).collect();
         let mut options: HashMap<&str, Variant<'_>> = HashMap::new();
         if important {
             options.insert(snapback_dbus::options::IMPORTANT, Variant::from(true));
+        }
+        if let Some(bytes) = cow_size {
+            options.insert(snapback_dbus::options::COW_SIZE, Variant::from(bytes));
         }
         if !userdata.is_empty() {
             let map: HashMap<&str, &str> =

@@ -127,6 +127,11 @@ pub struct SnapshotArgs {
     #[arg(long = "userdata", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub userdata: Vec<(String, String)>,
 
+    /// COW space to reserve per volume, e.g. `512M`, `2G` or bytes (default: the volume's
+    /// `cow_size` from the daemon's configuration).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub cow_size: Option<u64>,
+
     /// Volumes to include (default: every volume with auto-snapshot on).
     #[arg(value_name = "VOLUME")]
     pub volumes: Vec<String>,
@@ -178,6 +183,27 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// Parses a size: bytes, or a number with a binary suffix K, M, G or T (`KiB`… and `KB`…
+/// spellings too, all 1024-based as everywhere in snapback).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, suffix) = t.split_at(digits_end);
+    let number: u64 = number.parse().map_err(|_| format!("{s:?} is not a size (examples: 4096, 512M, 2G)"))?;
+    let shift = match suffix.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => return Err(format!("{s:?} is not a size (examples: 4096, 512M, 2G)")),
+    };
+    number
+        .checked_mul(1u64 << shift)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{s:?} is out of range"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +246,18 @@ mod tests {
         assert!(args.important);
         assert_eq!(args.userdata, vec![("tx".to_owned(), "42".to_owned())]);
         assert_eq!(args.volumes, vec!["root", "var"]);
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("99999999999T").is_err());
     }
 
     #[test]
