@@ -5,8 +5,10 @@
 // busy volume's "scheduled" answer) on demand. Its Backend property says "stand-in" so its
 // screenshots can never be mistaken for the real daemon's.
 //
-// Usage: node standin-snapbackd.mjs VOLUME[:busy] ...   (bus from DBUS_SYSTEM_BUS_ADDRESS)
+// Usage: [STANDIN_STATE=FILE] node standin-snapbackd.mjs VOLUME[:busy] ...
+// (bus from DBUS_SYSTEM_BUS_ADDRESS; with STANDIN_STATE the sets survive a restart)
 
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import dbus from "dbus-next";
 
 const { Interface, ACCESS_READ } = dbus.interface;
@@ -76,6 +78,7 @@ class SnapshotSet extends Interface {
         for (const [key, value] of Object.entries(changes))
             this[`_${key}`] = value;
         Interface.emitPropertiesChanged(this, changes, []);
+        save();
     }
     properties() {
         const out = {};
@@ -94,6 +97,32 @@ SnapshotSet.configureMembers({
 
 const sets = new Map();
 let nextId = 1;
+
+// The sets survive a restart (as the real daemon's registry does) through a JSON file.
+const STATE = process.env.STANDIN_STATE || "";
+function save() {
+    if (!STATE)
+        return;
+    const plain = [...sets.values()].map(set => ({
+        id: set._Id, description: set._Description, created: String(set._Created), volumes: set._Volumes,
+        state: set._State, userdata: set._Userdata, important: set._Important,
+    }));
+    writeFileSync(STATE, JSON.stringify({ nextId, sets: plain }));
+}
+function load() {
+    if (!STATE || !existsSync(STATE))
+        return;
+    const saved = JSON.parse(readFileSync(STATE, "utf8"));
+    nextId = saved.nextId;
+    for (const s of saved.sets) {
+        const set = new SnapshotSet(s.id, s.description, s.volumes, s.userdata, s.important);
+        set._Created = BigInt(s.created);
+        // A merge cut by the stop goes on as "scheduled", like the daemon resumes it at next start.
+        set._State = s.state === "merging" ? "merge-scheduled" : s.state;
+        sets.set(set.path, set);
+        bus.export(set.path, set);
+    }
+}
 
 class ObjectManager extends Interface {
     GetManagedObjects() {
@@ -120,6 +149,7 @@ function findSet(path) {
 
 function removeSet(set) {
     sets.delete(set.path);
+    save();
     bus.unexport(set.path, set);
     objectManager.InterfacesRemoved(set.path, [SNAPSHOT]);
     manager.SnapshotRemoved(set.path);
@@ -154,6 +184,7 @@ class Manager extends Interface {
         const important = options.important ? Boolean(options.important.value) : false;
         const set = new SnapshotSet(nextId++, description, names, userdata, important);
         sets.set(set.path, set);
+        save();
         bus.export(set.path, set);
         objectManager.InterfacesAdded(set.path, { [SNAPSHOT]: set.properties() });
         this.SnapshotCreated(set.path);
@@ -165,6 +196,12 @@ class Manager extends Interface {
         await authorize(sender, "rollback");
         if (set._State !== "active")
             throw new DBusError(`${ERROR}AlreadyMerging`, `Snapshot set ${set._Id} is ${set._State}.`);
+        for (const other of sets.values()) {
+            const pending = other._State === "merge-scheduled" || other._State === "merging";
+            const shared = other._Volumes.find(name => set._Volumes.includes(name));
+            if (other !== set && pending && shared)
+                throw new DBusError(`${ERROR}AlreadyMerging`, `volume ${shared} is already rolling back to snapshot ${other._Id}`);
+        }
         if (set._Volumes.some(name => volumes.find(v => v.name === name).busy)) {
             set.set({ State: "merge-scheduled" });
             this.RollbackScheduled(path);
@@ -228,6 +265,7 @@ Manager.configureMembers({
 
 const manager = new Manager(MANAGER);
 const objectManager = new ObjectManager("org.freedesktop.DBus.ObjectManager");
+load();
 bus.export(ROOT, manager);
 bus.export(ROOT, objectManager);
 await bus.requestName(BUS_NAME, 0);
