@@ -302,11 +302,13 @@ fn offline_merge_equals_kernel_merge_64k() {
 /// Not a check by itself (the kernel is the judge), hence ignored; the scenario runs it as
 /// `SNAPBACK_ENGINE_COW_DIR=DIR cargo test -p snapback-engine --test kernel_fixtures -- --ignored make_engine_cows_for_vm`.
 /// Per chunk size it writes DIR/chunkN/{origin.img,cow.img} and DIR/expected.env (the engine's
-/// snapshot view, origin, merge result as sha256s, and its usage line).
+/// snapshot view, origin, merge result as sha256s, and its usage line); for 4 KiB chunks also
+/// DIR/chunk8/half-merged-{origin,cow}.img, the engine's merge stopped half-way.
 #[test]
 #[ignore]
 fn make_engine_cows_for_vm() {
     use snapback_engine::origin::{Origin, SnapshotOptions};
+    use snapback_engine::store::PersistentStore;
     let dir = PathBuf::from(
         std::env::var_os("SNAPBACK_ENGINE_COW_DIR")
             .expect("set SNAPBACK_ENGINE_COW_DIR to an output directory"),
@@ -366,6 +368,33 @@ fn make_engine_cows_for_vm() {
         std::fs::create_dir_all(&out).expect("creating the output directory");
         std::fs::write(out.join("origin.img"), &origin_bytes).expect("writing origin.img");
         std::fs::write(out.join("cow.img"), &cow_bytes).expect("writing cow.img");
+        if chunk_sectors == 8 {
+            // the engine's merge of its COW stopped about half-way (state flushed between two
+            // steps, as a daemon stopping mid-rollback leaves it), for the kernel to finish
+            let half_origin = Arc::new(MemIo::from_bytes(origin_bytes.clone()));
+            let half_cow = Arc::new(MemIo::from_bytes(cow_bytes.clone()));
+            let o = Origin::new(half_origin.clone()).expect("origin");
+            let store =
+                PersistentStore::open_existing(half_cow.clone()).expect("open the engine's COW");
+            let id = o.attach_store(store, SnapshotOptions::default());
+            o.set_merge_step_bytes(64 << 10);
+            o.start_merge(id).expect("start merge");
+            loop {
+                let p = o.merge_step().expect("merge step");
+                assert!(!p.finished, "stopped too late: {p:?}");
+                if p.chunks_left * 2 <= p.chunks_total {
+                    break;
+                }
+            }
+            o.flush().expect("flush");
+            std::fs::write(
+                out.join("half-merged-origin.img"),
+                half_origin.durable_bytes(),
+            )
+            .expect("writing");
+            std::fs::write(out.join("half-merged-cow.img"), half_cow.durable_bytes())
+                .expect("writing");
+        }
         let cs = chunk_sectors;
         env.push_str(&format!(
             "ENGINE_USAGE_{cs}='{}/{} {}'\nENGINE_EXCEPTIONS_{cs}={}\nENGINE_VIEW_{cs}={}\nENGINE_ORIGIN_{cs}={}\nENGINE_MERGED_{cs}={}\nENGINE_COW_EQUALS_KERNEL_COW_{cs}={}\n",

@@ -13,3 +13,12 @@ for cs in 8 32 128; do
   check_eq chunk$cs/kernel-merge-equals-engine-merge "$merged" "$(sha /dev/mapper/origin$cs)"
   dm remove origin$cs
 done
+
+# The engine's own merge of its 4 KiB-chunk COW, stopped half-way: the kernel's snapshot-merge
+# takes over from the COW's metadata and ends where the engine's full merge ended.
+dm create half --table "0 8192 snapshot-merge /dev/disk/origin8-half /dev/disk/cow8-half P 8"
+set -- $(dm status half)
+check "chunk8/half-merged-by-engine-has-fewer-exceptions" test "${4%/*}" -lt "${ENGINE_USAGE_8%%/*}"
+check chunk8/kernel-finishes-engine-merge wait_merged half 120
+check_eq chunk8/kernel-finished-merge-equals-engine-merge "$ENGINE_MERGED_8" "$(sha /dev/mapper/half)"
+dm remove half
