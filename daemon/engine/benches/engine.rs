@@ -1,0 +1,225 @@
+//! Engine benchmark (not a test). Prints, each against a baseline measured in the same run on
+//! the same /var/tmp files through `FileIo`:
+//! - origin write throughput into fresh chunks with one snapshot ÷ without (1 MiB writes);
+//! - merge throughput ÷ a plain sequential copy of the same bytes with the same flushes, for
+//!   sequential and for scattered single-chunk exceptions;
+//! - heap bytes per exception with 1,000,000 exceptions (counting allocator) and open time.
+//!
+//! `SNAPBACK_BENCH_DIR` overrides /var/tmp; `SNAPBACK_BENCH_MIB` the data size (default 256).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use snapback_engine::format::{self, Entry, Header};
+use snapback_engine::io::{BlockIo, FileIo};
+use snapback_engine::origin::{Origin, SnapshotOptions};
+use snapback_engine::store::PersistentStore;
+
+/// Counts live heap bytes so the exception table's footprint can be measured.
+struct Counting;
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// The only unsafe in the engine's tree: a global allocator must implement an unsafe trait.
+// It forwards to the system allocator unchanged and only counts.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size, Ordering::Relaxed);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const MIB: u64 = 1 << 20;
+const CHUNK: u64 = 16 << 10;
+
+fn file(dir: &Path, name: &str, size: u64) -> Arc<FileIo> {
+    let path = dir.join(name);
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(size).unwrap();
+    Arc::new(FileIo::open(&path, true).unwrap())
+}
+
+/// Fills a device with non-zero data, durably (so copies read real blocks).
+fn fill(dev: &dyn BlockIo, size: u64, seed: u8) {
+    let buf: Vec<u8> = (0..MIB as usize).map(|i| (i as u8).wrapping_add(seed) | 1).collect();
+    let mut at = 0;
+    while at < size {
+        dev.write_at(&buf, at).unwrap();
+        at += MIB;
+    }
+    dev.flush().unwrap();
+}
+
+fn mib_per_s(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / MIB as f64 / d.as_secs_f64()
+}
+
+fn origin_writes(dir: &Path, data: u64) {
+    let dev = file(dir, "origin.img", data);
+    fill(dev.as_ref(), data, 3);
+    let buf = vec![0x5au8; MIB as usize];
+    // Baseline: the same 1 MiB writes, no snapshot, one flush at the end.
+    let t = Instant::now();
+    let o = Origin::new(dev.clone()).unwrap();
+    for i in 0..data / MIB {
+        o.write(i * MIB, &buf).unwrap();
+    }
+    o.flush().unwrap();
+    let base = t.elapsed();
+    fill(dev.as_ref(), data, 4);
+    let cow = file(dir, "cow-writes.img", data + data / 8);
+    let o = Origin::new(dev.clone()).unwrap();
+    o.attach_snapshot(cow, SnapshotOptions::default()).unwrap();
+    let t = Instant::now();
+    for i in 0..data / MIB {
+        o.write(i * MIB, &buf).unwrap();
+    }
+    o.flush().unwrap();
+    let snap = t.elapsed();
+    println!(
+        "origin writes, 1 MiB into fresh chunks: no snapshot {:.0} MiB/s, one snapshot {:.0} MiB/s, ratio {:.2} (goal >= 0.40)",
+        mib_per_s(data, base),
+        mib_per_s(data, snap),
+        base.as_secs_f64() / snap.as_secs_f64()
+    );
+}
+
+/// Times a merge of `exceptions` (made by origin writes of the given chunk offsets) against a
+/// sequential copy of the same bytes with the same number of origin and COW flushes.
+fn merge_case(dir: &Path, name: &str, data: u64, chunks: &[u64]) -> f64 {
+    let dev = file(dir, "merge-origin.img", data);
+    fill(dev.as_ref(), data, 5);
+    let cow_size = 2 * CHUNK + chunks.len() as u64 * CHUNK + data / 64 + CHUNK;
+    let cow = file(dir, "merge-cow.img", cow_size);
+    let o = Origin::new(dev.clone()).unwrap();
+    let id = o.attach_snapshot(cow.clone(), SnapshotOptions::default()).unwrap();
+    let chunk_buf = vec![0x77u8; CHUNK as usize];
+    for &c in chunks {
+        o.write(c * CHUNK, &chunk_buf).unwrap();
+    }
+    o.flush().unwrap();
+    let bytes = chunks.len() as u64 * CHUNK;
+    let step = 8 * MIB;
+    o.set_merge_step_bytes(step);
+    o.start_merge(id).unwrap();
+    let t = Instant::now();
+    let mut steps = 0u64;
+    while !o.merge_step().unwrap().finished {
+        steps += 1;
+    }
+    let merge = t.elapsed();
+    // Baseline: copy the same number of bytes from the COW to the origin in 8 MiB I/Os, and
+    // per step flush the origin and write + flush a COW area as the merge does.
+    let area = vec![0u8; CHUNK as usize];
+    let mut buf = vec![0u8; step as usize];
+    let t = Instant::now();
+    let mut done = 0;
+    while done < bytes {
+        let n = (bytes - done).min(step);
+        cow.read_at(&mut buf[..n as usize], 2 * CHUNK + done).unwrap();
+        dev.write_at(&buf[..n as usize], done).unwrap();
+        dev.flush().unwrap();
+        cow.flush().unwrap();
+        cow.write_at(&area, CHUNK).unwrap();
+        cow.flush().unwrap();
+        done += n;
+    }
+    let base = t.elapsed();
+    let ratio = base.as_secs_f64() / merge.as_secs_f64();
+    println!(
+        "merge, {name}: {} exceptions in {steps} steps, merge {:.0} MiB/s, plain copy {:.0} MiB/s, ratio {:.2}",
+        chunks.len(),
+        mib_per_s(bytes, merge),
+        mib_per_s(bytes, base),
+        ratio
+    );
+    ratio
+}
+
+fn merges(dir: &Path, data: u64) {
+    let n = data / CHUNK / 2;
+    let sequential: Vec<u64> = (0..n).collect();
+    let r = merge_case(dir, "sequential", data, &sequential);
+    println!("  sequential goal >= 0.8: {}", if r >= 0.8 { "met" } else { "NOT met" });
+    // Every other chunk, in a shuffled order: runs of one chunk, scattered in the COW too.
+    let mut scattered: Vec<u64> = (0..n).map(|i| i * 2).collect();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for i in (1..scattered.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        scattered.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    let r = merge_case(dir, "scattered single chunks", data, &scattered);
+    println!("  scattered goal >= 0.5: {}", if r >= 0.5 { "met" } else { "NOT met" });
+}
+
+/// Writes a store with `count` exceptions directly (areas built in memory), then opens it.
+fn million(dir: &Path) {
+    let count: u64 = 1_000_000;
+    let cs = 32u32;
+    let epa = format::exceptions_per_area(cs);
+    let areas = count / epa + 1;
+    let chunks = 1 + areas * (epa + 1) + 1;
+    let cow = file(dir, "million.img", chunks * CHUNK);
+    cow.write_at(&format::pack_header(&Header { valid: true, version: 1, chunk_sectors: cs }), 0).unwrap();
+    let mut area = vec![0u8; CHUNK as usize];
+    let mut next = 2u64;
+    for a in 0..areas {
+        area.fill(0);
+        for i in 0..epa {
+            let k = a * epa + i;
+            if k >= count {
+                break;
+            }
+            next = format::skip_metadata(epa, next);
+            // Origin chunks spread over a 4x larger origin, COW chunks in allocation order.
+            format::write_entry(&mut area, i as usize, Entry { old: (k * 4) ^ (k & 3), new: next });
+            next += 1;
+        }
+        cow.write_at(&area, format::area_location(epa, a) * CHUNK).unwrap();
+    }
+    cow.flush().unwrap();
+    let before = LIVE.load(Ordering::Relaxed);
+    let t = Instant::now();
+    let store = PersistentStore::open_existing(cow).unwrap();
+    let open = t.elapsed();
+    let live = LIVE.load(Ordering::Relaxed) - before;
+    assert_eq!(store.exception_count(), count);
+    println!(
+        "1,000,000 exceptions: open {:.0} ms (goal <= 1000), {:.1} heap bytes per exception (whole store; table alone {:.1}; goal <= 16)",
+        open.as_secs_f64() * 1000.0,
+        live as f64 / count as f64,
+        store.table_heap_bytes() as f64 / count as f64
+    );
+}
+
+fn main() {
+    let base: PathBuf = std::env::var_os("SNAPBACK_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|| "/var/tmp".into());
+    let mib: u64 = std::env::var("SNAPBACK_BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
+    let dir = base.join(format!("snapback-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    println!("snapback engine benchmark: {mib} MiB of data, files in {}", dir.display());
+    let t = Instant::now();
+    origin_writes(&dir, mib * MIB);
+    merges(&dir, mib * MIB);
+    million(&dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+    println!("total {:.1} s", t.elapsed().as_secs_f64());
+}
