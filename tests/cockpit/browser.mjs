@@ -164,6 +164,23 @@ await step("daemon starts", async () => {
     await shot(page, "02-connected");
 });
 
+// Inside Cockpit's own shell: the manifest's menu entry, and the page in the shell's iframe.
+await step("cockpit shell", async () => {
+    const shell = await browser.newPage({ viewport: { width: 1200, height: 800 } });
+    shell.setDefaultTimeout(20000);
+    await shell.goto(env("ROOT_URL").replace(/\/cockpit\/@localhost\/snapback\/index\.html$/, "/"));
+    const entry = shell.locator("nav a", { hasText: "Snapshots" });
+    await entry.first().waitFor();
+    check("cockpit shell: the menu has a Snapshots entry", await entry.count() === 1);
+    await entry.first().click();
+    const frame = shell.frameLocator('iframe[name="cockpit1:localhost/snapback"]');
+    await frame.locator("#service-state", { hasText: "snapbackd is running" }).waitFor();
+    check("cockpit shell: the page runs inside the shell", true);
+    check("cockpit shell: the URL is the package's", new URL(shell.url()).pathname === "/snapback", shell.url());
+    await shell.screenshot({ path: `${ARTIFACTS}/02b-in-cockpit-shell.png` });
+    await shell.close();
+});
+
 // ---------------------------------------------------------------------------------------------
 // 2. Create → the row appears (InterfacesAdded), with the daemon's own values.
 
