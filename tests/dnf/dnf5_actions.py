@@ -46,7 +46,7 @@ OUT = set("EO")
 
 
 def split(s):
-    out, cur, escape, i = [], "", False, 0
+    out, cur, escape = [], "", False
     for ch in s:
         if ch == " " and not escape:
             if cur:
