@@ -374,3 +374,93 @@ fn full_cow_grows_or_invalidates_and_the_volume_keeps_working() {
     assert_eq!(updated.description, "renamed");
     assert_eq!(updated.userdata.get("dnf").map(String::as_str), Some("42"));
 }
+
+/// Figures, not a test: `cargo test --release -p snapbackd --test userspace_backend -- --ignored --nocapture`.
+/// All through the loop device with O_DIRECT (dd), 1 MiB requests, same files, same run.
+#[test]
+#[ignore]
+fn measure_throughput() {
+    const SIZE_MIB: u64 = 256;
+    let env = Env::new(&[("bench", 2 * SIZE_MIB * MIB)], 2 * SIZE_MIB * MIB);
+    // pre-fill the backing file so every measured write overwrites allocated blocks
+    let backing = env.config.volumes[0].device.clone();
+    sh("dd", &["if=/dev/urandom", &format!("of={}", backing.display()), "bs=1M", &format!("count={SIZE_MIB}"), "conv=notrunc,fsync", "status=none"]);
+    let backend = env.open();
+    let device = device_of(&backend, "bench");
+    let dd = |args: &[&str]| -> f64 {
+        let started = Instant::now();
+        sh("dd", args);
+        SIZE_MIB as f64 / started.elapsed().as_secs_f64()
+    };
+    let of = format!("of={device}");
+    let iff = format!("if={device}");
+    let count = format!("count={SIZE_MIB}");
+    let write = |seed: &str| dd(&[&format!("if={seed}"), &of, "bs=1M", &count, "oflag=direct", "conv=fsync", "status=none"]);
+    let zero_src = env.dir.path().join("src.img");
+    sh("dd", &["if=/dev/urandom", &format!("of={}", zero_src.display()), "bs=1M", &count, "status=none"]);
+    let src = zero_src.to_str().unwrap().to_string();
+
+    let raw_write = {
+        let started = Instant::now();
+        sh("dd", &[&format!("if={src}"), &format!("of={}", backing.display()), "bs=1M", &count, "oflag=direct", "conv=notrunc,fsync", "status=none"]);
+        SIZE_MIB as f64 / started.elapsed().as_secs_f64()
+    };
+    let plain_write = write(&src);
+    let plain_read = dd(&[&iff, "of=/dev/null", "bs=1M", &count, "iflag=direct", "status=none"]);
+    let started = Instant::now();
+    let set = backend
+        .create_snapshot(SnapshotRequest { cow_size_bytes: Some((SIZE_MIB + 16) * MIB), ..SnapshotRequest::default() })
+        .unwrap();
+    let snapshot_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let cow_write = write(&src);
+    let overwrite = write(&src);
+    let started = Instant::now();
+    assert_eq!(backend.rollback(set.id).unwrap(), RollbackOutcome::Merging);
+    wait_removed(&backend, set.id);
+    let merge = SIZE_MIB as f64 / started.elapsed().as_secs_f64();
+    let copy = {
+        let started = Instant::now();
+        sh("dd", &[&format!("if={src}"), &format!("of={}", env.dir.path().join("copy.img").display()), "bs=1M", &count, "oflag=direct", "conv=fsync", "status=none"]);
+        SIZE_MIB as f64 / started.elapsed().as_secs_f64()
+    };
+    println!("backing file direct write       {raw_write:8.1} MiB/s");
+    println!("volume write, no snapshot       {plain_write:8.1} MiB/s  ({:.2} of backing file)", plain_write / raw_write);
+    println!("volume read, no snapshot        {plain_read:8.1} MiB/s");
+    println!("snapshot create (sync+suspend)  {snapshot_ms:8.1} ms");
+    println!("volume write, first after snap  {cow_write:8.1} MiB/s  ({:.2} of no snapshot)", cow_write / plain_write);
+    println!("volume write, chunks already cow{overwrite:8.1} MiB/s  ({:.2} of no snapshot)", overwrite / plain_write);
+    println!("merge of {SIZE_MIB} MiB of exceptions     {merge:8.1} MiB/s  ({:.2} of a plain file copy at {copy:.1} MiB/s)", merge / copy);
+    backend.shutdown().unwrap();
+}
+
+#[test]
+fn a_corrupt_cow_found_at_start_makes_its_set_invalid_and_the_volume_works() {
+    let env = Env::new(&[("vol", 32 * MIB)], 64 * MIB);
+    let backend = env.open();
+    let set = backend
+        .create_snapshot(SnapshotRequest { description: "kept".into(), ..SnapshotRequest::default() })
+        .unwrap();
+    backend.shutdown().unwrap();
+    drop(backend);
+
+    let registry = Pool::open(&env.config.pool.path).unwrap().registry();
+    let extent = registry.set(set.id).unwrap().cows[0].extents[0];
+    let cow_start = registry.data_offset + extent * registry.extent_bytes;
+    {
+        use std::os::unix::fs::FileExt;
+        let pool_file = OpenOptions::new().write(true).open(&env.config.pool.path).unwrap();
+        pool_file.write_all_at(b"garbage!", cow_start).unwrap();
+    }
+
+    let backend = env.open();
+    let info = backend.snapshot(set.id).unwrap();
+    assert_eq!(info.state, SnapshotState::Invalid, "{info:?}");
+    assert_eq!(info.description, "kept");
+    assert!(matches!(backend.rollback(set.id), Err(BackendError::SnapshotInvalid(_))));
+    let device = device_of(&backend, "vol");
+    let data = pattern(1 << 20, 77);
+    write_device(&device, 4 * MIB, &data);
+    assert!(read_file(Path::new(&device), 4 * MIB, 1 << 20) == data);
+    backend.delete(set.id).unwrap();
+    assert!(backend.snapshots().is_empty());
+}

@@ -205,9 +205,12 @@ fn attach_registered_snapshots(shared: &Shared) {
     }
 }
 
-/// Starts the merges of sets whose rollback was scheduled (or running when snapbackd stopped).
+/// Starts the merges of sets whose rollback was scheduled, running when snapbackd stopped, or
+/// failed (a half-merged volume is only whole again through its snapshot, so it is retried).
 fn resume_pending_rollbacks(shared: &Arc<Shared>) {
-    for id in shared.pool.registry().pending_rollbacks() {
+    let registry = shared.pool.registry();
+    let retry = registry.snapshot_sets.iter().filter(|set| set.state == SetState::MergeFailed).map(|set| set.id);
+    for id in registry.pending_rollbacks().into_iter().chain(retry) {
         tracing::info!(snapshot = id, "starting pending rollback");
         if let Err(err) = start_merges(shared, id) {
             tracing::error!(snapshot = id, %err, "cannot start pending rollback");
@@ -472,8 +475,22 @@ impl Backend for UserspaceBackend {
     fn delete(&self, id: SnapshotId) -> BackendResult<()> {
         let _ops = lock(&self.shared.ops);
         let record = self.shared.record(id)?;
-        if record.state == SetState::Merging {
-            return Err(BackendError::Busy(format!("snapshot {id} is merging; it is removed when the merge finishes")));
+        match record.state {
+            SetState::Merging => {
+                return Err(BackendError::Busy(format!(
+                    "snapshot {id} is merging; it is removed when the merge finishes"
+                )))
+            }
+            // Part of it is already merged: dropping the rest would leave the volumes half
+            // rolled back. The merge resumes with Rollback (and at every start).
+            SetState::MergeFailed => {
+                return Err(BackendError::Busy(format!(
+                    "the merge of snapshot {id} failed part way; deleting it would leave its volumes \
+                     half rolled back. Fix the cause ({}) and run Rollback again to finish it",
+                    record.message.as_deref().unwrap_or("see the log")
+                )))
+            }
+            _ => {}
         }
         // Registry first: the extents are only reused after this (under the same lock).
         self.shared

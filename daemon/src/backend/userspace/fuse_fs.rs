@@ -290,6 +290,15 @@ impl FuseMount {
     /// Mounts the filesystem serving `files` at `mountpoint` (created if missing), with
     /// `threads` request-serving threads.
     pub fn mount(mountpoint: &Path, files: Arc<FileTable>, threads: usize) -> io::Result<FuseMount> {
+        if is_mountpoint(mountpoint) {
+            // Left behind by a snapbackd that did not shut down: its server is gone, so the
+            // mount only answers ENOTCONN. Detach it lazily and mount afresh.
+            tracing::warn!(mountpoint = %mountpoint.display(), "removing a stale volume filesystem mount");
+            let status = std::process::Command::new("umount").arg("--lazy").arg(mountpoint).status()?;
+            if !status.success() {
+                return Err(io::Error::other(format!("cannot unmount stale {}", mountpoint.display())));
+            }
+        }
         std::fs::create_dir_all(mountpoint)?;
         let fs = VolumeFs { files, mounted_at: SystemTime::now().max(UNIX_EPOCH) };
         let mut config = Config::default();
@@ -318,6 +327,18 @@ impl FuseMount {
             }
         }
     }
+}
+
+/// Whether something is mounted exactly at `path` (per /proc/self/mountinfo).
+fn is_mountpoint(path: &Path) -> bool {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let wanted = path.to_string_lossy();
+    // Field 5 is the mount point, with spaces etc. escaped as octal.
+    mountinfo.lines().any(|line| {
+        line.split(' ').nth(4).is_some_and(|field| field.replace("\\040", " ") == wanted)
+    })
 }
 
 impl Drop for FuseMount {

@@ -90,3 +90,19 @@ fn is_mounted(path: &Path) -> bool {
         .lines()
         .any(|line| line.split(' ').nth(4) == Some(path.to_str().unwrap()))
 }
+
+#[test]
+fn a_leftover_mount_at_the_mountpoint_is_replaced() {
+    assert!(rustix::process::geteuid().is_root(), "this test needs root (mount)");
+    let dir = tempfile::tempdir().unwrap();
+    let mountpoint = dir.path().join("fuse");
+    std::fs::create_dir_all(&mountpoint).unwrap();
+    sh("mount", &["-t", "tmpfs", "leftover", mountpoint.to_str().unwrap()]);
+    assert!(is_mounted(&mountpoint));
+    let table = Arc::new(FileTable::default());
+    table.insert("vol", Arc::new(MemFile { bytes: Mutex::new(vec![3; 8192]), writable: true }));
+    let mut mount = FuseMount::mount(&mountpoint, table, 2).unwrap();
+    assert_eq!(std::fs::read(mountpoint.join("vol")).unwrap(), vec![3; 8192]);
+    mount.unmount();
+    assert!(!is_mounted(&mountpoint));
+}

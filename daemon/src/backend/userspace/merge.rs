@@ -82,6 +82,8 @@ fn step_until_done(shared: &Shared, id: SnapshotId, volume: &Volume) -> Outcome 
         if step.finished {
             return Outcome::Finished;
         }
+        // Let waiting volume I/O in between steps (a step holds the origin's state lock).
+        thread::yield_now();
         if last_report.elapsed() >= PROGRESS_EVERY {
             last_report = Instant::now();
             shared.emit(BackendEvent::SnapshotChanged(id));
