@@ -16,6 +16,7 @@ path = "/dev/disk/pool"
 name = "root"
 device = "/dev/disk/root"
 auto = true
+cow_size = "32M"
 
 [[volume]]
 name = "var"
@@ -46,6 +47,7 @@ start_daemon() {
 stop_daemon() {
   kill -TERM "$DAEMON_PID" 2>/dev/null || true
   wait "$DAEMON_PID" 2>/dev/null || true
+  mkdir -p /out; cp /tmp/snapbackd.log "/out/snapbackd-$(date +%s).log" 2>/dev/null || true
 }
 
 # state ID : the State property of snapshot set ID
