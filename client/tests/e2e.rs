@@ -48,6 +48,20 @@ fn scribble(d: &Daemon, mib: u32) {
     ]));
 }
 
+/// The lines a child prints, as they come (a reader thread per child).
+fn lines_of(out: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 #[test]
 fn status_snapshot_list_show_in_both_formats() {
     let d = Daemon::start();
@@ -127,10 +141,15 @@ fn rollback_wait_restores_the_volume_and_watch_follows_it() {
     let before = sha256(&d.volume);
     d.ctl_status(&["snapshot", "-d", "good state"], 0);
 
-    // Live views started before anything changes.
+    // Live views started before anything changes. Each prints its initial state only after
+    // subscribing, so its first line means it is listening.
     let mut watch_json = d.command(&["watch", "--json"]).stdout(Stdio::piped()).spawn().unwrap();
-    let watch_one = d.command(&["watch", "1"]).stdout(Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let json_lines = lines_of(watch_json.stdout.take().unwrap());
+    let mut watch_one = d.command(&["watch", "1"]).stdout(Stdio::piped()).spawn().unwrap();
+    let human_lines = lines_of(watch_one.stdout.take().unwrap());
+    let first_json = json_lines.recv_timeout(Duration::from_secs(20)).unwrap();
+    let first_human = human_lines.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(first_human.starts_with("ID  CREATED"), "{first_human}");
 
     scribble(&d, 4);
     assert_ne!(sha256(&d.volume), before, "the write did not reach the volume");
@@ -151,21 +170,24 @@ fn rollback_wait_restores_the_volume_and_watch_follows_it() {
     assert_eq!(d.json(&["list"])["snapshots"], json!([]), "a merged set is removed");
 
     // `watch 1` ends by itself when its set is gone, with status 0.
-    let out = watch_one.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let human = String::from_utf8_lossy(&out.stdout);
-    assert!(human.starts_with("ID  CREATED"), "{human}");
-    assert!(human.contains("snapshot set 1: merging\n"), "{human}");
-    assert!(human.contains("snapshot set 1 removed\n"), "{human}");
+    let status = watch_one.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let human: Vec<String> = human_lines.iter().collect();
+    assert!(human.contains(&"snapshot set 1: merging".to_owned()), "{human:?}");
+    assert!(human.contains(&"snapshot set 1 removed".to_owned()), "{human:?}");
 
-    // `watch --json` runs until stopped: read what it printed so far.
-    std::thread::sleep(Duration::from_millis(300));
+    // `watch --json` runs until stopped: read events until the merge's end (20 s at most).
+    let mut events: Vec<Value> = vec![serde_json::from_str(&first_json).unwrap()];
+    while let Ok(line) = json_lines.recv_timeout(Duration::from_secs(20)) {
+        let event: Value = serde_json::from_str(&line).unwrap();
+        let done = event["event"] == "merge-finished";
+        events.push(event);
+        if done && events.iter().any(|e| e["event"] == "removed") {
+            break;
+        }
+    }
     let _ = watch_json.kill();
-    let out = watch_json.wait_with_output().unwrap();
-    let events: Vec<Value> = BufReader::new(&out.stdout[..])
-        .lines()
-        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
-        .collect();
+    let _ = watch_json.wait();
     assert!(events.iter().all(|e| e["schema"] == "snapbackctl/1"));
     let kinds: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
     assert_eq!(kinds[0], "existing");
