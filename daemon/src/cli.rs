@@ -121,7 +121,7 @@ fn serve(cli: &Cli) -> Result<(), CliError> {
     } else {
         Authorization::Polkit
     };
-    let config = config::load(&cli.config)?;
+    let (config, cleanup) = config::load_with_cleanup(&cli.config)?;
     let kind = choose_backend(cli.backend)?;
     // Checked now, so that a wrong path is reported before anything else happens.
     let pool = open_pool(&config)?;
@@ -131,7 +131,7 @@ fn serve(cli: &Cli) -> Result<(), CliError> {
         .enable_all()
         .build()
         .map_err(CliError::Runtime)?;
-    runtime.block_on(service::serve(opener, authorization))?;
+    runtime.block_on(service::serve(opener, authorization, cleanup))?;
     Ok(())
 }
 

@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
 
+use crate::cleanup::CleanupConfig;
+
 /// Where the daemon looks when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/snapback/snapback.toml";
 
@@ -65,6 +67,9 @@ struct RawConfig {
     pool: PoolConfig,
     #[serde(default, rename = "volume")]
     volumes: Vec<VolumeConfig>,
+    /// The automatic cleanup policy (see `crate::cleanup`); every key optional.
+    #[serde(default)]
+    cleanup: CleanupConfig,
 }
 
 /// Why a configuration could not be used.
@@ -86,16 +91,27 @@ pub enum ConfigError {
 
 /// Read and validate the configuration at `path`.
 pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+    load_with_cleanup(path).map(|(config, _)| config)
+}
+
+/// Read and validate the configuration at `path`, with its `[cleanup]` table (defaults when
+/// absent). Kept apart from `Config` so that code building a `Config` by hand is unaffected.
+pub fn load_with_cleanup(path: impl AsRef<Path>) -> Result<(Config, CleanupConfig), ConfigError> {
     let path = path.as_ref();
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(&text, path)
+    parse_with_cleanup(&text, path)
 }
 
 /// Parse and validate configuration text; `origin` only names the source in errors.
 pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+    parse_with_cleanup(text, origin).map(|(config, _)| config)
+}
+
+/// `parse`, plus the `[cleanup]` table.
+pub fn parse_with_cleanup(text: &str, origin: &Path) -> Result<(Config, CleanupConfig), ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: origin.to_path_buf(),
         message: describe_toml_error(text, &e),
@@ -104,6 +120,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         path: origin.to_path_buf(),
         message,
     };
+    raw.cleanup.validate().map_err(|e| invalid(e.to_string()))?;
     if raw.pool.path.as_os_str().is_empty() {
         return Err(invalid("[pool] path must not be empty".into()));
     }
@@ -149,10 +166,13 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
             )));
         }
     }
-    Ok(Config {
-        pool: raw.pool,
-        volumes: raw.volumes,
-    })
+    Ok((
+        Config {
+            pool: raw.pool,
+            volumes: raw.volumes,
+        },
+        raw.cleanup,
+    ))
 }
 
 /// Volume names become device names (`snapback-<name>`) and bus data: keep them plain.
@@ -320,6 +340,20 @@ cow_size = "512M"
         ));
         let err = parse_str("[pool]\npath = \"/p\"\n").unwrap_err().to_string();
         assert!(err.contains("no [[volume]]"), "{err}");
+    }
+
+    #[test]
+    fn cleanup_table_is_optional_checked_and_strict() {
+        let (_, cleanup) = parse_with_cleanup(GOOD, Path::new("t")).unwrap();
+        assert_eq!(cleanup, CleanupConfig::default());
+        let text = format!("{GOOD}\n[cleanup]\nnumber_limit = 3\nmin_age_seconds = 0\n");
+        let (_, cleanup) = parse_with_cleanup(&text, Path::new("t")).unwrap();
+        assert_eq!((cleanup.number_limit, cleanup.min_age_seconds), (3, 0));
+        assert!(cleanup.enabled, "unset keys keep their defaults");
+        let text = format!("{GOOD}\n[cleanup]\npool_usage_limit_percent = 0\n");
+        assert!(parse_str(&text).unwrap_err().to_string().contains("pool_usage_limit_percent"));
+        let text = format!("{GOOD}\n[cleanup]\nnumber = 3\n");
+        assert!(parse_str(&text).unwrap_err().to_string().contains("number"));
     }
 
     #[test]

@@ -319,3 +319,28 @@ async fn bad_requests_get_named_errors_and_change_nothing() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_after_a_new_set_keeps_the_newest() {
+    let fx = Fixture::start(Options {
+        extra_config: "\n[cleanup]\nnumber_limit = 2\nmin_age_seconds = 0\ninterval_seconds = 0\n".into(),
+        ..Options::default()
+    });
+    let connection = fx.connect().await;
+    let manager = fx.manager(&connection).await;
+    let mut removed = manager.receive_snapshot_removed().await.unwrap();
+    let mut sets = Vec::new();
+    for n in 0..4 {
+        sets.push(manager.snapshot(&["data"], &format!("set {n}"), no_options()).await.unwrap());
+        let kept = manager.status().await.unwrap().volumes["data"].snapshots.len();
+        assert!(kept <= 2, "after set {n}: {kept} sets kept");
+    }
+    let mut kept = manager.status().await.unwrap().volumes["data"].snapshots.clone();
+    kept.sort_by_key(|p| snapback_dbus::snapshot_id(p.as_str()));
+    assert_eq!(kept, sets[2..].to_vec(), "the two newest stay");
+    for old in &sets[..2] {
+        let signal = tokio::time::timeout(Duration::from_secs(5), removed.next()).await.unwrap().unwrap();
+        assert_eq!(signal.args().unwrap().snapshot().as_str(), old.as_str());
+    }
+    assert!(fx.daemon_log().contains("cleanup: deleted snapshot set"), "{}", fx.daemon_log());
+}

@@ -58,6 +58,8 @@ pub async fn snapshot(
         info.volumes.join(", "),
         info.description
     );
+    // A new set may push older ones over the number or space limits.
+    super::cleanup_runner::run(shared, connection).await;
     Ok(snapshot_path(info.id))
 }
 

@@ -6,6 +6,7 @@
 //! [`polkit`] authorizes; [`notify`] and [`logging`] talk to systemd.
 
 pub mod actions;
+pub mod cleanup_runner;
 pub mod errors;
 pub mod events;
 pub mod logging;
@@ -25,6 +26,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use zbus::fdo::{ObjectManager, RequestNameFlags, RequestNameReply};
 
 use crate::backend::Backend;
+use crate::cleanup::CleanupConfig;
 use manager::Manager;
 use polkit::Authorizer;
 use shared::Shared;
@@ -68,7 +70,11 @@ pub type BackendOpener = Box<dyn FnOnce() -> Result<Arc<dyn Backend>, String> + 
 ///
 /// The bus comes first: a second daemon finds the name taken and stops before it touches any
 /// volume (the DoNotQueue request at the end still settles a race between two starts).
-pub async fn serve(open_backend: BackendOpener, authorization: Authorization) -> Result<(), ServiceError> {
+pub async fn serve(
+    open_backend: BackendOpener,
+    authorization: Authorization,
+    cleanup: CleanupConfig,
+) -> Result<(), ServiceError> {
     let connection = zbus::connection::Builder::system()
         .build()
         .await
@@ -93,7 +99,7 @@ pub async fn serve(open_backend: BackendOpener, authorization: Authorization) ->
             Authorizer::AllowAllForTesting
         }
     };
-    let shared = Arc::new(Shared::new(Arc::clone(&backend), authorizer));
+    let shared = Arc::new(Shared::new(Arc::clone(&backend), authorizer, cleanup));
 
     let server = connection.object_server();
     server
@@ -114,6 +120,7 @@ pub async fn serve(open_backend: BackendOpener, authorization: Authorization) ->
     let pump = tokio::spawn(events::pump(Arc::clone(&shared), connection.clone(), events));
     let poll = tokio::spawn(events::poll(Arc::clone(&shared), connection.clone()));
     let watchdog = tokio::spawn(events::watchdog());
+    let cleanup_task = tokio::spawn(cleanup_runner::periodic(Arc::clone(&shared), connection.clone()));
 
     // Objects first, name last: a client that sees the name finds every object in place.
     match connection
@@ -141,6 +148,7 @@ pub async fn serve(open_backend: BackendOpener, authorization: Authorization) ->
     let _ = connection.release_name(BUS_NAME).await;
     poll.abort();
     watchdog.abort();
+    cleanup_task.abort();
     let shutdown = tokio::task::spawn_blocking(move || backend.shutdown())
         .await
         .map_err(|e| ServiceError::Shutdown(e.to_string()))?;

@@ -9,6 +9,7 @@ use snapback_dbus::Error;
 use super::errors::to_dbus;
 use super::polkit::Authorizer;
 use crate::backend::{Backend, BackendResult, SnapshotId};
+use crate::cleanup::CleanupConfig;
 
 /// State shared by the manager, the snapshot objects and the background tasks.
 #[derive(Debug)]
@@ -21,16 +22,19 @@ pub struct Shared {
     /// Ids of the snapshot sets that have an object on the bus.
     published: Mutex<BTreeSet<SnapshotId>>,
     pub version: String,
+    /// The `[cleanup]` policy of the configuration.
+    pub cleanup: CleanupConfig,
 }
 
 impl Shared {
-    pub fn new(backend: Arc<dyn Backend>, authorizer: Authorizer) -> Shared {
+    pub fn new(backend: Arc<dyn Backend>, authorizer: Authorizer, cleanup: CleanupConfig) -> Shared {
         Shared {
             backend,
             authorizer,
             mutations: tokio::sync::Mutex::new(()),
             published: Mutex::new(BTreeSet::new()),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            cleanup,
         }
     }
 

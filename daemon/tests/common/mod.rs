@@ -55,6 +55,8 @@ pub struct Options {
     pub merge_step_bytes: Option<u64>,
     /// More environment for snapbackd (NOTIFY_SOCKET, WATCHDOG_USEC, ...).
     pub daemon_env: Vec<(String, String)>,
+    /// Appended to snapback.toml (e.g. a `[cleanup]` table).
+    pub extra_config: String,
 }
 
 impl Default for Options {
@@ -65,6 +67,7 @@ impl Default for Options {
             polkit: false,
             merge_step_bytes: None,
             daemon_env: Vec::new(),
+            extra_config: String::new(),
         }
     }
 }
@@ -104,6 +107,7 @@ impl Fixture {
                 volume.auto
             ));
         }
+        config.push_str(&options.extra_config);
         let config_path = root.join("snapback.toml");
         fs::write(&config_path, config).unwrap();
         let init = Command::new(env!("CARGO_BIN_EXE_snapbackd"))
