@@ -132,3 +132,23 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn the_from_source_path_of_the_spec_parses() {
+    // Not built here (a release build of the workspace inside rpmbuild takes minutes); its
+    // macros must still expand to the cargo-vendor build a distribution would run.
+    require("rpmspec", "rpm");
+    let out = run_ok(Command::new("rpmspec").arg("-P").arg(repo().join("packaging/snapback.spec")));
+    let spec = String::from_utf8_lossy(&out.stdout);
+    assert!(spec.contains(&format!("Source1:        snapback-{}-vendor.tar.gz", version())), "{spec}");
+    assert!(spec.contains("BuildRequires:  cargo >= 1.89"));
+    assert!(spec.contains("replace-with = \"vendored-sources\""));
+    assert!(spec.contains("cargo build --release --locked --offline -p snapbackd -p snapbackctl"));
+    assert!(spec.contains("--bin-dir target/release"));
+    let out = run_ok(
+        Command::new("rpmspec").args(["-P", "--with", "prebuilt"]).arg(repo().join("packaging/snapback.spec")),
+    );
+    let spec = String::from_utf8_lossy(&out.stdout);
+    assert!(!spec.contains("cargo build"), "the prebuilt path compiles:\n{spec}");
+    assert!(spec.contains("--bin-dir prebuilt"));
+}
