@@ -423,3 +423,52 @@ async fn fifty_status_clients_answer_during_a_merge_and_a_snapshot() {
     assert_eq!(proxy.state().await.unwrap(), "active");
     wait_merge_end(&fx, &manager, &set, Duration::from_secs(300)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_mid_merge_resumes_and_finishes() {
+    let mut fx = Fixture::start(Options {
+        volumes: vec![VolumeSpec { name: "root", bytes: 128 * MIB, auto: true }],
+        pool_bytes: 256 * MIB,
+        merge_step_bytes: Some(64 * 1024),
+        ..Options::default()
+    });
+    let connection = fx.connect().await;
+    let manager = fx.manager(&connection).await;
+    let device = fx.device_of(&connection, "root").await;
+    fx.mkfs(&device);
+    let mnt = fx.mount(&device, "mnt");
+    populate(&mnt, 15, 40 * MIB as usize);
+    let before = full_tree(&mnt);
+    fx.umount(&mnt);
+    let set = manager.snapshot(&["root"], "crash", cow_size(128 * MIB)).await.unwrap();
+    let mnt = fx.mount(&device, "mnt");
+    churn(&mnt, 16, 40 * MIB as usize);
+    fx.umount(&mnt);
+    assert_eq!(manager.rollback(&set.as_ref(), HashMap::new()).await.unwrap(), "merging");
+    let snapshot = fx.snapshot_proxy(&connection, set.as_str()).await;
+    let started = Instant::now();
+    let progress = loop {
+        let p = snapshot.merge_progress().await.unwrap();
+        if p > 0.05 {
+            break p;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no merge progress:\n{}", fx.daemon_log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(progress < 1.0, "merge finished before the crash");
+    drop(snapshot);
+    drop(manager);
+    drop(connection);
+    fx.kill_daemon(&[device]);
+    eprintln!("crash_mid_merge: SIGKILL at {:.0}%", progress * 100.0);
+
+    fx.start_daemon();
+    let connection = fx.connect().await;
+    let manager = fx.manager(&connection).await;
+    wait_merge_end(&fx, &manager, &set, Duration::from_secs(300)).await;
+    let device = fx.device_of(&connection, "root").await;
+    let mnt = fx.mount(&device, "mnt");
+    let after = full_tree(&mnt);
+    fx.umount(&mnt);
+    assert_eq!(after, before, "the merge resumed after a crash and restored the tree");
+}

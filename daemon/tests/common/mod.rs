@@ -219,14 +219,18 @@ impl Fixture {
         terminate(&mut child, Duration::from_secs(30))
     }
 
-    /// SIGKILL snapbackd: a crash.
-    pub fn kill_daemon(&mut self) {
+    /// SIGKILL snapbackd: a crash. `devices` are its loop devices, detached afterwards (as a
+    /// reboot would drop them) so that they do not leak.
+    pub fn kill_daemon(&mut self, devices: &[String]) {
         let mut child = self.daemon.take().expect("daemon not running");
         let _ = child.kill();
         let _ = child.wait();
-        // The dead daemon's FUSE mount is gone; its loop devices lose their backing file's
-        // server. Lazily unmount the FUSE directory so the next daemon can mount it again.
+        // The dead daemon's FUSE mount is disconnected; unmount it so the next daemon can
+        // mount the directory again.
         let _ = Command::new("umount").arg("-l").arg(self.path("fuse")).output();
+        for device in devices {
+            let _ = Command::new("losetup").args(["-d", device]).output();
+        }
     }
 
     /// The command line of snapbackd for this fixture, to run extra instances by hand.
