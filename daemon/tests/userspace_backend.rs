@@ -285,8 +285,25 @@ fn reopen_mid_merge_resumes_and_ends_with_the_snapshot_content() {
         .create_snapshot(SnapshotRequest { cow_size_bytes: Some(40 * MIB), ..SnapshotRequest::default() })
         .unwrap();
     write_device(&device, 0, &pattern(32 << 20, 22));
+    let events = record_events(&backend);
     assert_eq!(backend.rollback(set.id).unwrap(), RollbackOutcome::Merging);
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(matches!(backend.rollback(set.id), Err(BackendError::AlreadyMerging(_))));
+    assert!(matches!(backend.delete(set.id), Err(BackendError::Busy(_))));
+    assert!(matches!(backend.cancel_rollback(set.id), Err(BackendError::AlreadyMerging(_))));
+    assert_eq!(backend.volumes()[0].state, "merging");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let info = backend.snapshot(set.id).unwrap();
+        assert_eq!(info.state, SnapshotState::Merging);
+        if info.merge_progress > 0.05 {
+            assert!(info.merge_progress < 1.0, "{info:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no merge progress: {info:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(events.lock().unwrap().contains(&BackendEvent::SnapshotChanged(set.id)), "progress reported");
     backend.shutdown().unwrap();
     drop(backend);
 
@@ -416,8 +433,33 @@ fn measure_throughput() {
     let overwrite = write(&src);
     let started = Instant::now();
     assert_eq!(backend.rollback(set.id).unwrap(), RollbackOutcome::Merging);
+    // meanwhile: 4 KiB reads of the volume through FUSE (the loop device's path), timed
+    let volume_file = env.options().fuse_dir.join("bench");
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            use std::os::unix::fs::FileExt;
+            let file = fs::File::open(volume_file).unwrap();
+            let mut buf = vec![0u8; 4096];
+            let mut latencies = Vec::new();
+            let mut offset = 0u64;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                offset = (offset + 7 * MIB + 4096) % (SIZE_MIB * MIB);
+                let started = Instant::now();
+                file.read_exact_at(&mut buf, offset).unwrap();
+                latencies.push(started.elapsed());
+            }
+            latencies
+        })
+    };
     wait_removed(&backend, set.id);
     let merge = SIZE_MIB as f64 / started.elapsed().as_secs_f64();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut latencies = reader.join().unwrap();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
+    let (p50, p99, max) = (at(0.5), at(0.99), at(1.0));
     let copy = {
         let started = Instant::now();
         sh("dd", &[&format!("if={src}"), &format!("of={}", env.dir.path().join("copy.img").display()), "bs=1M", &count, "oflag=direct", "conv=fsync", "status=none"]);
@@ -430,6 +472,7 @@ fn measure_throughput() {
     println!("volume write, first after snap  {cow_write:8.1} MiB/s  ({:.2} of no snapshot)", cow_write / plain_write);
     println!("volume write, chunks already cow{overwrite:8.1} MiB/s  ({:.2} of no snapshot)", overwrite / plain_write);
     println!("merge of {SIZE_MIB} MiB of exceptions     {merge:8.1} MiB/s  ({:.2} of a plain file copy at {copy:.1} MiB/s)", merge / copy);
+    println!("4 KiB reads during the merge     p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms ({} reads)", latencies.len());
     backend.shutdown().unwrap();
 }
 

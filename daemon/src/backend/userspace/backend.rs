@@ -558,6 +558,9 @@ impl Backend for UserspaceBackend {
             if let Some(device) = volume.device() {
                 if let Err(err) = loop_device::detach(&device) {
                     problems.push(format!("detaching {}: {err}", device.display()));
+                } else if !loop_device::wait_detached(&device, std::time::Duration::from_secs(5)) {
+                    tracing::warn!(volume = %volume.name, device = %device.display(),
+                        "loop device still in use (mounted?); it detaches when released");
                 }
                 volume.set_device(None);
             }

@@ -36,6 +36,21 @@ pub fn detach(device: &Path) -> io::Result<()> {
     run(Command::new("losetup").arg("--detach").arg(device)).map(drop)
 }
 
+/// Waits (up to `timeout`) until `device` no longer has a backing file: `losetup -d` only
+/// marks a device still open elsewhere (udev probing, a mount) for detaching at last close.
+pub fn wait_detached(device: &Path, timeout: std::time::Duration) -> bool {
+    let Some(name) = device.file_name() else { return true };
+    let backing = Path::new("/sys/block").join(name).join("loop/backing_file");
+    let deadline = std::time::Instant::now() + timeout;
+    while backing.exists() {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    true
+}
+
 /// Drops the device's buffer cache (BLKFLSBUF), so nothing stale survives a merge.
 pub fn flush_buffers(device: &Path) -> io::Result<()> {
     run(Command::new("blockdev").arg("--flushbufs").arg(device)).map(drop)
