@@ -376,7 +376,37 @@ async fn fifty_status_clients_answer_during_a_merge_and_a_snapshot() {
     let mnt = fx.mount(&device, "mnt");
     churn(&mnt, 9, 32 * MIB as usize);
     fx.umount(&mnt);
+    // A caching proxy follows the set through PropertiesChanged alone.
+    let watched = snapback_dbus::SnapshotProxy::builder(&connection)
+        .path(set.clone())
+        .build()
+        .await
+        .unwrap();
+    let mut states = watched.receive_state_changed().await;
+    let mut progress = watched.receive_merge_progress_changed().await;
     assert_eq!(manager.rollback(&set.as_ref(), HashMap::new()).await.unwrap(), "merging");
+    let state = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let value = states.next().await.unwrap().get().await.unwrap();
+            if value != "active" {
+                return value;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(state, "merging", "PropertiesChanged carried State");
+    let first = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let value = progress.next().await.unwrap().get().await.unwrap();
+            if value > 0.0 {
+                return value;
+            }
+        }
+    })
+    .await
+    .expect("PropertiesChanged carried MergeProgress");
+    assert!(first > 0.0 && first <= 1.0);
 
     let mut clients = Vec::new();
     for _ in 0..50 {
