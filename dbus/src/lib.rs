@@ -31,3 +31,21 @@ pub const ADDITIONS: &[(&str, &str, &str)] = &[(
     "UpdateMetadata",
     "dnf plugin (issue 7): fill in a snapshot's description and userdata after the transaction",
 )];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checked_in_xml_names_both_interfaces_and_every_addition() {
+        assert!(INTROSPECTION_XML.contains(&format!("<interface name=\"{MANAGER_INTERFACE}\">")));
+        assert!(INTROSPECTION_XML.contains(&format!("<interface name=\"{SNAPSHOT_INTERFACE}\">")));
+        for (interface, member, _) in ADDITIONS {
+            assert_eq!(*interface, MANAGER_INTERFACE);
+            assert!(INTROSPECTION_XML.contains(&format!("<method name=\"{member}\">")), "{member}");
+        }
+        for state in state::ALL {
+            assert!(!state.is_empty());
+        }
+    }
+}

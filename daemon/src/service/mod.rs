@@ -55,6 +55,8 @@ pub enum ServiceError {
     RequestName(#[source] zbus::Error),
     #[error("cannot export objects on the bus: {0}")]
     Export(#[source] zbus::Error),
+    #[error("cannot set up the polkit client: {0}")]
+    Polkit(#[source] zbus::Error),
     #[error("{0}")]
     Backend(String),
     #[error("cannot install signal handlers: {0}")]
@@ -93,7 +95,7 @@ pub async fn serve(
     let authorizer = match authorization {
         Authorization::Polkit => Authorizer::polkit(&connection)
             .await
-            .map_err(ServiceError::Export)?,
+            .map_err(ServiceError::Polkit)?,
         Authorization::DisabledForTesting => {
             tracing::warn!("polkit is disabled (--no-polkit, SNAPBACK_TESTING=1): every caller may mutate");
             Authorizer::AllowAllForTesting
