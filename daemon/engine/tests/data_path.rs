@@ -104,6 +104,11 @@ fn overflow_option_fails_only_snapshot_writes() {
     let mut buf = vec![0u8; CHUNK];
     o.snapshot_read(id, 9 * CHUNK as u64, &mut buf).unwrap();
     assert_eq!(buf, &initial[9 * CHUNK..10 * CHUNK], "reads keep working");
+    assert!(matches!(o.snapshot_write(id, 10 * CHUNK as u64, &[1u8; 512]), Err(EngineError::Overflow)));
+    // Chunks that already have an exception stay writable (as in the kernel).
+    o.snapshot_write(id, 100, &[6u8; 10]).unwrap();
+    o.snapshot_read(id, 0, &mut buf).unwrap();
+    assert_eq!(&buf[100..110], &[6u8; 10]);
     // An origin write that needs a copy still invalidates it.
     o.write(12 * CHUNK as u64, &[3u8; 512]).unwrap();
     assert_eq!(o.snapshot_status(id).unwrap().state, SnapshotState::Invalid);
