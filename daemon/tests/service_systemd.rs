@@ -102,3 +102,63 @@ fn command_line_refusals_say_why() {
     assert!(!out.status.success(), "re-init of a formatted pool without --force");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
 }
+
+/// Fields of one journald native-protocol datagram: `KEY=value\n`, or `KEY\n` followed by a
+/// little-endian u64 length, the value and `\n`.
+fn journal_fields(data: &[u8]) -> Vec<(String, String)> {
+    let mut fields = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let Some(end) = rest.iter().position(|b| *b == b'=' || *b == b'\n') else { break };
+        let key = String::from_utf8_lossy(&rest[..end]).into_owned();
+        if rest[end] == b'=' {
+            let line_end = rest[end..].iter().position(|b| *b == b'\n').map_or(rest.len(), |p| end + p);
+            fields.push((key, String::from_utf8_lossy(&rest[end + 1..line_end]).into_owned()));
+            rest = &rest[(line_end + 1).min(rest.len())..];
+        } else {
+            let len_bytes: [u8; 8] = rest[end + 1..end + 9].try_into().unwrap();
+            let len = u64::from_le_bytes(len_bytes) as usize;
+            let value = &rest[end + 9..end + 9 + len];
+            fields.push((key, String::from_utf8_lossy(value).into_owned()));
+            rest = &rest[(end + 10 + len).min(rest.len())..];
+        }
+    }
+    fields
+}
+
+/// Reads journal datagrams until one has every `(key, value)` of `want`; returns its fields.
+fn journal_entry_with(socket: &UnixDatagram, want: &[(&str, &str)], timeout: Duration) -> Vec<(String, String)> {
+    let started = Instant::now();
+    let mut buf = vec![0u8; 65536];
+    let mut seen = Vec::new();
+    while started.elapsed() < timeout {
+        if let Ok(n) = socket.recv(&mut buf) {
+            let fields = journal_fields(&buf[..n]);
+            if want.iter().all(|(k, v)| fields.iter().any(|(fk, fv)| fk == k && fv == v)) {
+                return fields;
+            }
+            seen.push(fields);
+        }
+    }
+    panic!("no journal entry with {want:?} within {timeout:?}; got {seen:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_go_to_journald_with_message_ids_and_fields() {
+    let fx = Fixture::start(Options { fake_journal: true, ..Options::default() });
+    let journal = fx.journal.as_ref().unwrap();
+    let connection = fx.connect().await;
+    let manager = fx.manager(&connection).await;
+    let set = manager.snapshot(&["data"], "journal", std::collections::HashMap::new()).await.unwrap();
+    let id = snapback_dbus::snapshot_id(set.as_str()).unwrap();
+    let id = id.to_string();
+    let entry = journal_entry_with(
+        journal,
+        &[("MESSAGE_ID", "f2ac8f71a2f6497e9b58ec2833fad94f"), ("SNAPSHOT_ID", &id), ("VOLUMES", "data")],
+        Duration::from_secs(5),
+    );
+    let field = |key: &str| entry.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    assert_eq!(field("SYSLOG_IDENTIFIER"), Some("snapbackd"));
+    assert_eq!(field("PRIORITY"), Some("5"), "tracing-journald maps INFO to notice");
+    assert_eq!(field("MESSAGE"), Some(format!("snapshot set {id} created over data (journal)").as_str()));
+}

@@ -57,6 +57,9 @@ pub struct Options {
     pub daemon_env: Vec<(String, String)>,
     /// Appended to snapback.toml (e.g. a `[cleanup]` table).
     pub extra_config: String,
+    /// Run snapbackd in its own mount namespace where /run/systemd/journal/socket is a socket
+    /// of the fixture (`Fixture::journal`), so its journald output can be read.
+    pub fake_journal: bool,
 }
 
 impl Default for Options {
@@ -68,6 +71,7 @@ impl Default for Options {
             merge_step_bytes: None,
             daemon_env: Vec::new(),
             extra_config: String::new(),
+            fake_journal: false,
         }
     }
 }
@@ -84,6 +88,10 @@ pub struct Fixture {
     daemon: Option<Child>,
     daemon_starts: u32,
     mounts: Vec<PathBuf>,
+    /// The journald stand-in socket, with `Options::fake_journal`.
+    pub journal: Option<std::os::unix::net::UnixDatagram>,
+    /// /run/systemd/journal did not exist: the wrapper's mkdir made it; removed on drop.
+    made_journal_dir: bool,
 }
 
 impl Fixture {
@@ -142,7 +150,17 @@ impl Fixture {
             daemon: None,
             daemon_starts: 0,
             mounts: Vec::new(),
+            journal: None,
+            made_journal_dir: false,
         };
+        if fixture.options.fake_journal {
+            let dir = fixture.path("journal");
+            fs::create_dir_all(&dir).unwrap();
+            let socket = std::os::unix::net::UnixDatagram::bind(dir.join("socket")).unwrap();
+            socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+            fixture.journal = Some(socket);
+            fixture.made_journal_dir = !Path::new("/run/systemd/journal").exists();
+        }
         if fixture.options.polkit {
             fixture.start_polkitd();
         }
@@ -173,14 +191,32 @@ impl Fixture {
         assert!(self.daemon.is_none(), "daemon already running");
         self.daemon_starts += 1;
         let log = self.path(&format!("snapbackd-{}.log", self.daemon_starts));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_snapbackd"));
+        let mut command = if self.options.fake_journal {
+            // unshare execs sh, which execs snapbackd: the pid stays the daemon's. The bind
+            // mount exists only in the daemon's private mount namespace.
+            let mut c = Command::new("unshare");
+            c.args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                "mkdir -p /run/systemd/journal && mount --bind \"$0\" /run/systemd/journal && exec \"$@\"",
+            ])
+            .arg(self.path("journal"))
+            .arg(env!("CARGO_BIN_EXE_snapbackd"));
+            c
+        } else {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_snapbackd"));
+            c.env("SNAPBACK_LOG_STDERR", "1");
+            c
+        };
         command
             .arg("--config")
             .arg(&self.config_path)
             .args(["--backend", "userspace"])
             .env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus_address)
             .env("SNAPBACK_FUSE_DIR", self.path("fuse"))
-            .env("SNAPBACK_LOG_STDERR", "1")
             .env("SNAPBACK_TESTING", "1")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -372,6 +408,10 @@ impl Drop for Fixture {
         }
         let _ = self.bus.kill();
         let _ = self.bus.wait();
+        if self.made_journal_dir {
+            // Only succeeds while empty: a real journald's directory is never touched.
+            let _ = fs::remove_dir("/run/systemd/journal");
+        }
     }
 }
 
