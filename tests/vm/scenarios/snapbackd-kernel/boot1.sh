@@ -20,7 +20,7 @@ check_eq backend-property 's "kernel"' "$(busctl get-property $BUS $MGR $BUS.Man
 out="$(busctl call $BUS $MGR $BUS.Manager Snapshot 'assa{sv}' 1 root "before tweak" 0)"
 check_eq snapshot-a-path "o \"$SNAP/1\"" "$out"
 check_eq snapshot-a-origin-is-snapshot-origin snapshot-origin "$(target_of root)"
-upgrade /mnt/root
+upgrade /mnt/root 5
 check_ne tree-changed "$(cat /tmp/keep/root-v1)" "$(manifest /mnt/root)"
 umount /mnt/root
 check_eq rollback-idle-merges 's "merging"' "$(busctl call $BUS $MGR $BUS.Manager Rollback 'oa{sv}' $SNAP/1 0)"
@@ -34,7 +34,7 @@ check_eq idle-rollback-tree-exact "$(cat /tmp/keep/root-v1)" "$(manifest /mnt/ro
 out="$(busctl call $BUS $MGR $BUS.Manager Snapshot 'assa{sv}' 2 root var "before upgrade" 0)"
 check_eq snapshot-b-path "o \"$SNAP/2\"" "$out"
 check_eq set-b-volumes 'as 2 "root" "var"' "$(busctl get-property $BUS $SNAP/2 $BUS.Snapshot Volumes)"
-upgrade /mnt/root; upgrade /mnt/var
+upgrade /mnt/root 24; upgrade /mnt/var 4
 manifest /mnt/root > /tmp/keep/root-v2; manifest /mnt/var > /tmp/keep/var-v2
 check_eq rollback-busy-is-scheduled 's "scheduled"' "$(busctl call $BUS $MGR $BUS.Manager Rollback 'oa{sv}' $SNAP/2 0)"
 check_eq state-scheduled merge-scheduled "$(state 2)"

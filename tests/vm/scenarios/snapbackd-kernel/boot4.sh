@@ -1,10 +1,16 @@
-# Boot 4: after the power cut, activation resumes the merges; snapbackd follows them to the end,
-# removes the set and returns both volumes to plain linear mappings; the trees stay exact.
+# Boot 4: after the power cut, activation resumes the merges; the trees read exactly as before
+# the upgrade at once; snapbackd follows the merges to the end, removes the set and returns
+# both volumes to plain linear mappings; the trees stay exact.
 . /scenario/lib.sh
 write_config; keep_load
 check activate snapbackd activate --config /etc/snapback/snapback.toml
 check_eq root-still-merging snapshot-merge "$(target_of root)"
 set -- $(dm status snapback-root); left=$((${4%/*} - $5))
+check "merge-resumes-where-it-was-cut" test "$left" -gt 0 -a "${4%/*}" -le "$(cat /tmp/keep/allocated-at-cut)"
+mount_vol root; mount_vol var
+check_eq root-tree-exact-after-resume "$(cat /tmp/keep/root-v1)" "$(manifest /mnt/root)"
+check_eq var-tree-exact-after-resume "$(cat /tmp/keep/var-v1)" "$(manifest /mnt/var)"
+umount /mnt/root /mnt/var
 t0=$(now_ns)
 start_bus
 check start-daemon start_daemon

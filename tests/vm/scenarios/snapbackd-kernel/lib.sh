@@ -16,7 +16,7 @@ path = "/dev/disk/pool"
 name = "root"
 device = "/dev/disk/root"
 auto = true
-cow_size = "32M"
+cow_size = "48M"
 
 [[volume]]
 name = "var"
@@ -90,12 +90,13 @@ tree() {
   ln -s /nonexistent/target "$1/etc/dangling"
 }
 
-# upgrade DIR : what a package upgrade does: modify, add, delete, chmod, relink
+# upgrade DIR MIB : what a package upgrade does: modify, add (MIB of new library), delete,
+# chmod, relink
 upgrade() {
   dd if=/dev/urandom of="$1/usr/lib/app/libbig.so" bs=1M count=3 seek=4 conv=notrunc 2>/dev/null
   echo "new setting" >> "$1/etc/conf.d/file3.conf"
   rm -f "$1/etc/conf.d/file10.conf" "$1/usr/bin/tool"
-  dd if=/dev/urandom of="$1/usr/lib/app/libnew.so" bs=1M count=5 2>/dev/null
+  dd if=/dev/urandom of="$1/usr/lib/app/libnew.so" bs=1M count="$2" 2>/dev/null
   mkdir -p "$1/usr/share/new"; echo hi > "$1/usr/share/new/readme"
   chmod 0644 "$1/etc/conf.d/file7.conf"
   rm "$1/usr/bin/libbig-link"; ln -s ../lib/app/libnew.so "$1/usr/bin/libbig-link"
