@@ -344,3 +344,18 @@ async fn cleanup_after_a_new_set_keeps_the_newest() {
     }
     assert!(fx.daemon_log().contains("cleanup: deleted snapshot set"), "{}", fx.daemon_log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_volume_list_without_auto_volumes_is_an_invalid_argument() {
+    let fx = Fixture::start(Options {
+        volumes: vec![VolumeSpec { name: "data", bytes: 32 * MIB, auto: false }],
+        ..Options::default()
+    });
+    let connection = fx.connect().await;
+    let manager = fx.manager(&connection).await;
+    let message = expect_error(manager.snapshot(&[], "", no_options()).await, "InvalidArgument");
+    assert!(message.contains("auto"), "{message}");
+    assert!(manager.status().await.unwrap().volumes["data"].snapshots.is_empty());
+    // Naming the volume works.
+    manager.snapshot(&["data"], "named", no_options()).await.unwrap();
+}
