@@ -17,7 +17,16 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Exit status: 0 success; 1 error; 2 usage error; 3 the rollback was scheduled for next boot
 /// (an origin is busy).
 #[derive(Debug, Parser)]
-#[command(name = "snapbackctl", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "snapbackctl",
+    version,
+    propagate_version = true,
+    max_term_width = 100,
+    after_long_help = "JSON documents start with \"schema\": \"snapbackctl/1\"; their keys are listed \
+                       in snapback's README (section snapbackctl). Within version 1 keys are only \
+                       added.\n\nSee also: snapbackd(8), systemctl status snapbackd, \
+                       journalctl -u snapbackd."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub output: OutputArgs,
