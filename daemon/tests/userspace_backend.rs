@@ -507,3 +507,48 @@ fn a_corrupt_cow_found_at_start_makes_its_set_invalid_and_the_volume_works() {
     backend.delete(set.id).unwrap();
     assert!(backend.snapshots().is_empty());
 }
+
+#[test]
+fn a_failed_merge_is_reported_kept_and_resumed_by_another_rollback() {
+    let env = Env::new(&[("vol", 32 * MIB)], 64 * MIB);
+    let backend = env.open();
+    let events = record_events(&backend);
+    let device = device_of(&backend, "vol");
+    let original = pattern(16 << 20, 61);
+    write_device(&device, 0, &original);
+    let set = backend
+        .create_snapshot(SnapshotRequest { cow_size_bytes: Some(24 * MIB), ..SnapshotRequest::default() })
+        .unwrap();
+    // 8 MiB = 512 exceptions: the first metadata area is not full, so the failing read is a
+    // data chunk's (see the report about a failing metadata-area read)
+    write_device(&device, 0, &pattern(8 << 20, 62));
+
+    // the COW becomes unreadable: cut the pool file after its registry slots
+    let pool_path = env.config.pool.path.clone();
+    let pool_bytes = fs::read(&pool_path).unwrap();
+    let data_offset = Pool::open(&pool_path).unwrap().registry().data_offset;
+    fs::OpenOptions::new().write(true).open(&pool_path).unwrap().set_len(data_offset).unwrap();
+
+    assert_eq!(backend.rollback(set.id).unwrap(), RollbackOutcome::Merging);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while backend.snapshot(set.id).unwrap().state != SnapshotState::MergeFailed {
+        assert!(Instant::now() < deadline, "merge never failed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let failed = events.lock().unwrap().iter().find_map(|event| match event {
+        BackendEvent::MergeFinished { id, ok: false, message } if *id == set.id => Some(message.clone()),
+        _ => None,
+    });
+    assert!(failed.is_some_and(|message| message.contains("volume vol")), "MergeFinished(false) with a message");
+    assert!(matches!(backend.delete(set.id), Err(BackendError::Busy(_))), "a half-merged set is kept");
+
+    // the device comes back: Rollback resumes and finishes with the snapshot's content
+    let file = fs::OpenOptions::new().write(true).open(&pool_path).unwrap();
+    file.set_len(pool_bytes.len() as u64).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &pool_bytes[data_offset as usize..], data_offset).unwrap();
+    file.sync_all().unwrap();
+    assert_eq!(backend.rollback(set.id).unwrap(), RollbackOutcome::Merging);
+    wait_removed(&backend, set.id);
+    assert!(read_file(Path::new(&device), 0, 16 << 20) == original, "content after the resumed merge");
+    assert!(events.lock().unwrap().contains(&BackendEvent::MergeFinished { id: set.id, ok: true, message: String::new() }));
+}

@@ -65,8 +65,14 @@ fn coordinate(shared: &Arc<Shared>, id: SnapshotId, volumes: Vec<Arc<Volume>>) {
     }
 }
 
+/// Steps in a row that may leave the remaining chunk count unchanged before the merge is
+/// declared stuck (a step always merges at least one chunk when it works).
+const STALLED_STEPS: u32 = 3;
+
 fn step_until_done(shared: &Shared, id: SnapshotId, volume: &Volume) -> Outcome {
     let mut last_report = Instant::now();
+    let mut last_left = None;
+    let mut stalled = 0;
     loop {
         if shared.stopping() {
             return Outcome::Stopped;
@@ -82,6 +88,18 @@ fn step_until_done(shared: &Shared, id: SnapshotId, volume: &Volume) -> Outcome 
         if step.finished {
             return Outcome::Finished;
         }
+        if last_left == Some(step.chunks_left) {
+            stalled += 1;
+            if stalled >= STALLED_STEPS {
+                return Outcome::Failed(format!(
+                    "the merge makes no progress ({} chunks left after {STALLED_STEPS} steps)",
+                    step.chunks_left
+                ));
+            }
+        } else {
+            stalled = 0;
+        }
+        last_left = Some(step.chunks_left);
         // Let waiting volume I/O in between steps (a step holds the origin's state lock).
         thread::yield_now();
         if last_report.elapsed() >= PROGRESS_EVERY {
