@@ -552,3 +552,30 @@ fn a_failed_merge_is_reported_kept_and_resumed_by_another_rollback() {
     assert!(read_file(Path::new(&device), 0, 16 << 20) == original, "content after the resumed merge");
     assert!(events.lock().unwrap().contains(&BackendEvent::MergeFinished { id: set.id, ok: true, message: String::new() }));
 }
+
+#[test]
+fn leftovers_of_a_crashed_daemon_are_cleaned_up_at_open() {
+    let env = Env::new(&[("vol", 16 * MIB)], 64 * MIB);
+    // what a killed snapbackd leaves: something mounted at the FUSE dir, a loop device on it
+    let fuse_dir = env.options().fuse_dir;
+    fs::create_dir_all(&fuse_dir).unwrap();
+    sh("mount", &["-t", "tmpfs", "dead-snapbackd", fuse_dir.to_str().unwrap()]);
+    fs::File::create(fuse_dir.join("vol")).unwrap().set_len(16 * MIB).unwrap();
+    let output = Command::new("losetup").args(["--find", "--show"]).arg(fuse_dir.join("vol")).output().unwrap();
+    let stale = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    let stale_name = Path::new(&stale).file_name().unwrap().to_owned();
+    let sys_backing = Path::new("/sys/block").join(&stale_name).join("loop/backing_file");
+    assert!(sys_backing.exists(), "stale loop device {stale} set up");
+
+    let backend = env.open();
+    let device = device_of(&backend, "vol");
+    let sys_backing_now = fs::read_to_string(&sys_backing).unwrap_or_default();
+    assert!(
+        device == stale && sys_backing_now.trim() == fuse_dir.join("vol").to_str().unwrap() || !sys_backing.exists(),
+        "stale loop device {stale} still attached to the dead file"
+    );
+    // and the new device works through the new FUSE mount
+    let data = pattern(1 << 20, 3);
+    write_device(&device, 0, &data);
+    assert!(read_file(&env.config.volumes[0].device, 0, 1 << 20) == data);
+}

@@ -67,6 +67,9 @@ impl UserspaceBackend {
         for (name, volume) in &shared.volumes {
             shared.files.insert(name, volume.served_file());
         }
+        for device in loop_device::detach_stale(&shared.options.fuse_dir) {
+            tracing::warn!(device = %device.display(), "detached a loop device left by an earlier snapbackd");
+        }
         let mount = FuseMount::mount(&shared.options.fuse_dir, shared.files.clone(), shared.options.fuse_threads)
             .map_err(|err| {
                 BackendError::Backend(format!(

@@ -51,6 +51,29 @@ pub fn wait_detached(device: &Path, timeout: std::time::Duration) -> bool {
     true
 }
 
+/// Detaches loop devices whose backing file lies under `dir`: left behind by a snapbackd that
+/// died without shutting down (their FUSE files no longer answer). Returns what it detached.
+pub fn detach_stale(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir("/sys/block") else { return Vec::new() };
+    let mut detached = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with("loop") {
+            continue;
+        }
+        let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file")) else { continue };
+        let backing = backing.trim_end().trim_end_matches(" (deleted)");
+        if Path::new(backing).starts_with(dir) {
+            let device = Path::new("/dev").join(&name);
+            match detach(&device) {
+                Ok(()) => detached.push(device),
+                Err(err) => tracing::warn!(device = %device.display(), %err, "cannot detach stale loop device"),
+            }
+        }
+    }
+    detached
+}
+
 /// Drops the device's buffer cache (BLKFLSBUF), so nothing stale survives a merge.
 pub fn flush_buffers(device: &Path) -> io::Result<()> {
     run(Command::new("blockdev").arg("--flushbufs").arg(device)).map(drop)
