@@ -260,6 +260,42 @@ fn offline_merge_finishes_a_kernel_merge_cut_by_power_loss() {
     assert_eq!(after.exceptions, 0, "{after:?}");
 }
 
+/// A COW the kernel invalidated (filled by origin writes): the engine sees it invalid, as the
+/// kernel's status "Invalid" says, and refuses to export or merge it without touching the origin.
+#[test]
+fn kernel_invalidated_cow_is_invalid_for_the_engine() {
+    let dir = fixtures().join("kernel-invalid-cow");
+    let exp = expected(&dir);
+    let cow = unzstd(&dir.join("cow.img.zst"));
+    assert_eq!(sha256(&cow), exp["cow_sha256"]);
+    let report = offline::inspect(Arc::new(MemIo::from_bytes(cow.clone()))).expect("inspect");
+    assert!(!report.valid, "{report:?}");
+    assert_eq!(report.chunk_sectors, 8);
+    let kernel_usage = exp["status"]
+        .splitn(4, ' ')
+        .nth(3)
+        .expect("status usage part");
+    assert_eq!(report.usage_line(), kernel_usage);
+
+    let origin_bytes = unzstd(&fixtures().join("origin-before.img.zst"));
+    let origin = Arc::new(MemIo::from_bytes(origin_bytes.clone()));
+    let out = MemIo::new(origin_bytes.len() as u64);
+    let cow_dev = Arc::new(MemIo::from_bytes(cow));
+    assert!(
+        offline::export(origin.clone(), cow_dev.clone(), &out).is_err(),
+        "export of an invalid COW"
+    );
+    assert!(
+        offline::merge(origin.clone(), cow_dev, &mut |_| {}).is_err(),
+        "merge of an invalid COW"
+    );
+    assert_eq!(
+        origin.current_bytes(),
+        origin_bytes,
+        "a refused merge must not touch the origin"
+    );
+}
+
 #[test]
 fn inspect_matches_kernel_status_4k() {
     check_inspect(8);
@@ -303,7 +339,8 @@ fn offline_merge_equals_kernel_merge_64k() {
 /// `SNAPBACK_ENGINE_COW_DIR=DIR cargo test -p snapback-engine --test kernel_fixtures -- --ignored make_engine_cows_for_vm`.
 /// Per chunk size it writes DIR/chunkN/{origin.img,cow.img} and DIR/expected.env (the engine's
 /// snapshot view, origin, merge result as sha256s, and its usage line); for 4 KiB chunks also
-/// DIR/chunk8/half-merged-{origin,cow}.img, the engine's merge stopped half-way.
+/// DIR/chunk8/half-merged-{origin,cow}.img, the engine's merge stopped half-way; and
+/// DIR/invalid/{origin,cow}.img, a 64 KiB COW the engine invalidated (filled by origin writes).
 #[test]
 #[ignore]
 fn make_engine_cows_for_vm() {
@@ -408,5 +445,31 @@ fn make_engine_cows_for_vm() {
             cow_bytes == f.cow,
         ));
     }
+    // a COW the engine invalidated the way the kernel does: origin writes past its capacity
+    let origin_dev = Arc::new(MemIo::from_bytes(unzstd(
+        &fixtures().join("origin-before.img.zst"),
+    )));
+    let cow_dev = Arc::new(MemIo::new(64 << 10));
+    let origin = Origin::new(origin_dev.clone()).expect("origin");
+    let opts = SnapshotOptions {
+        chunk_sectors: Some(8),
+        overflow: false,
+    };
+    let id = origin
+        .attach_snapshot(cow_dev.clone(), opts)
+        .expect("attach");
+    origin
+        .write(0, &vec![0u8; 256 << 10])
+        .expect("origin writes go on when the snapshot fills up");
+    let status = origin.snapshot_status(id).expect("status");
+    assert!(
+        status.usage.is_none(),
+        "the engine did not invalidate: {status:?}"
+    );
+    origin.flush().expect("flush");
+    let out = dir.join("invalid");
+    std::fs::create_dir_all(&out).expect("creating the output directory");
+    std::fs::write(out.join("origin.img"), origin_dev.durable_bytes()).expect("writing origin.img");
+    std::fs::write(out.join("cow.img"), cow_dev.durable_bytes()).expect("writing cow.img");
     std::fs::write(dir.join("expected.env"), env).expect("writing expected.env");
 }

@@ -22,3 +22,8 @@ check "chunk8/half-merged-by-engine-has-fewer-exceptions" test "${4%/*}" -lt "${
 check chunk8/kernel-finishes-engine-merge wait_merged half 120
 check_eq chunk8/kernel-finished-merge-equals-engine-merge "$ENGINE_MERGED_8" "$(sha /dev/mapper/half)"
 dm remove half
+
+# A COW the engine invalidated (filled by origin writes) is invalid for the kernel too.
+dm create inv --table "0 8192 snapshot /dev/disk/origin-inv /dev/disk/cow-inv P 8"
+check_eq engine-invalidated-cow-is-invalid-for-kernel "0 8192 snapshot Invalid" "$(dm status inv)"
+dm remove inv

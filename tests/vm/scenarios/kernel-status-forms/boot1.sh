@@ -1,6 +1,6 @@
 # The status forms a snapshot takes when its COW fills up, which the daemon's parser must know.
 size=$(sectors /dev/disk/origin)
-dd if=/dev/urandom of=/dev/disk/origin bs=64k count=64 oflag=direct 2>/dev/null
+# (the origin stays zero: the invalidated COW becomes a small engine fixture)
 
 # 1. Filled by origin writes: the snapshot is invalidated ("Invalid"), the origin write succeeds.
 dm create snap-a --table "0 $size snapshot /dev/disk/origin /dev/disk/cow-a P 8"
@@ -8,6 +8,7 @@ dm create origin --table "0 $size snapshot-origin /dev/disk/origin"
 check_eq new-cow-status "0 $size snapshot 16/128 16" "$(dm status snap-a)"
 check origin-write-past-cow-size-succeeds dd if=/dev/zero of=/dev/mapper/origin bs=64k count=4 oflag=direct
 check_eq status-invalid "0 $size snapshot Invalid" "$(dm status snap-a)"
+echo "VM-INFO: invalid status: $(dm status snap-a)"   # for the engine's fixture (generate.sh)
 check reading-invalid-snapshot-fails sh -c '! dd if=/dev/mapper/snap-a of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null'
 dm remove origin
 dm remove snap-a
