@@ -295,3 +295,22 @@ fn out_of_range_access_is_refused() {
     assert!(matches!(o.snapshot_read(id, u64::MAX, &mut [0u8; 2]), Err(EngineError::OutOfRange { .. })));
     assert!(matches!(o.snapshot_status(99), Err(EngineError::NoSuchSnapshot(99))));
 }
+
+#[test]
+fn origin_with_a_partial_last_chunk_copies_and_merges_only_its_bytes() {
+    let size = 10 * CHUNK + 1536; // the last chunk is 3 sectors long
+    let initial = filled(size, 9);
+    let dev = Arc::new(MemIo::from_bytes(initial.clone()));
+    let o = Origin::new(dev.clone()).unwrap();
+    let cow = Arc::new(MemIo::new(64 * CHUNK as u64));
+    let id = o.attach_snapshot(cow, opts()).unwrap();
+    o.write(10 * CHUNK as u64, &[1u8; 1536]).unwrap();
+    o.snapshot_write(id, 10 * CHUNK as u64 + 512, &[2u8; 512]).unwrap();
+    let mut want = initial.clone();
+    want[10 * CHUNK + 512..10 * CHUNK + 1024].fill(2);
+    assert_eq!(read_snap(&o, id, size), want);
+    assert!(o.write(size as u64 - 512, &[0u8; 1024]).is_err(), "past the end");
+    o.start_merge(id).unwrap();
+    while !o.merge_step().unwrap().finished {}
+    assert_eq!(dev.current_bytes(), want);
+}
