@@ -189,7 +189,7 @@ fn copy_before_write(
 ) -> Result<()> {
     let store = &mut snap.store;
     let cb = store.chunk_bytes();
-    let end = (offset + len).min(origin_size);
+    let end = offset.saturating_add(len).min(origin_size);
     if len == 0 || offset >= end {
         return Ok(());
     }

@@ -314,3 +314,26 @@ fn origin_with_a_partial_last_chunk_copies_and_merges_only_its_bytes() {
     while !o.merge_step().unwrap().finished {}
     assert_eq!(dev.current_bytes(), want);
 }
+
+#[test]
+fn exceptions_beyond_the_origin_end_merge_to_nothing() {
+    use snapback_engine::store::PersistentStore;
+    let initial = filled(8 * CHUNK, 3);
+    let dev = Arc::new(MemIo::from_bytes(initial.clone()));
+    let cow = Arc::new(MemIo::new(64 * CHUNK as u64));
+    let mut store = PersistentStore::open(cow.clone(), Some(8), 512).unwrap();
+    for old in [u64::MAX / 2, u64::MAX - 1, 3] {
+        let new = store.allocate().unwrap();
+        cow.write_at(&vec![0xabu8; CHUNK], new * CHUNK as u64).unwrap();
+        store.commit(&[Entry { old, new }]).unwrap();
+    }
+    let o = Origin::new(dev.clone()).unwrap();
+    let other = o.attach_snapshot(Arc::new(MemIo::new(64 * CHUNK as u64)), opts()).unwrap();
+    let id = o.attach_store(store, opts());
+    o.start_merge(id).unwrap();
+    while !o.merge_step().unwrap().finished {}
+    let mut want = initial.clone();
+    want[3 * CHUNK..4 * CHUNK].fill(0xab);
+    assert_eq!(dev.current_bytes(), want);
+    assert_eq!(read_snap(&o, other, initial.len()), initial);
+}
