@@ -397,6 +397,8 @@ fn full_cow_grows_or_invalidates_and_the_volume_keeps_working() {
 #[test]
 #[ignore]
 fn measure_throughput() {
+    // the backend logs how long the origins stayed suspended ("suspended_us")
+    let _ = tracing_subscriber::fmt().with_env_filter("snapbackd=info").try_init();
     const SIZE_MIB: u64 = 256;
     let env = Env::new(&[("bench", 2 * SIZE_MIB * MIB)], 2 * SIZE_MIB * MIB);
     // pre-fill the backing file so every measured write overwrites allocated blocks

@@ -26,7 +26,11 @@ pub fn spawn(shared: &Arc<Shared>, id: SnapshotId, volumes: Vec<Arc<Volume>>) {
         .name(format!("merge-{id}"))
         .spawn(move || coordinate(&coordinator_shared, id, volumes));
     match handle {
-        Ok(handle) => lock(&shared.threads).push(handle),
+        Ok(handle) => {
+            let mut threads = lock(&shared.threads);
+            threads.retain(|thread| !thread.is_finished());
+            threads.push(handle);
+        }
         Err(err) => fail(shared, id, format!("cannot start the merge thread: {err}")),
     }
 }
