@@ -511,7 +511,7 @@ impl PersistentStore {
                 }
                 n += 1;
             }
-            runs.push(MergeRun { old: last.old + 1 - n, new: last.new + 1 - n, count: n });
+            runs.push(MergeRun { old: last.old - (n - 1), new: last.new - (n - 1), count: n });
             idx -= n;
             taken += n;
         }

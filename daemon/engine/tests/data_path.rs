@@ -322,7 +322,7 @@ fn exceptions_beyond_the_origin_end_merge_to_nothing() {
     let dev = Arc::new(MemIo::from_bytes(initial.clone()));
     let cow = Arc::new(MemIo::new(64 * CHUNK as u64));
     let mut store = PersistentStore::open(cow.clone(), Some(8), 512).unwrap();
-    for old in [u64::MAX / 2, u64::MAX - 1, 3] {
+    for old in [u64::MAX / 2, u64::MAX - 1, u64::MAX, 3] {
         let new = store.allocate().unwrap();
         cow.write_at(&vec![0xabu8; CHUNK], new * CHUNK as u64).unwrap();
         store.commit(&[Entry { old, new }]).unwrap();
