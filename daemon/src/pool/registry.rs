@@ -44,7 +44,42 @@ pub struct VolumeRecord {
 pub struct CowRecord {
     pub volume: String,
     pub chunk_sectors: u32,
+    /// Stored as `[first, count]` runs: COWs are mostly contiguous, and a 2 MiB slot then holds
+    /// the registry of a pool of any practical size.
+    #[serde(with = "extent_runs")]
     pub extents: Vec<u64>,
+}
+
+/// (De)serializes an extent list as runs of consecutive extents.
+mod extent_runs {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(extents: &[u64], serializer: S) -> Result<S::Ok, S::Error> {
+        let mut runs: Vec<[u64; 2]> = Vec::new();
+        for &extent in extents {
+            match runs.last_mut() {
+                Some([first, count]) if first.checked_add(*count) == Some(extent) => *count += 1,
+                _ => runs.push([extent, 1]),
+            }
+        }
+        runs.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u64>, D::Error> {
+        let runs = Vec::<[u64; 2]>::deserialize(deserializer)?;
+        let mut extents = Vec::new();
+        for [first, count] in runs {
+            let end = first
+                .checked_add(count)
+                .ok_or_else(|| serde::de::Error::custom(format!("extent run {first}+{count} overflows")))?;
+            // A run longer than any pool is corrupt; refuse before allocating for it.
+            if count > (1 << 32) {
+                return Err(serde::de::Error::custom(format!("extent run of {count} extents")));
+            }
+            extents.extend(first..end);
+        }
+        Ok(extents)
+    }
 }
 
 /// A snapshot set: one snapshot of each of its volumes, taken together.
@@ -242,6 +277,17 @@ mod tests {
         twice.snapshot_sets.push(second);
         assert!(twice.validate().unwrap_err().contains("used twice"));
         assert!(registry_with_set(vec![10]).validate().unwrap_err().contains("beyond"));
+    }
+
+    #[test]
+    fn extents_are_stored_as_runs() {
+        let registry = registry_with_set(vec![3, 4, 5, 9, 0, 1]);
+        let json = serde_json::to_string(&registry.snapshot_sets[0].cows[0]).unwrap();
+        assert!(json.contains("\"extents\":[[3,3],[9,1],[0,2]]"), "{json}");
+        let back: CowRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.extents, vec![3, 4, 5, 9, 0, 1]);
+        let bad = r#"{"volume":"v","chunk_sectors":8,"extents":[[18446744073709551615,2]]}"#;
+        assert!(serde_json::from_str::<CowRecord>(bad).is_err());
     }
 
     #[test]
