@@ -90,7 +90,7 @@ fn grow(shared: &Shared, id: SnapshotId, volume: &str, current_bytes: u64) -> Re
     let added = shared
         .pool
         .update(|registry| {
-            let picked = registry.pick_free_extents(&[wanted])?.remove(0);
+            let picked: Vec<u64> = registry.pick_free_extents(&[wanted])?.into_iter().flatten().collect();
             let cow = registry
                 .set_mut(id)
                 .and_then(|set| set.cows.iter_mut().find(|cow| cow.volume == volume))
