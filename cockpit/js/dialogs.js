@@ -40,8 +40,10 @@ export function errorAlert(error, action) {
  *   action        verb phrase used in error text ("roll back")
  *   onConfirm     async (dialogBody) => void; a throw keeps the dialog open and shows the error
  *   initialFocus  element to focus first (default: first input, else Cancel for danger, else confirm)
+ *   fallbackFocus () => element, for when the opener is gone or hidden after the action
+ * onConfirm may return an element: focus goes there after the dialog closes (e.g. a new notice).
  */
-export function openDialog({ id, title, body, confirmLabel, danger, action, onConfirm, initialFocus }) {
+export function openDialog({ id, title, body, confirmLabel, danger, action, onConfirm, initialFocus, fallbackFocus }) {
     const opener = document.activeElement;
     const titleId = `${id}-title`;
     const errorSlot = el("div", { class: "sb-dialog__error", "aria-live": "polite" });
@@ -54,6 +56,7 @@ export function openDialog({ id, title, body, confirmLabel, danger, action, onCo
     const dialog = el("dialog", { id, class: "sb-dialog", "aria-labelledby": titleId }, form);
 
     let busy = false;
+    let focusAfter = null;
     const close = () => {
         dialog.close();
     };
@@ -65,8 +68,12 @@ export function openDialog({ id, title, body, confirmLabel, danger, action, onCo
     });
     dialog.addEventListener("close", () => {
         dialog.remove();
-        if (opener && opener.isConnected && typeof opener.focus === "function")
-            opener.focus();
+        // Back to the button that opened the dialog — unless the action moved on (a notice to act
+        // on) or took that button away (its row was deleted, or it is hidden in the new state).
+        const usable = node => node && node.isConnected && !node.closest("[hidden]") && !node.disabled;
+        const target = [focusAfter, opener, fallbackFocus && fallbackFocus()].find(usable);
+        if (target)
+            target.focus();
     });
     form.addEventListener("submit", async event => {
         event.preventDefault();
@@ -77,16 +84,19 @@ export function openDialog({ id, title, body, confirmLabel, danger, action, onCo
         confirm.setAttribute("aria-busy", "true");
         errorSlot.replaceChildren();
         try {
-            await onConfirm(form);
+            const next = await onConfirm(form);
+            if (next instanceof HTMLElement)
+                focusAfter = next;
+            busy = false;
             close();
         } catch (error) {
             console.warn("snapback:", action, error);
             errorSlot.replaceChildren(errorAlert(error, action));
-            confirm.focus();
-        } finally {
             busy = false;
             confirm.disabled = false;
             confirm.removeAttribute("aria-busy");
+            // Stay in the dialog, on the button that failed, so trying again or Escape is one key.
+            confirm.focus();
         }
     });
 

@@ -10,6 +10,11 @@ import { SnapshotTable } from "./view.js";
 
 const $ = id => document.getElementById(id);
 
+/** Where keyboard focus goes when the element it was on has disappeared: the list, else Create. */
+function fallbackFocus() {
+    return document.querySelector("#snapshot-rows button:not([hidden]):not([disabled])") || $("create-button");
+}
+
 const notices = $("notices");
 const serviceState = $("service-state");
 let snapshots = [];
@@ -57,16 +62,22 @@ function renderScheduledNotice() {
         return;
     }
     const volumes = [...new Set(scheduled.flatMap(snapshot => snapshot.volumes))];
-    const reboot = el("button", { type: "button", class: "sb-btn sb-btn--primary", id: "reboot-now" }, "Reboot now");
-    reboot.addEventListener("click", () => confirmReboot(scheduled));
     const title = scheduled.length === 1
         ? `The rollback to ${snapshotName(scheduled[0])} will complete at next boot.`
         : `${scheduled.length} rollbacks will complete at next boot.`;
-    showNotice("scheduled-notice", "info", title,
-               `${listInWords(volumes)} ${volumes.length === 1 ? "is" : "are"} in use, so the merge starts while the machine boots, ` +
-               "before the volumes are mounted. Until then the system keeps running on the current state. " +
-               "To undo this, use “Cancel rollback”.",
-               reboot);
+    const detail = `${listInWords(volumes)} ${volumes.length === 1 ? "is" : "are"} in use, so the merge starts while the machine boots, ` +
+        "before the volumes are mounted. Until then the system keeps running on the current state. " +
+        "To undo this, use “Cancel rollback”.";
+    // Rebuild only when the words change: rebuilding would take the keyboard focus off Reboot now.
+    const key = title + detail;
+    if (old && old.dataset.key === key)
+        return;
+    const hadFocus = old && old.contains(document.activeElement);
+    const reboot = el("button", { type: "button", class: "sb-btn sb-btn--primary", id: "reboot-now" }, "Reboot now");
+    reboot.addEventListener("click", () => confirmReboot(snapshots.filter(s => s.state === "merge-scheduled")));
+    showNotice("scheduled-notice", "info", title, detail, reboot).dataset.key = key;
+    if (hadFocus)
+        reboot.focus();
 }
 
 function confirmReboot(scheduled) {
@@ -108,6 +119,7 @@ function openCreateDialog() {
     const volumes = volumeChoices();
     openDialog({
         id: "create-dialog",
+        fallbackFocus,
         title: "Create snapshot",
         body: [
             el("p", {}, "Takes a copy-on-write snapshot of the chosen volumes, all at the same instant. " +
@@ -134,6 +146,7 @@ function openRollbackDialog(snapshot) {
     const when = formatCreated(snapshot.created);
     openDialog({
         id: "rollback-dialog",
+        fallbackFocus,
         title: `Roll back to ${snapshotName(snapshot)}?`,
         body: [
             el("p", {}, `The volume${snapshot.volumes.length === 1 ? "" : "s"} ${listInWords(snapshot.volumes)} will be returned to ` +
@@ -153,12 +166,13 @@ function openRollbackDialog(snapshot) {
             const answer = await client.rollback(snapshot.path);
             if (answer === "scheduled") {
                 // The state change (merge-scheduled) also arrives over the bus; this only makes the
-                // notice appear without waiting for it, and moves focus to its Reboot button.
+                // notice appear without waiting for it, and moves focus to its Reboot now button.
                 lastRollbackAnswer = { path: snapshot.path, answer };
                 const pending = snapshots.find(s => s.path === snapshot.path);
                 if (pending && pending.state !== "merge-scheduled")
                     snapshots = snapshots.map(s => s.path === snapshot.path ? { ...s, state: "merge-scheduled" } : s);
                 renderScheduledNotice();
+                return $("reboot-now");
             } else {
                 lastRollbackAnswer = { path: snapshot.path, answer };
                 // A small merge can finish (MergeFinished) before the reply to Rollback arrives;
@@ -174,6 +188,7 @@ function openRollbackDialog(snapshot) {
 function openDeleteDialog(snapshot) {
     openDialog({
         id: "delete-dialog",
+        fallbackFocus,
         title: `Delete ${snapshotName(snapshot)}?`,
         body: [
             el("p", {}, `You can no longer roll back ${listInWords(snapshot.volumes)} to ${formatCreated(snapshot.created)}. ` +
@@ -189,15 +204,23 @@ function openDeleteDialog(snapshot) {
     });
 }
 
+// Paths with a CancelRollback in flight: a second click is ignored. (Disabling the button
+// instead would throw the keyboard focus to the page body.)
+const cancelling = new Set();
+
 async function cancelRollback(snapshot, button) {
-    button.disabled = true;
+    if (cancelling.has(snapshot.path))
+        return;
+    cancelling.add(snapshot.path);
+    button.setAttribute("aria-busy", "true");
     try {
         await client.cancelRollback(snapshot.path);
         showNotice("rollback-notice", "info", `The rollback to ${snapshotName(snapshot)} was cancelled.`, "The snapshot is kept.");
     } catch (error) {
         showError(error, "cancel the rollback");
     } finally {
-        button.disabled = false;
+        cancelling.delete(snapshot.path);
+        button.removeAttribute("aria-busy");
     }
 }
 

@@ -70,6 +70,7 @@ class SnapshotRow {
         this.progress.firstChild.style.width = `${percent}%`;
         this.progressText.textContent = `${percent} %`;
 
+        const focused = this.element.contains(document.activeElement) ? document.activeElement : null;
         const allowed = allowedActions(snapshot.state);
         for (const button of [this.rollbackButton, this.cancelButton, this.deleteButton])
             button.disabled = !this.actions.online();
@@ -80,6 +81,13 @@ class SnapshotRow {
         this.rollbackButton.setAttribute("aria-label", `Roll back to “${name}”`);
         this.cancelButton.setAttribute("aria-label", `Cancel the rollback to “${name}”`);
         this.deleteButton.setAttribute("aria-label", `Delete “${name}”`);
+        // A state change hid the focused button (e.g. Cancel rollback once cancelled): keep the
+        // keyboard user on this row.
+        if (focused && (focused.hidden || focused.disabled)) {
+            const next = [this.rollbackButton, this.cancelButton, this.deleteButton].find(b => !b.hidden && !b.disabled);
+            if (next)
+                next.focus();
+        }
     }
 }
 

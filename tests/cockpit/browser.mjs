@@ -318,6 +318,7 @@ if (env("BUSY_VOLUME")) {
         await page.locator("#scheduled-notice").waitFor({ state: "visible" });
         const notice = await page.textContent("#scheduled-notice");
         check("rollback (scheduled): notice says it completes at next boot", /will complete at next boot/.test(notice), notice.trim());
+        check("rollback (scheduled): focus moves to Reboot now", await page.evaluate(() => document.activeElement.id) === "reboot-now");
         await busyRow.locator('.sb-badge:text("Rollback at next boot")').waitFor();
         const path = await busyRow.getAttribute("data-path");
         check("rollback (scheduled): the daemon's state is merge-scheduled", managedObjects()[path]?.State === "merge-scheduled");
@@ -374,8 +375,12 @@ if (env("BUSY_VOLUME")) {
 
     await step("cancel rollback", async () => {
         const path = await busyRow.getAttribute("data-path");
-        await busyRow.locator('button[data-action="cancel"]').click();
+        await busyRow.locator('button[data-action="cancel"]').focus();
+        await page.keyboard.press("Enter");
         await busyRow.locator('.sb-badge:text("Ready")').waitFor();
+        check("cancel rollback: focus stays on the row (its Roll back button)",
+              await page.evaluate(p => document.activeElement.dataset.action === "rollback" &&
+                                       document.activeElement.closest("tr").dataset.path === p, path));
         check("cancel rollback: the row is Ready again", true);
         check("cancel rollback: the daemon's state is active", managedObjects()[path]?.State === "active");
         check("cancel rollback: the next-boot notice is gone", await page.locator("#scheduled-notice").count() === 0);
@@ -419,6 +424,9 @@ await step("delete", async () => {
     await dialog.locator("button[data-action=confirm]").click();
     await page.locator(`#snapshot-rows tr[data-path="${path}"]`).waitFor({ state: "detached" });
     check("delete: the row is gone", true);
+    await dialog.waitFor({ state: "detached" });
+    check("delete: focus lands on a button, not lost", await page.evaluate(() => document.activeElement.tagName === "BUTTON"),
+          await page.evaluate(() => document.activeElement.outerHTML.slice(0, 80)));
     check("delete: the daemon no longer has the set", !(path in managedObjects()));
     await shot(page, "15-deleted");
 });
@@ -444,6 +452,8 @@ if (env("USER_URL")) {
         check("unauthorized: the refusal carries the D-Bus error name",
               await alert.getAttribute("data-error-name") === "org.snapback.Snapback1.Error.NotAuthorized");
         check("unauthorized: the dialog stays open with the error", await user.locator("#create-dialog").isVisible());
+        check("unauthorized: focus stays in the dialog, on Create", await user.evaluate(() =>
+            document.activeElement.closest("#create-dialog") !== null && document.activeElement.dataset.action === "confirm"));
         await user.screenshot({ path: `${ARTIFACTS}/17-unauthorized-create.png`, fullPage: true });
         await user.keyboard.press("Escape");
         check("unauthorized: no snapshot was created", !Object.values(managedObjects()).some(p => p.Description.endsWith("refused")));
