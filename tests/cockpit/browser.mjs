@@ -316,6 +316,7 @@ if (env("BUSY_VOLUME")) {
         await busyRow.locator('button[data-action="rollback"]').click();
         await page.locator("#rollback-dialog button[data-action=confirm]").click();
         await page.locator("#scheduled-notice").waitFor({ state: "visible" });
+        await page.locator("#rollback-dialog").waitFor({ state: "detached" });
         const notice = await page.textContent("#scheduled-notice");
         check("rollback (scheduled): notice says it completes at next boot", /will complete at next boot/.test(notice), notice.trim());
         check("rollback (scheduled): focus moves to Reboot now", await page.evaluate(() => document.activeElement.id) === "reboot-now");
@@ -388,6 +389,24 @@ if (env("BUSY_VOLUME")) {
     });
 } else {
     console.log("skip rollback (scheduled): no busy volume in this setup");
+}
+
+// A merge that fails (only the stand-in can fail one on demand): the failure reaches the person.
+if (env("FAILING_VOLUME")) {
+    await step("merge failure", async () => {
+        const description = `cockpit test ${stamp} failing`;
+        const row = await createSnapshot(page, description, [env("FAILING_VOLUME")], "11b-create-failing");
+        await row.locator('button[data-action="rollback"]').click();
+        await page.locator("#rollback-dialog button[data-action=confirm]").click();
+        await row.locator('.sb-state:text("Rollback failed")').waitFor();
+        await page.locator("#rollback-notice.sb-alert--danger").waitFor({ state: "visible" });
+        const notice = await page.textContent("#rollback-notice");
+        check("merge failure: a notice says which rollback failed, with the daemon's message",
+              notice.includes(`The rollback to “${description}” failed.`) && /read error on the COW/.test(notice), notice);
+        check("merge failure: the row offers Delete, not Roll back",
+              await row.locator('button[data-action="delete"]').isVisible() && await row.locator('button[data-action="rollback"]').isHidden());
+        await shot(page, "11c-merge-failed");
+    });
 }
 
 // ---------------------------------------------------------------------------------------------

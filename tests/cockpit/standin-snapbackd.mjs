@@ -21,9 +21,10 @@ const SNAPSHOT = "org.snapback.Snapback1.Snapshot";
 const ERROR = "org.snapback.Snapback1.Error.";
 const GiB = 1024 ** 3;
 
+// VOLUME:busy — rollbacks are "scheduled"; VOLUME:fail — merges stop halfway with an I/O error.
 const volumes = process.argv.slice(2).map(arg => {
     const [name, flag] = arg.split(":");
-    return { name, busy: flag === "busy" };
+    return { name, busy: flag === "busy", fail: flag === "fail" };
 });
 
 const bus = dbus.systemBus();
@@ -162,6 +163,13 @@ function runMerge(set) {
     const timer = setInterval(() => {
         step += 1;
         set.set({ MergeProgress: step / 5 });
+        const failing = set._Volumes.find(name => volumes.find(v => v.name === name).fail);
+        if (failing && step === 2) {
+            clearInterval(timer);
+            set.set({ State: "merge-failed" });
+            manager.MergeFinished(set.path, false, `read error on the COW of ${failing} at chunk 1234; the merge stopped and resumes when the daemon restarts`);
+            return;
+        }
         if (step === 5) {
             clearInterval(timer);
             manager.MergeFinished(set.path, true, `Merged ${set._Volumes.join(", ")}; the volumes hold the snapshot's content.`);
