@@ -276,7 +276,9 @@ fn read_file(path: &Path, offset: u64, len: usize) -> Vec<u8> {
 #[test]
 fn reopen_mid_merge_resumes_and_ends_with_the_snapshot_content() {
     let env = Env::new(&[("data", 48 * MIB)], 128 * MIB);
-    let slow = UserspaceOptions { merge_step_bytes: Some(64 * 1024), ..env.options() };
+    // One chunk per merge step: 2048 committed steps, so the merge is still running when the
+    // backend is shut down below, even on a fast machine.
+    let slow = UserspaceOptions { merge_step_bytes: Some(16 * 1024), ..env.options() };
     let backend = env.open_with(slow.clone());
     let device = device_of(&backend, "data");
     let original = pattern(32 << 20, 21);
@@ -302,8 +304,11 @@ fn reopen_mid_merge_resumes_and_ends_with_the_snapshot_content() {
         assert!(Instant::now() < deadline, "no merge progress: {info:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_millis(600));
-    assert!(events.lock().unwrap().contains(&BackendEvent::SnapshotChanged(set.id)), "progress reported");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !events.lock().unwrap().contains(&BackendEvent::SnapshotChanged(set.id)) {
+        assert!(Instant::now() < deadline, "progress not reported as SnapshotChanged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     backend.shutdown().unwrap();
     drop(backend);
 

@@ -10,9 +10,9 @@ use std::fmt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use super::dm::{DmControl, DmError};
 use super::stack::{self, CowSpec, SetMember, VolumeSpec};
@@ -20,8 +20,9 @@ use super::status::KernelSnapshotStatus;
 use super::table::{DevNum, OnFull, Segment};
 use crate::backend::{
     Backend, BackendError, BackendEvent, BackendKind, BackendResult, EventSink, PoolStatus,
-    RollbackOutcome, SnapshotId, SnapshotRequest, SnapshotSetInfo, SnapshotState, VolumeInfo,
+    RollbackOutcome, SnapshotId, SnapshotRequest, SnapshotSetInfo, VolumeInfo,
 };
+use crate::backend::sets::{self, lock, pool_error};
 use crate::config::Config;
 use crate::pool::{CowRecord, Pool, PoolError, Registry, SetState, SnapshotSetRecord, VolumeRecord};
 
@@ -38,21 +39,6 @@ pub const REQUIRED_TARGETS: [&str; 3] = ["snapshot", "snapshot-origin", "snapsho
 
 fn dm_error(e: DmError) -> BackendError {
     BackendError::Backend(e.to_string())
-}
-
-fn pool_error(err: PoolError) -> BackendError {
-    match err {
-        PoolError::NoSpace { .. } => BackendError::NoSpace(err.to_string()),
-        other => BackendError::Backend(other.to_string()),
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 /// Major and minor numbers of a block device node.
@@ -136,24 +122,11 @@ impl Inner {
     }
 
     fn record(&self, id: SnapshotId) -> BackendResult<SnapshotSetRecord> {
-        self.pool
-            .registry()
-            .set(id)
-            .cloned()
-            .ok_or_else(|| BackendError::NotFound(format!("no snapshot set with id {id}")))
+        sets::record(&self.pool, id)
     }
 
     fn set_state(&self, id: SnapshotId, state: SetState, message: Option<String>) -> BackendResult<()> {
-        self.pool
-            .update(|registry| {
-                let set = registry
-                    .set_mut(id)
-                    .ok_or_else(|| PoolError::Invalid(format!("snapshot set {id} vanished")))?;
-                set.state = state;
-                set.message = message;
-                Ok(())
-            })
-            .map_err(pool_error)
+        sets::set_state(&self.pool, id, state, message)
     }
 
     fn cow_spec(&self, registry: &Registry, id: SnapshotId, cow: &CowRecord) -> CowSpec {
@@ -238,22 +211,8 @@ impl Inner {
 
     fn info(&self, record: &SnapshotSetRecord) -> SnapshotSetInfo {
         let extent_bytes = self.pool.registry().extent_bytes;
-        SnapshotSetInfo {
-            id: record.id,
-            description: record.description.clone(),
-            created_us: record.created_us,
-            volumes: record.volumes(),
-            state: bus_state(record.state),
-            used_bytes: self.used_bytes(record),
-            size_bytes: record.extent_count() * extent_bytes,
-            merge_progress: if record.state == SetState::Merging {
-                lock(&self.progress).get(&record.id).copied().unwrap_or(0.0)
-            } else {
-                0.0
-            },
-            userdata: record.userdata.clone(),
-            important: record.important,
-        }
+        let progress = lock(&self.progress).get(&record.id).copied().unwrap_or(0.0);
+        sets::info(record, extent_bytes, self.used_bytes(record), progress)
     }
 
     /// One look at every set: merge progress and completion, invalidation, autoextend.
@@ -396,17 +355,6 @@ impl Inner {
     }
 }
 
-pub fn bus_state(state: SetState) -> SnapshotState {
-    match state {
-        SetState::Active => SnapshotState::Active,
-        SetState::Invalid => SnapshotState::Invalid,
-        SetState::Overflow => SnapshotState::Overflow,
-        SetState::MergeScheduled => SnapshotState::MergeScheduled,
-        SetState::Merging => SnapshotState::Merging,
-        SetState::MergeFailed => SnapshotState::MergeFailed,
-    }
-}
-
 /// Validates the configuration against this kernel and the pool, and records the volumes.
 fn open_inner(config: &Config, pool: Pool) -> BackendResult<Inner> {
     kernel_supported().map_err(BackendError::Backend)?;
@@ -430,7 +378,7 @@ fn open_inner(config: &Config, pool: Pool) -> BackendResult<Inner> {
             },
         );
     }
-    register_volumes(&pool, &records)?;
+    sets::register_volumes(&pool, &records)?;
     Ok(Inner {
         pool,
         pool_dev,
@@ -441,41 +389,6 @@ fn open_inner(config: &Config, pool: Pool) -> BackendResult<Inner> {
         progress: Mutex::new(BTreeMap::new()),
         stop: AtomicBool::new(false),
     })
-}
-
-/// Records the configured volumes; refuses a volume whose backing device changed while
-/// snapshots of it exist (their COWs describe the old device).
-fn register_volumes(pool: &Pool, records: &[VolumeRecord]) -> BackendResult<()> {
-    let registry = pool.registry();
-    let mut changed = false;
-    for record in records {
-        match registry.volume(&record.name) {
-            Some(known) if known == record => {}
-            Some(known) if registry.snapshot_sets.iter().any(|s| s.volumes().contains(&record.name)) => {
-                return Err(BackendError::Backend(format!(
-                    "volume {} was {} ({} bytes) when its snapshots were taken, now {} ({} bytes); \
-                     restore the configuration or delete its snapshots with the old one",
-                    record.name,
-                    known.backing.display(),
-                    known.size_bytes,
-                    record.backing.display(),
-                    record.size_bytes
-                )));
-            }
-            _ => changed = true,
-        }
-    }
-    if changed {
-        pool.update(|registry| {
-            for record in records {
-                registry.volumes.retain(|known| known.name != record.name);
-                registry.volumes.push(record.clone());
-            }
-            Ok(())
-        })
-        .map_err(pool_error)?;
-    }
-    Ok(())
 }
 
 fn block_size_bytes(path: &Path) -> BackendResult<u64> {
@@ -513,17 +426,11 @@ impl KernelBackend {
     }
 
     fn requested_volumes(&self, request: &SnapshotRequest) -> BackendResult<Vec<Volume>> {
-        let names: BTreeSet<String> = if request.volumes.is_empty() {
-            self.inner.volumes.values().filter(|v| v.auto).map(|v| v.spec.name.clone()).collect()
-        } else {
-            request.volumes.iter().cloned().collect()
-        };
-        if names.is_empty() {
-            return Err(BackendError::InvalidArgument(
-                "no volumes given and none is configured with auto = true".into(),
-            ));
-        }
-        names.iter().map(|n| self.inner.volume(n).cloned()).collect()
+        let configured = self.inner.volumes.values().map(|v| (v.spec.name.as_str(), v.auto));
+        sets::requested_volumes(request, configured)?
+            .iter()
+            .map(|name| self.inner.volume(name).cloned())
+            .collect()
     }
 }
 
@@ -538,23 +445,9 @@ impl Backend for KernelBackend {
             .volumes
             .values()
             .map(|volume| {
-                let states: Vec<SetState> = registry
-                    .snapshot_sets
-                    .iter()
-                    .filter(|s| s.volumes().contains(&volume.spec.name))
-                    .map(|s| s.state)
-                    .collect();
                 let path = volume.spec.device_path();
                 let present = path.exists();
-                let state = if states.contains(&SetState::Merging) {
-                    "merging"
-                } else if states.contains(&SetState::MergeScheduled) {
-                    "merge-scheduled"
-                } else if present {
-                    "active"
-                } else {
-                    "inactive"
-                };
+                let state = sets::volume_state(&registry, &volume.spec.name, present);
                 VolumeInfo {
                     name: volume.spec.name.clone(),
                     backing: volume.backing.clone(),
@@ -584,25 +477,12 @@ impl Backend for KernelBackend {
     }
 
     fn create_snapshot(&self, request: SnapshotRequest) -> BackendResult<SnapshotSetInfo> {
-        if request.cow_size_bytes == Some(0) {
-            return Err(BackendError::InvalidArgument("cow-size must be more than 0 bytes".into()));
-        }
         let volumes = self.requested_volumes(&request)?;
         let inner = &self.inner;
         let _ops = lock(&inner.ops);
         let registry = inner.pool.registry();
-        for volume in &volumes {
-            if let Some(set) = registry
-                .snapshot_sets
-                .iter()
-                .find(|s| s.state.rollback_pending() && s.volumes().contains(&volume.spec.name))
-            {
-                return Err(BackendError::Busy(format!(
-                    "volume {} has a rollback to snapshot {} pending or running; wait for it or cancel it",
-                    volume.spec.name, set.id
-                )));
-            }
-        }
+        let names: Vec<String> = volumes.iter().map(|v| v.spec.name.clone()).collect();
+        sets::refuse_if_rolling_back(&registry, &names)?;
         // Space first: a full pool fails before any device exists.
         let counts: Vec<u64> = volumes
             .iter()
@@ -635,27 +515,19 @@ impl Backend for KernelBackend {
         let record = SnapshotSetRecord {
             id,
             description: request.description.clone(),
-            created_us: now_us(),
+            created_us: sets::now_us(),
             userdata: request.userdata.clone(),
             important: request.important,
             state: SetState::Active,
             message: None,
             cows,
         };
-        let committed = inner.pool.update(|registry| {
-            if registry.next_snapshot_id != id {
-                return Err(PoolError::Invalid("registry changed while taking the snapshot".into()));
-            }
-            registry.next_snapshot_id += 1;
-            registry.snapshot_sets.push(record.clone());
-            Ok(())
-        });
-        if let Err(e) = committed {
+        if let Err(e) = sets::commit_new_set(&inner.pool, &record) {
             for member in &members {
                 let others = registry.snapshot_sets.iter().any(|s| s.volumes().contains(&member.volume.name));
                 let _ = stack::remove_snapshot(&inner.dm, member.volume, id, others);
             }
-            return Err(pool_error(e));
+            return Err(e);
         }
         Ok(inner.info(&record))
     }
@@ -664,31 +536,13 @@ impl Backend for KernelBackend {
         let inner = &self.inner;
         let _ops = lock(&inner.ops);
         let record = inner.record(id)?;
-        match record.state {
-            SetState::Invalid => {
-                return Err(BackendError::SnapshotInvalid(format!(
-                    "snapshot {id} is invalid ({}); it cannot be rolled back, only deleted",
-                    record.message.as_deref().unwrap_or("its COW filled up or failed")
-                )))
-            }
-            SetState::Merging => return Err(BackendError::AlreadyMerging(format!("snapshot {id} is already merging"))),
-            SetState::MergeScheduled => return Ok(RollbackOutcome::Scheduled),
-            SetState::Active | SetState::Overflow | SetState::MergeFailed => {}
+        if let Some(outcome) = sets::rollback_allowed(&inner.pool.registry(), &record)? {
+            return Ok(outcome);
         }
         let registry = inner.pool.registry();
         let mut busy = Vec::new();
         for name in record.volumes() {
             let volume = inner.volume(&name)?;
-            if let Some(other) = registry
-                .snapshot_sets
-                .iter()
-                .find(|s| s.id != id && s.state.rollback_pending() && s.volumes().contains(&name))
-            {
-                return Err(BackendError::AlreadyMerging(format!(
-                    "volume {name} is already rolling back to snapshot {}",
-                    other.id
-                )));
-            }
             if stack::origin_busy(&inner.dm, &volume.spec).map_err(dm_error)? {
                 busy.push(name);
             }
@@ -716,42 +570,24 @@ impl Backend for KernelBackend {
 
     fn cancel_rollback(&self, id: SnapshotId) -> BackendResult<()> {
         let _ops = lock(&self.inner.ops);
-        let record = self.inner.record(id)?;
-        match record.state {
-            SetState::MergeScheduled => {
-                self.inner.set_state(id, SetState::Active, None)?;
-                self.inner.emit(BackendEvent::SnapshotChanged(id));
-                Ok(())
-            }
-            SetState::Merging => Err(BackendError::AlreadyMerging(format!(
-                "the merge of snapshot {id} is running and cannot be cancelled; it finishes on its own"
-            ))),
-            _ => Err(BackendError::InvalidArgument(format!("snapshot {id} has no scheduled rollback"))),
-        }
+        sets::cancel_rollback(&self.inner.pool, id)?;
+        self.inner.emit(BackendEvent::SnapshotChanged(id));
+        Ok(())
     }
 
     fn delete(&self, id: SnapshotId) -> BackendResult<()> {
         let inner = &self.inner;
         let _ops = lock(&inner.ops);
         let record = inner.record(id)?;
-        if record.state.rollback_pending() {
-            return Err(BackendError::Busy(format!(
-                "snapshot {id} has a rollback pending or running; cancel it first, or wait for the merge to finish"
-            )));
-        }
+        sets::delete_allowed(&record)?;
         let registry = inner.pool.registry();
         for name in record.volumes() {
             let volume = inner.volume(&name)?;
             let others = registry.snapshot_sets.iter().any(|s| s.id != id && s.volumes().contains(&name));
             stack::remove_snapshot(&inner.dm, &volume.spec, id, others).map_err(dm_error)?;
         }
-        inner
-            .pool
-            .update(|registry| {
-                registry.snapshot_sets.retain(|s| s.id != id);
-                Ok(())
-            })
-            .map_err(pool_error)?;
+        sets::forget(&inner.pool, id)?;
+        tracing::info!(snapshot = id, "snapshot set deleted");
         inner.emit(BackendEvent::SnapshotRemoved(id));
         Ok(())
     }
@@ -763,18 +599,7 @@ impl Backend for KernelBackend {
         userdata: BTreeMap<String, String>,
     ) -> BackendResult<SnapshotSetInfo> {
         let _ops = lock(&self.inner.ops);
-        self.inner.record(id)?;
-        self.inner
-            .pool
-            .update(|registry| {
-                let set = registry.set_mut(id).ok_or_else(|| PoolError::Invalid(format!("set {id} vanished")))?;
-                if let Some(description) = description {
-                    set.description = description;
-                }
-                set.userdata.extend(userdata);
-                Ok(())
-            })
-            .map_err(pool_error)?;
+        sets::update_metadata(&self.inner.pool, id, description, userdata)?;
         self.inner.emit(BackendEvent::SnapshotChanged(id));
         Ok(self.inner.info(&self.inner.record(id)?))
     }

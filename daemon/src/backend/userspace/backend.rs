@@ -1,23 +1,24 @@
 //! `UserspaceBackend`: the `Backend` trait over the engine, FUSE and loop devices.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use super::fuse_fs::FuseMount;
 use super::loop_device;
 use super::merge;
 use super::monitor;
 use super::state::{lock, pool_error, Shared, UserspaceOptions};
+use crate::backend::sets;
 use super::volume::{Volume, CHUNK_SECTORS};
 use crate::backend::{
     Backend, BackendError, BackendEvent, BackendKind, BackendResult, EventSink, PoolStatus,
     RollbackOutcome, SnapshotId, SnapshotRequest, SnapshotSetInfo, VolumeInfo,
 };
 use crate::config::Config;
-use crate::pool::{CowRecord, ExtentIo, Pool, PoolError, SetState, SnapshotSetRecord, VolumeRecord};
+use crate::pool::{CowRecord, ExtentIo, Pool, SetState, SnapshotSetRecord, VolumeRecord};
 
 /// Bytes zeroed at the start of a new COW: the header chunk and the first metadata area.
 const COW_ZERO_BYTES: u64 = 2 * CHUNK_SECTORS as u64 * 512;
@@ -38,9 +39,6 @@ impl fmt::Debug for UserspaceBackend {
     }
 }
 
-fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
-}
 
 impl UserspaceBackend {
     /// Assembles every configured volume with default options.
@@ -108,69 +106,30 @@ impl UserspaceBackend {
 
     /// Picks the volumes of a new set.
     fn requested_volumes(&self, request: &SnapshotRequest) -> BackendResult<Vec<Arc<Volume>>> {
-        let names: BTreeSet<String> = if request.volumes.is_empty() {
-            self.shared.volumes.values().filter(|v| v.auto).map(|v| v.name.clone()).collect()
-        } else {
-            request.volumes.iter().cloned().collect()
-        };
-        if names.is_empty() {
-            return Err(BackendError::InvalidArgument(
-                "no volumes given and none is configured with auto = true".into(),
-            ));
-        }
-        names.iter().map(|name| self.shared.volume(name).cloned()).collect()
+        let configured = self.shared.volumes.values().map(|v| (v.name.as_str(), v.auto));
+        sets::requested_volumes(request, configured)?
+            .iter()
+            .map(|name| self.shared.volume(name).cloned())
+            .collect()
     }
 
-    fn cow_bytes(&self, volume: &Volume, request: &SnapshotRequest) -> BackendResult<u64> {
-        let bytes = request.cow_size_bytes.or(volume.cow_size).unwrap_or(volume.size_bytes / 10);
-        if request.cow_size_bytes == Some(0) {
-            return Err(BackendError::InvalidArgument("cow-size must be more than 0 bytes".into()));
-        }
-        Ok(bytes)
+    fn cow_bytes(volume: &Volume, request: &SnapshotRequest) -> u64 {
+        request.cow_size_bytes.or(volume.cow_size).unwrap_or(volume.size_bytes / 10)
     }
 }
 
 /// Records configured volumes in the registry; refuses a volume whose backing device changed
 /// while snapshots of it exist.
 fn register_volumes(pool: &Pool, volumes: &BTreeMap<String, Arc<Volume>>) -> BackendResult<()> {
-    let registry = pool.registry();
-    let mut changed = false;
-    for volume in volumes.values() {
-        match registry.volume(&volume.name) {
-            Some(known) if known.backing == volume.backing && known.size_bytes == volume.size_bytes => {}
-            Some(known) => {
-                let has_snapshots = registry.snapshot_sets.iter().any(|s| s.volumes().contains(&volume.name));
-                if has_snapshots {
-                    return Err(BackendError::Backend(format!(
-                        "volume {} was {} ({} bytes) when its snapshots were taken, now {} ({} bytes); \
-                         restore the configuration or delete its snapshots with the old one",
-                        volume.name,
-                        known.backing.display(),
-                        known.size_bytes,
-                        volume.backing.display(),
-                        volume.size_bytes
-                    )));
-                }
-                changed = true;
-            }
-            None => changed = true,
-        }
-    }
-    if changed {
-        pool.update(|registry| {
-            for volume in volumes.values() {
-                registry.volumes.retain(|known| known.name != volume.name);
-                registry.volumes.push(VolumeRecord {
-                    name: volume.name.clone(),
-                    backing: volume.backing.clone(),
-                    size_bytes: volume.size_bytes,
-                });
-            }
-            Ok(())
+    let records: Vec<VolumeRecord> = volumes
+        .values()
+        .map(|volume| VolumeRecord {
+            name: volume.name.clone(),
+            backing: volume.backing.clone(),
+            size_bytes: volume.size_bytes,
         })
-        .map_err(pool_error)?;
-    }
-    Ok(())
+        .collect();
+    sets::register_volumes(pool, &records)
 }
 
 /// Attaches every registered COW to its volume's origin. A COW that cannot be attached makes
@@ -256,22 +215,8 @@ impl Backend for UserspaceBackend {
             .volumes
             .values()
             .map(|volume| {
-                let states: Vec<SetState> = registry
-                    .snapshot_sets
-                    .iter()
-                    .filter(|set| set.volumes().contains(&volume.name))
-                    .map(|set| set.state)
-                    .collect();
                 let device = volume.device();
-                let state = if states.contains(&SetState::Merging) {
-                    "merging"
-                } else if states.contains(&SetState::MergeScheduled) {
-                    "merge-scheduled"
-                } else if device.is_some() {
-                    "active"
-                } else {
-                    "inactive"
-                };
+                let state = sets::volume_state(&registry, &volume.name, device.is_some());
                 VolumeInfo {
                     name: volume.name.clone(),
                     backing: volume.backing.clone(),
@@ -304,23 +249,13 @@ impl Backend for UserspaceBackend {
         let volumes = self.requested_volumes(&request)?;
         let _ops = lock(&self.shared.ops);
         let registry = self.shared.pool.registry();
-        for volume in &volumes {
-            if let Some(set) = registry
-                .snapshot_sets
-                .iter()
-                .find(|set| set.state.rollback_pending() && set.volumes().contains(&volume.name))
-            {
-                return Err(BackendError::Busy(format!(
-                    "volume {} has a rollback to snapshot {} pending or running; wait for it or cancel it",
-                    volume.name, set.id
-                )));
-            }
-        }
+        let names: Vec<String> = volumes.iter().map(|v| v.name.clone()).collect();
+        sets::refuse_if_rolling_back(&registry, &names)?;
         // 1. Pick every extent first: a full pool fails here, before anything changed.
         let counts = volumes
             .iter()
-            .map(|volume| Ok(self.cow_bytes(volume, &request)?.div_ceil(registry.extent_bytes).max(1)))
-            .collect::<BackendResult<Vec<u64>>>()?;
+            .map(|volume| Self::cow_bytes(volume, &request).div_ceil(registry.extent_bytes).max(1))
+            .collect::<Vec<u64>>();
         let picked = registry.pick_free_extents(&counts).map_err(pool_error)?;
         let all: Vec<u64> = picked.iter().flatten().copied().collect();
         // 2. Zero the COW starts so the engine makes new stores there.
@@ -361,7 +296,7 @@ impl Backend for UserspaceBackend {
         let record = SnapshotSetRecord {
             id,
             description: request.description.clone(),
-            created_us: now_us(),
+            created_us: sets::now_us(),
             userdata: request.userdata.clone(),
             important: request.important,
             state: SetState::Active,
@@ -376,19 +311,11 @@ impl Backend for UserspaceBackend {
                 })
                 .collect(),
         };
-        let committed = self.shared.pool.update(|registry| {
-            if registry.next_snapshot_id != id {
-                return Err(PoolError::Invalid("registry changed while taking the snapshot".into()));
-            }
-            registry.next_snapshot_id += 1;
-            registry.snapshot_sets.push(record.clone());
-            Ok(())
-        });
-        if let Err(err) = committed {
+        if let Err(err) = sets::commit_new_set(&self.shared.pool, &record) {
             for volume in &volumes {
                 let _ = volume.detach(id);
             }
-            return Err(pool_error(err));
+            return Err(err);
         }
         let names = record.volumes();
         self.publish_snapshot_files(id, &names);
@@ -399,30 +326,8 @@ impl Backend for UserspaceBackend {
     fn rollback(&self, id: SnapshotId) -> BackendResult<RollbackOutcome> {
         let _ops = lock(&self.shared.ops);
         let record = self.shared.record(id)?;
-        match record.state {
-            SetState::Invalid => {
-                return Err(BackendError::SnapshotInvalid(format!(
-                    "snapshot {id} is invalid ({}); it cannot be rolled back, only deleted",
-                    record.message.as_deref().unwrap_or("its COW filled up or failed")
-                )))
-            }
-            SetState::Merging => {
-                return Err(BackendError::AlreadyMerging(format!("snapshot {id} is already merging")))
-            }
-            SetState::MergeScheduled => return Ok(RollbackOutcome::Scheduled),
-            SetState::Active | SetState::Overflow | SetState::MergeFailed => {}
-        }
-        let registry = self.shared.pool.registry();
-        for name in record.volumes() {
-            let volume = self.shared.volume(&name)?;
-            if let Some(other) = registry.snapshot_sets.iter().find(|set| {
-                set.id != id && set.state.rollback_pending() && set.volumes().contains(&name)
-            }) {
-                return Err(BackendError::AlreadyMerging(format!(
-                    "volume {} is already rolling back to snapshot {}",
-                    volume.name, other.id
-                )));
-            }
+        if let Some(outcome) = sets::rollback_allowed(&self.shared.pool.registry(), &record)? {
+            return Ok(outcome);
         }
         // Busy = a volume's device is mounted or held exclusively: then the whole set waits
         // for the next assembly. Holding every device exclusively keeps it unmounted until the
@@ -460,49 +365,17 @@ impl Backend for UserspaceBackend {
 
     fn cancel_rollback(&self, id: SnapshotId) -> BackendResult<()> {
         let _ops = lock(&self.shared.ops);
-        let record = self.shared.record(id)?;
-        match record.state {
-            SetState::MergeScheduled => {
-                self.shared.set_state(id, SetState::Active, None)?;
-                tracing::info!(snapshot = id, "scheduled rollback cancelled");
-                self.shared.emit(BackendEvent::SnapshotChanged(id));
-                Ok(())
-            }
-            SetState::Merging => Err(BackendError::AlreadyMerging(format!(
-                "the merge of snapshot {id} is running and cannot be cancelled; it finishes on its own"
-            ))),
-            _ => Err(BackendError::InvalidArgument(format!("snapshot {id} has no scheduled rollback"))),
-        }
+        sets::cancel_rollback(&self.shared.pool, id)?;
+        self.shared.emit(BackendEvent::SnapshotChanged(id));
+        Ok(())
     }
 
     fn delete(&self, id: SnapshotId) -> BackendResult<()> {
         let _ops = lock(&self.shared.ops);
         let record = self.shared.record(id)?;
-        match record.state {
-            SetState::Merging => {
-                return Err(BackendError::Busy(format!(
-                    "snapshot {id} is merging; it is removed when the merge finishes"
-                )))
-            }
-            // Part of it is already merged: dropping the rest would leave the volumes half
-            // rolled back. The merge resumes with Rollback (and at every start).
-            SetState::MergeFailed => {
-                return Err(BackendError::Busy(format!(
-                    "the merge of snapshot {id} failed part way; deleting it would leave its volumes \
-                     half rolled back. Fix the cause ({}) and run Rollback again to finish it",
-                    record.message.as_deref().unwrap_or("see the log")
-                )))
-            }
-            _ => {}
-        }
+        sets::delete_allowed(&record)?;
         // Registry first: the extents are only reused after this (under the same lock).
-        self.shared
-            .pool
-            .update(|registry| {
-                registry.snapshot_sets.retain(|set| set.id != id);
-                Ok(())
-            })
-            .map_err(pool_error)?;
+        sets::forget(&self.shared.pool, id)?;
         for name in record.volumes() {
             self.shared.files.remove(&Self::snapshot_file_name(&name, id));
             if let Some(volume) = self.shared.volumes.get(&name) {
@@ -523,20 +396,7 @@ impl Backend for UserspaceBackend {
         userdata: BTreeMap<String, String>,
     ) -> BackendResult<SnapshotSetInfo> {
         let _ops = lock(&self.shared.ops);
-        self.shared.record(id)?;
-        self.shared
-            .pool
-            .update(|registry| {
-                let set = registry
-                    .set_mut(id)
-                    .ok_or_else(|| PoolError::Invalid(format!("snapshot set {id} vanished")))?;
-                if let Some(description) = description {
-                    set.description = description;
-                }
-                set.userdata.extend(userdata);
-                Ok(())
-            })
-            .map_err(pool_error)?;
+        sets::update_metadata(&self.shared.pool, id, description, userdata)?;
         self.shared.emit(BackendEvent::SnapshotChanged(id));
         Ok(self.shared.info(&self.shared.record(id)?))
     }

@@ -2,15 +2,16 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use super::fuse_fs::FileTable;
 use super::volume::Volume;
 use crate::backend::{
-    BackendError, BackendEvent, EventSink, SnapshotId, SnapshotSetInfo, SnapshotState,
+    BackendError, BackendEvent, EventSink, SnapshotId, SnapshotSetInfo,
 };
-use crate::pool::{Pool, PoolError, SetState, SnapshotSetRecord};
+pub use crate::backend::sets::{self, lock, pool_error};
+use crate::pool::{Pool, SetState, SnapshotSetRecord};
 
 /// Tunables of the userspace backend.
 #[derive(Debug, Clone)]
@@ -48,16 +49,7 @@ impl Default for UserspaceOptions {
     }
 }
 
-pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
-pub fn pool_error(err: PoolError) -> BackendError {
-    match err {
-        PoolError::NoSpace { .. } => BackendError::NoSpace(err.to_string()),
-        other => BackendError::Backend(other.to_string()),
-    }
-}
 
 /// Merge progress of one volume of a merging set.
 #[derive(Debug, Clone, Copy, Default)]
@@ -127,25 +119,12 @@ impl Shared {
     }
 
     pub fn record(&self, id: SnapshotId) -> Result<SnapshotSetRecord, BackendError> {
-        self.pool
-            .registry()
-            .set(id)
-            .cloned()
-            .ok_or_else(|| BackendError::NotFound(format!("no snapshot set with id {id}")))
+        sets::record(&self.pool, id)
     }
 
     /// Sets the state of set `id` in the registry (and its message).
     pub fn set_state(&self, id: SnapshotId, state: SetState, message: Option<String>) -> Result<(), BackendError> {
-        self.pool
-            .update(|registry| {
-                let set = registry
-                    .set_mut(id)
-                    .ok_or_else(|| PoolError::Invalid(format!("snapshot set {id} vanished")))?;
-                set.state = state;
-                set.message = message;
-                Ok(())
-            })
-            .map_err(pool_error)
+        sets::set_state(&self.pool, id, state, message)
     }
 
     pub fn merge_progress(&self, id: SnapshotId) -> f64 {
@@ -170,28 +149,6 @@ impl Shared {
             .filter_map(|cow| self.volumes.get(&cow.volume)?.figures(record.id))
             .map(|figures| figures.allocated_bytes)
             .sum();
-        SnapshotSetInfo {
-            id: record.id,
-            description: record.description.clone(),
-            created_us: record.created_us,
-            volumes: record.volumes(),
-            state: bus_state(record.state),
-            used_bytes,
-            size_bytes: record.extent_count() * extent_bytes,
-            merge_progress: if record.state == SetState::Merging { self.merge_progress(record.id) } else { 0.0 },
-            userdata: record.userdata.clone(),
-            important: record.important,
-        }
-    }
-}
-
-pub fn bus_state(state: SetState) -> SnapshotState {
-    match state {
-        SetState::Active => SnapshotState::Active,
-        SetState::Invalid => SnapshotState::Invalid,
-        SetState::Overflow => SnapshotState::Overflow,
-        SetState::MergeScheduled => SnapshotState::MergeScheduled,
-        SetState::Merging => SnapshotState::Merging,
-        SetState::MergeFailed => SnapshotState::MergeFailed,
+        sets::info(record, extent_bytes, used_bytes, self.merge_progress(record.id))
     }
 }
