@@ -65,3 +65,7 @@ wait_merged() {
     sleep 0.1; _t=$((_t + 1))
   done
 }
+
+# slow_device NAME DEV MS : /dev/mapper/NAME = DEV with every read and write delayed by MS ms
+# (dm-delay), e.g. to make a kernel merge last long enough to cut the power in the middle of it
+slow_device() { dm create "$1" --table "0 $(sectors "$2") delay $2 0 $3"; }

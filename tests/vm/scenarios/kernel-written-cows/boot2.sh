@@ -2,8 +2,8 @@
 # is cut half-way; host-after-boot2 keeps origin8-cut.img and cow8-cut.img as that state, for
 # the engine to finish (fixture kernel-cow-chunk8/mid-merge-*).
 . /in/expected.env
-echo 1 > /sys/module/dm_snapshot/parameters/snapshot_copy_throttle   # slow the copying down
-dm create merging --table "0 8192 snapshot-merge /dev/disk/origin8-cut /dev/disk/cow8-cut P 8"
+slow_device cow-slow /dev/disk/cow8-cut 100   # long enough a merge to cut the power in it
+dm create merging --table "0 8192 snapshot-merge /dev/disk/origin8-cut /dev/mapper/cow-slow P 8"
 start="$(dm status merging)"
 half=$(( (8176 + 40) / 2 ))   # cut once about half the chunks went back (status was 8176/10240 40)
 n=0
