@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared host-side helpers for build-initramfs, boot and run-all (sourced, not executed).
 
 die() { echo "VM HARNESS ERROR: $*" >&2; exit 2; }

@@ -57,6 +57,7 @@ majmin() { stat -L -c '%t:%T' "$1" | { IFS=: read -r a b; echo "$((0x$a)):$((0x$
 wait_merged() {
   _t=0
   while :; do
+    # shellcheck disable=SC2046 # the status line split into fields on purpose
     set -- "$1" "${2:-300}" $(dm status "$1")
     # status: start len snapshot-merge allocated/total metadata
     _alloc="${6%/*}"; _meta="$7"

@@ -44,7 +44,7 @@ mkdir -p /out; cp /tmp/before2.sums /out/
 snapbackctl snapshot --json -d "second" data logs > /tmp/snap2.json
 set2="$(set_id /tmp/snap2.json)"
 check_eq set-of-two-volumes "2" "$(grep -o '"logs"\|"data"' /tmp/snap2.json | sort -u | wc -l)"
-check list-shows-the-set sh -c "snapbackctl list --json | grep -Eq '\"id\": *$set2[,} ]'"
+check list-shows-the-set sh -c "snapbackctl list --json | grep -Eq '\"id\": *${set2}[,} ]'"
 figure daemon-snapshot-set-of-2-suspended "$(($(last_suspended_us) / 1000))" ms
 umount /mnt2
 
