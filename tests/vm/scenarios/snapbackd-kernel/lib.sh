@@ -6,11 +6,12 @@ BUS=org.snapback.Snapback1
 MGR=/org/snapback/Snapback1
 SNAP=/org/snapback/Snapback1/snapshot
 
+# write_config [POOL-DEVICE] : the administrator's /etc/snapback/snapback.toml
 write_config() {
   mkdir -p /etc/snapback
   cat > /etc/snapback/snapback.toml <<EOC
 [pool]
-path = "/dev/disk/pool"
+path = "${1:-/dev/disk/pool}"
 
 [[volume]]
 name = "root"
