@@ -490,11 +490,14 @@ impl PersistentStore {
             if self.current_area == 0 {
                 return Ok(Vec::new());
             }
-            self.current_area -= 1;
+            // Read first, move after: a failed read leaves the position as it was, so a
+            // retry reads the same area again instead of merging nothing forever.
+            let previous = self.current_area - 1;
             let mut area = vec![0u8; self.chunk_bytes as usize];
             self.cow
-                .read_at(&mut area, self.area_offset(self.current_area))
+                .read_at(&mut area, self.area_offset(previous))
                 .map_err(io_err("reading a metadata area to merge"))?;
+            self.current_area = previous;
             self.area = area;
             self.current_committed = self.epa;
         }

@@ -220,6 +220,32 @@ fn failed_merge_copy_resumes() {
 }
 
 #[test]
+fn failed_read_of_the_previous_metadata_area_is_retried_not_skipped() {
+    // 300 exceptions: area 0 full (256 entries), area 1 holds 44. The merge empties area 1,
+    // then must read area 0 back; that read fails once.
+    let (dev, o, cow, id, initial) = setup(300, 320);
+    o.write(0, &vec![7u8; 300 * CHUNK]).unwrap();
+    o.start_merge(id).unwrap();
+    o.set_merge_step_bytes(44 * CHUNK as u64);
+    let first = o.merge_step().unwrap();
+    assert_eq!(first.chunks_left, 256, "area 1 merged in one step");
+    cow.fail_nth_read(1);
+    assert!(o.merge_step().is_err(), "the area read fails");
+    o.start_merge(id).unwrap();
+    o.set_merge_step_bytes(64 * CHUNK as u64);
+    let mut steps = 0;
+    loop {
+        let progress = o.merge_step().unwrap();
+        if progress.finished {
+            break;
+        }
+        steps += 1;
+        assert!(steps < 100, "the merge makes no progress: {progress:?}");
+    }
+    assert_eq!(dev.current_bytes(), initial, "every chunk of area 0 was merged too");
+}
+
+#[test]
 fn merge_crashing_at_every_instant_resumes_to_the_same_end() {
     for crash_after in 0..40 {
         let (dev, o, cow, id, initial) = setup(16, 64);
