@@ -353,6 +353,31 @@ fn full_pool_is_no_space_with_nothing_half_made() {
 }
 
 #[test]
+fn rollback_of_a_cow_invalidated_before_the_monitor_saw_it_is_refused_and_marked_invalid() {
+    let env = Env::new(&[("vol", 64 * MIB)], 128 * MIB);
+    // The monitor never runs in this test: only the rollback itself can notice.
+    let options = UserspaceOptions {
+        autoextend_threshold: 2.0,
+        monitor_interval: Duration::from_secs(3600),
+        ..env.options()
+    };
+    let backend = env.open_with(options);
+    let device = device_of(&backend, "vol");
+    let set = backend
+        .create_snapshot(SnapshotRequest { cow_size_bytes: Some(4 * MIB), ..SnapshotRequest::default() })
+        .unwrap();
+    let data = pattern(8 << 20, 6);
+    write_device(&device, 0, &data);
+    assert!(matches!(backend.rollback(set.id), Err(BackendError::SnapshotInvalid(_))));
+    let info = backend.snapshot(set.id).unwrap();
+    assert_eq!(info.state, SnapshotState::Invalid, "not left merging: {info:?}");
+    assert_eq!(backend.volumes()[0].state, "active");
+    assert!(read_file(Path::new(&device), 0, 8 << 20) == data, "the volume keeps its writes");
+    backend.delete(set.id).unwrap();
+    backend.shutdown().unwrap();
+}
+
+#[test]
 fn full_cow_grows_or_invalidates_and_the_volume_keeps_working() {
     let env = Env::new(&[("vol", 64 * MIB)], 128 * MIB);
     // no autoextend: a full COW invalidates the snapshot

@@ -189,6 +189,16 @@ fn start_merges(shared: &Arc<Shared>, id: SnapshotId) -> BackendResult<()> {
         .iter()
         .map(|name| shared.volume(name).cloned())
         .collect::<BackendResult<_>>()?;
+    // A set never rolls back halfway: every member must be mergeable before any merge starts.
+    // The engine may have invalidated a COW the monitor has not reported yet.
+    if let Some(volume) = volumes.iter().find(|v| v.figures(id).is_some_and(|f| f.invalid)) {
+        let message = format!("the snapshot of volume {} filled up or failed", volume.name);
+        shared.set_state(id, SetState::Invalid, Some(message.clone()))?;
+        shared.emit(BackendEvent::SnapshotChanged(id));
+        return Err(BackendError::SnapshotInvalid(format!(
+            "snapshot {id} is invalid ({message}); it cannot be rolled back, only deleted"
+        )));
+    }
     if record.state != SetState::Merging {
         shared.set_state(id, SetState::Merging, None)?;
     }
@@ -197,7 +207,13 @@ fn start_merges(shared: &Arc<Shared>, id: SnapshotId) -> BackendResult<()> {
             Ok(()) => {}
             // Resuming after a failure or restart: the engine may already be merging it.
             Err(BackendError::AlreadyMerging(_)) if record.state.rollback_pending() || record.state == SetState::MergeFailed => {}
-            Err(err) => return Err(err),
+            Err(err) => {
+                // Whatever started is resumed by the next Rollback or start (merge-failed
+                // keeps the set, and Delete refuses a half-merged set).
+                let _ = shared.set_state(id, SetState::MergeFailed, Some(err.to_string()));
+                shared.emit(BackendEvent::SnapshotChanged(id));
+                return Err(err);
+            }
         }
     }
     merge::spawn(shared, id, volumes);
