@@ -540,6 +540,19 @@ impl Backend for KernelBackend {
             return Ok(outcome);
         }
         let registry = inner.pool.registry();
+        // The kernel may have invalidated a COW the monitor has not reported yet: a set with
+        // an invalid member is never merged (nor scheduled), not even in part.
+        for name in record.volumes() {
+            let volume = inner.volume(&name)?;
+            if let Ok(KernelSnapshotStatus::Invalid) = stack::snapshot_status(&inner.dm, &volume.spec, id) {
+                let message = format!("the snapshot of volume {name} filled up or failed");
+                inner.set_state(id, SetState::Invalid, Some(message.clone()))?;
+                inner.emit(BackendEvent::SnapshotChanged(id));
+                return Err(BackendError::SnapshotInvalid(format!(
+                    "snapshot {id} is invalid ({message}); it cannot be rolled back, only deleted"
+                )));
+            }
+        }
         let mut busy = Vec::new();
         for name in record.volumes() {
             let volume = inner.volume(&name)?;
