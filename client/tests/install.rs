@@ -12,14 +12,27 @@ use common::{bin_dir, repo, run_ok};
 
 /// Every file `tools/install --prefix /usr` installs, besides the per-subcommand man pages.
 const EXPECTED: &[&str] = &[
+    "/etc/dnf/libdnf5-plugins/actions.d/snapback.actions",
+    "/etc/dnf/plugins/snapback.conf",
     "/etc/snapback/snapback.toml.example",
     "/usr/bin/snapbackctl",
     "/usr/lib/dracut/modules.d/90snapback/module-setup.sh",
     "/usr/lib/dracut/modules.d/90snapback/snapback-activate.sh",
+    "/usr/lib/python3/site-packages/dnf-plugins/snapback.py",
     "/usr/lib/systemd/system/snapback-activate.service",
     "/usr/lib/systemd/system/snapbackd.service",
+    "/usr/libexec/snapback/snapback-dnf5",
     "/usr/libexec/snapbackd",
     "/usr/share/bash-completion/completions/snapbackctl",
+    "/usr/share/cockpit/snapback/index.html",
+    "/usr/share/cockpit/snapback/js/client.js",
+    "/usr/share/cockpit/snapback/js/dialogs.js",
+    "/usr/share/cockpit/snapback/js/errors.js",
+    "/usr/share/cockpit/snapback/js/format.js",
+    "/usr/share/cockpit/snapback/js/main.js",
+    "/usr/share/cockpit/snapback/js/view.js",
+    "/usr/share/cockpit/snapback/manifest.json",
+    "/usr/share/cockpit/snapback/snapback.css",
     "/usr/share/dbus-1/system-services/org.snapback.Snapback1.service",
     "/usr/share/dbus-1/system.d/org.snapback.Snapback1.conf",
     "/usr/share/fish/vendor_completions.d/snapbackctl.fish",
@@ -68,6 +81,8 @@ fn install(prefix: &str, destdir: &Path, bins: &Path) -> Vec<String> {
     let out = run_ok(
         Command::new(repo().join("tools/install"))
             .args(["--no-build", "--list", "--prefix", prefix])
+            .arg("--python-sitelib")
+            .arg(format!("{prefix}/lib/python3/site-packages"))
             .arg(format!("DESTDIR={}", destdir.display()))
             .arg("--bin-dir")
             .arg(bins),
@@ -98,6 +113,7 @@ fn installs_the_expected_files_into_destdir() {
         let mode = std::fs::metadata(dest.join(&file[1..])).unwrap().permissions().mode() & 0o777;
         let executable = file == "/usr/bin/snapbackctl"
             || file == "/usr/libexec/snapbackd"
+            || file == "/usr/libexec/snapback/snapback-dnf5"
             || file.starts_with("/usr/lib/dracut/");
         let want = if executable { 0o755 } else { 0o644 };
         assert_eq!(mode, want, "{file}: mode {mode:o}");
