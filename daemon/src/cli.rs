@@ -147,6 +147,7 @@ fn open_backend(kind: BackendKind, config: &Config, pool: Pool) -> Result<Arc<dy
         BackendKind::Userspace => {
             let options = UserspaceOptions {
                 merge_step_bytes: testing_merge_step_bytes(),
+                merge_step_pause: testing_merge_step_pause(),
                 ..UserspaceOptions::default()
             };
             Arc::new(
@@ -156,6 +157,18 @@ fn open_backend(kind: BackendKind, config: &Config, pool: Pool) -> Result<Arc<dy
         }
     };
     Ok(opened)
+}
+
+/// Tests slow merges down further with a pause after every step, so that "while it merges"
+/// does not depend on how fast the machine flushes: `SNAPBACK_TEST_MERGE_STEP_PAUSE_MS`,
+/// honoured only together with `SNAPBACK_TESTING=1`.
+fn testing_merge_step_pause() -> Option<std::time::Duration> {
+    if std::env::var_os("SNAPBACK_TESTING").is_none_or(|v| v != "1") {
+        return None;
+    }
+    let ms: u64 = std::env::var("SNAPBACK_TEST_MERGE_STEP_PAUSE_MS").ok()?.parse().ok()?;
+    tracing::warn!("testing: {ms} ms pause after every merge step (SNAPBACK_TEST_MERGE_STEP_PAUSE_MS)");
+    Some(std::time::Duration::from_millis(ms))
 }
 
 /// Tests slow merges down (small steps, each one committed) to act while one runs:

@@ -278,7 +278,11 @@ fn reopen_mid_merge_resumes_and_ends_with_the_snapshot_content() {
     let env = Env::new(&[("data", 48 * MIB)], 128 * MIB);
     // One chunk per merge step: 2048 committed steps, so the merge is still running when the
     // backend is shut down below, even on a fast machine.
-    let slow = UserspaceOptions { merge_step_bytes: Some(16 * 1024), ..env.options() };
+    let slow = UserspaceOptions {
+        merge_step_bytes: Some(16 * 1024),
+        merge_step_pause: Some(Duration::from_millis(2)),
+        ..env.options()
+    };
     let backend = env.open_with(slow.clone());
     let device = device_of(&backend, "data");
     let original = pattern(32 << 20, 21);
@@ -616,7 +620,11 @@ fn leftovers_of_a_crashed_daemon_are_cleaned_up_at_open() {
 fn the_volume_stays_usable_during_an_online_merge() {
     let env = Env::new(&[("vol", 32 * MIB)], 64 * MIB);
     // one chunk per step: slow enough that the reads and writes below happen mid-merge
-    let options = UserspaceOptions { merge_step_bytes: Some(16 * 1024), ..env.options() };
+    let options = UserspaceOptions {
+        merge_step_bytes: Some(16 * 1024),
+        merge_step_pause: Some(Duration::from_millis(2)),
+        ..env.options()
+    };
     let backend = env.open_with(options);
     let device = device_of(&backend, "vol");
     let original = pattern(16 << 20, 81);
@@ -634,7 +642,8 @@ fn the_volume_stays_usable_during_an_online_merge() {
     write_device(&device, 3 * MIB, &late);
     write_device(&device, 20 * MIB, &late);
     match backend.snapshot(set.id) {
-        Ok(info) => assert!(info.state == SnapshotState::Merging && info.merge_progress < 1.0, "{info:?}"),
+        // all chunks may be merged already while the set is being removed: still "merging"
+        Ok(info) => assert!(info.state == SnapshotState::Merging, "{info:?}"),
         // a machine with very fast flushes may finish first; the content checks still hold
         Err(_) => eprintln!("warning: the merge finished before the mid-merge writes were done"),
     }

@@ -228,7 +228,10 @@ impl Fixture {
             command.env(key, value);
         }
         if let Some(bytes) = self.options.merge_step_bytes {
+            // Small steps plus a pause after each: the merge lasts seconds even where flushes
+            // are nearly free, so tests can act while it runs.
             command.env("SNAPBACK_TEST_MERGE_STEP_BYTES", bytes.to_string());
+            command.env("SNAPBACK_TEST_MERGE_STEP_PAUSE_MS", "5");
         }
         let child = command.spawn().unwrap();
         self.daemon = Some(child);

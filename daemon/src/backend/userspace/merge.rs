@@ -105,7 +105,10 @@ fn step_until_done(shared: &Shared, id: SnapshotId, volume: &Volume) -> Outcome 
         }
         last_left = Some(step.chunks_left);
         // Let waiting volume I/O in between steps (a step holds the origin's state lock).
-        thread::yield_now();
+        match shared.options.merge_step_pause {
+            Some(pause) => thread::sleep(pause),
+            None => thread::yield_now(),
+        }
         if last_report.elapsed() >= PROGRESS_EVERY {
             last_report = Instant::now();
             shared.emit(BackendEvent::SnapshotChanged(id));

@@ -31,6 +31,9 @@ pub struct UserspaceOptions {
     pub snapshot_files: bool,
     /// Bytes one merge step copies (None: the engine's default).
     pub merge_step_bytes: Option<u64>,
+    /// A pause after every merge step, for tests that must act while a merge runs however
+    /// fast the machine's flushes are (None in production).
+    pub merge_step_pause: Option<Duration>,
 }
 
 impl Default for UserspaceOptions {
@@ -45,6 +48,7 @@ impl Default for UserspaceOptions {
             autoextend_fraction: 0.2,
             snapshot_files: true,
             merge_step_bytes: None,
+            merge_step_pause: None,
         }
     }
 }
