@@ -13,7 +13,8 @@ mkdir -p /tmp/keep
 manifest /mnt/root > /tmp/keep/root-v1; manifest /mnt/var > /tmp/keep/var-v1
 
 start_bus
-check start-daemon start_daemon
+start_daemon
+check start-daemon owns_name
 check_eq backend-property 's "kernel"' "$(busctl get-property $BUS $MGR $BUS.Manager Backend)"
 
 # (a) idle rollback of root
@@ -26,7 +27,7 @@ umount /mnt/root
 check_eq rollback-idle-merges 's "merging"' "$(busctl call $BUS $MGR $BUS.Manager Rollback 'oa{sv}' $SNAP/1 0)"
 check merge-a-finishes wait_gone 1 120
 check_eq after-merge-root-is-linear linear "$(target_of root)"
-check no-leftover-devices sh -c "! dm ls | grep -q 'snapback-root-'"
+check no-leftover-devices no_device 'snapback-root-'
 mount_vol root
 check_eq idle-rollback-tree-exact "$(cat /tmp/keep/root-v1)" "$(manifest /mnt/root)"
 

@@ -9,7 +9,8 @@ check_eq cancel-kept-upgraded-root "$(cat /tmp/keep/root-v2)" "$(manifest /mnt/r
 check_eq cancel-kept-upgraded-var "$(cat /tmp/keep/var-v2)" "$(manifest /mnt/var)"
 umount /mnt/var   # one busy and one idle volume: the set is still scheduled as a whole
 start_bus
-check start-daemon start_daemon
+start_daemon
+check start-daemon owns_name
 check_eq state-active-after-reboot active "$(state 2)"
 check_eq rollback-scheduled-again 's "scheduled"' "$(busctl call $BUS $MGR $BUS.Manager Rollback 'oa{sv}' $SNAP/2 0)"
 check_eq var-not-merged-alone snapshot-origin "$(target_of var)"

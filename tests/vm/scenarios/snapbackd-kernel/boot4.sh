@@ -13,14 +13,15 @@ check upgrade-added-file-gone-after-resume test ! -e /mnt/root/usr/lib/app/libne
 umount /mnt/root /mnt/var
 t0=$(now_ns)
 start_bus
-check start-daemon start_daemon
+start_daemon
+check start-daemon owns_name
 check merge-finishes wait_gone 2 400
 t1=$(now_ns)
 figure merge-rest-sectors "$left" sectors
 figure merge-rest-ms-behind-200ms-delay $(((t1 - t0) / 1000000)) ms
 check_eq root-linear linear "$(target_of root)"
 check_eq var-linear linear "$(target_of var)"
-check no-leftover-devices sh -c "! dm ls | grep -Eq 'snapback-(root|var)-'"
+check no-leftover-devices no_device 'snapback-(root|var)-'
 stop_daemon
 mount_vol root; mount_vol var
 check_eq root-tree-exact "$(cat /tmp/keep/root-v1)" "$(manifest /mnt/root)"

@@ -33,21 +33,29 @@ start_bus() {
   n=0; while [ ! -S /run/dbus/system_bus_socket ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
 }
 
+# start_daemon : snapbackd on the kernel backend, in this shell (not under `check`, whose
+# command substitution is a subshell that would lose DAEMON_PID); then `check NAME owns_name`.
 start_daemon() {
   SNAPBACK_TESTING=1 snapbackd --config /etc/snapback/snapback.toml --backend kernel --no-polkit \
-    >/tmp/snapbackd.log 2>&1 &
+    >>/tmp/snapbackd.log 2>&1 &
   DAEMON_PID=$!
+}
+
+# owns_name : waits until the daemon started last owns org.snapback.Snapback1 (it checks the
+# name is free before touching any volume, so a second instance exits instead)
+owns_name() {
   n=0
   while ! busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
-      NameHasOwner s $BUS 2>/dev/null | grep -q true; do
+      GetConnectionUnixProcessID s $BUS 2>/dev/null | grep -qx "u $DAEMON_PID"; do
+    kill -0 "$DAEMON_PID" 2>/dev/null || { echo "snapbackd exited"; tail -n 20 /tmp/snapbackd.log; return 1; }
     sleep 0.2; n=$((n + 1))
     [ $n -lt 300 ] || { echo "snapbackd did not take its name"; tail -n 20 /tmp/snapbackd.log; return 1; }
   done
 }
 
 stop_daemon() {
-  kill -TERM "$DAEMON_PID" 2>/dev/null || true
-  wait "$DAEMON_PID" 2>/dev/null || true
+  kill -TERM "$DAEMON_PID"
+  wait "$DAEMON_PID" || true
   mkdir -p /out; cp /tmp/snapbackd.log "/out/snapbackd-$(date +%s).log" 2>/dev/null || true
 }
 
@@ -103,6 +111,13 @@ upgrade() {
   rm "$1/usr/bin/libbig-link"; ln -s ../lib/app/libnew.so "$1/usr/bin/libbig-link"
   sync
 }
+
+# no_device REGEX / has_device REGEX : over `dmsetup ls`, failing if dmsetup itself fails
+no_device() { _ls="$(dm ls)" || return 1; ! echo "$_ls" | grep -Eq "$1"; }
+has_device() { _ls="$(dm ls)" || return 1; echo "$_ls" | grep -Eq "$1"; }
+# not_suspended NAME : the device is live (a failed transition must never leave it suspended)
+not_suspended() { dm info "$1" | grep -Eq 'State: +ACTIVE'; }
+no_object() { ! busctl get-property $BUS "$1" $BUS.Snapshot State >/dev/null 2>&1; }
 
 mount_vol() { mkdir -p "/mnt/$1"; mount -t ext4 "/dev/mapper/snapback-$1" "/mnt/$1"; }
 target_of() { dm table "snapback-$1" | awk '{print $3}'; }
