@@ -7,8 +7,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{
-    BackendError, BackendResult, RollbackOutcome, SnapshotId, SnapshotRequest, SnapshotSetInfo,
-    SnapshotState,
+    BackendError, BackendResult, PoolStatus, RollbackOutcome, SnapshotId, SnapshotRequest,
+    SnapshotSetInfo, SnapshotState,
 };
 use crate::pool::{Pool, PoolError, Registry, SetState, SnapshotSetRecord, VolumeRecord};
 
@@ -40,6 +40,11 @@ pub fn bus_state(state: SetState) -> SnapshotState {
         SetState::Merging => SnapshotState::Merging,
         SetState::MergeFailed => SnapshotState::MergeFailed,
     }
+}
+
+/// The pool figures of `Status`.
+pub fn pool_status(pool: &Pool) -> PoolStatus {
+    PoolStatus { path: pool.path().to_path_buf(), size_bytes: pool.size_bytes(), used_bytes: pool.used_bytes() }
 }
 
 pub fn record(pool: &Pool, id: SnapshotId) -> BackendResult<SnapshotSetRecord> {

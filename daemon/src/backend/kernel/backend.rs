@@ -461,11 +461,7 @@ impl Backend for KernelBackend {
     }
 
     fn pool(&self) -> PoolStatus {
-        PoolStatus {
-            path: self.inner.pool.path().to_path_buf(),
-            size_bytes: self.inner.pool.size_bytes(),
-            used_bytes: self.inner.pool.used_bytes(),
-        }
+        sets::pool_status(&self.inner.pool)
     }
 
     fn snapshots(&self) -> Vec<SnapshotSetInfo> {

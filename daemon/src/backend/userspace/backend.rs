@@ -246,11 +246,7 @@ impl Backend for UserspaceBackend {
     }
 
     fn pool(&self) -> PoolStatus {
-        PoolStatus {
-            path: self.shared.pool.path().to_path_buf(),
-            size_bytes: self.shared.pool.size_bytes(),
-            used_bytes: self.shared.pool.used_bytes(),
-        }
+        sets::pool_status(&self.shared.pool)
     }
 
     fn snapshots(&self) -> Vec<SnapshotSetInfo> {
