@@ -149,13 +149,14 @@ impl Inner {
     fn assemble_all(&self) -> BackendResult<()> {
         let registry = self.pool.registry();
         self.remove_strays(&registry);
+        let deferred = self.deferred_rollbacks(&registry)?;
         for (name, volume) in &self.volumes {
             let mut snapshots = Vec::new();
             let mut merging = None;
             for set in &registry.snapshot_sets {
                 let Some(cow) = set.cows.iter().find(|c| &c.volume == name) else { continue };
                 let spec = self.cow_spec(&registry, set.id, cow);
-                if set.state.rollback_pending() {
+                if set.state.rollback_pending() && !deferred.contains(&set.id) {
                     merging = Some(spec);
                 } else {
                     snapshots.push(spec);
@@ -165,11 +166,38 @@ impl Inner {
                 .map_err(dm_error)?;
             tracing::info!(volume = %name, device = %device.display(), merging = merging.is_some(), "volume assembled");
         }
-        for set in registry.snapshot_sets.iter().filter(|s| s.state == SetState::MergeScheduled) {
-            self.set_state(set.id, SetState::Merging, None)?;
-            tracing::info!(snapshot = set.id, "pending rollback started");
+        for set in registry.snapshot_sets.iter().filter(|s| s.state.rollback_pending()) {
+            let wanted = if deferred.contains(&set.id) { SetState::MergeScheduled } else { SetState::Merging };
+            if set.state != wanted {
+                self.set_state(set.id, wanted, None)?;
+            }
+            if wanted == SetState::Merging {
+                tracing::info!(snapshot = set.id, "pending rollback started");
+            } else {
+                tracing::warn!(snapshot = set.id, "a volume of the set is in use: its rollback stays scheduled for the next boot");
+            }
         }
         Ok(())
+    }
+
+    /// Pending rollbacks that must not start now: the daemon restarting while a volume of the
+    /// set is mounted (and not already merging) would change data under a mounted filesystem.
+    /// A set is deferred as a whole, so it never rolls back halfway. At boot (`activate`) no
+    /// volume exists yet, so nothing is deferred.
+    fn deferred_rollbacks(&self, registry: &Registry) -> BackendResult<BTreeSet<SnapshotId>> {
+        let mut deferred = BTreeSet::new();
+        for set in registry.snapshot_sets.iter().filter(|s| s.state.rollback_pending()) {
+            for cow in &set.cows {
+                let volume = self.volume(&cow.volume)?;
+                let busy = stack::origin_busy(&self.dm, &volume.spec).map_err(dm_error)?;
+                let merging = stack::origin_target(&self.dm, &volume.spec).map_err(dm_error)?.as_deref()
+                    == Some("snapshot-merge");
+                if busy && !merging {
+                    deferred.insert(set.id);
+                }
+            }
+        }
+        Ok(deferred)
     }
 
     /// Removes dm devices of this pool that the registry does not know (left by a crash

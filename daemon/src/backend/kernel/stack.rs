@@ -332,6 +332,16 @@ pub fn grow_cow(dm: &DmControl, volume: &VolumeSpec, cow: &CowSpec) -> DmResult<
     dm.reload(&volume.name(Role::Cow(cow.id)), &table::concatenation(cow.pool, &cow.segments))
 }
 
+/// The target type of the device users mount (`linear`, `snapshot-origin`,
+/// `snapshot-merge`), or None when it does not exist.
+pub fn origin_target(dm: &DmControl, volume: &VolumeSpec) -> DmResult<Option<String>> {
+    let origin = volume.name(Role::Origin);
+    if dm.find(&origin)?.is_none() {
+        return Ok(None);
+    }
+    Ok(dm.table(&origin)?.first().map(|line| line.2.clone()))
+}
+
 /// Whether anyone holds the volume's device open (mounted, or open by a process).
 pub fn origin_busy(dm: &DmControl, volume: &VolumeSpec) -> DmResult<bool> {
     Ok(dm.find(&volume.name(Role::Origin))?.is_some_and(|info| info.open_count > 0))

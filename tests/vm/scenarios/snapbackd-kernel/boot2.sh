@@ -14,5 +14,13 @@ check start-daemon owns_name
 check_eq state-active-after-reboot active "$(state 2)"
 check_eq rollback-scheduled-again 's "scheduled"' "$(busctl call $BUS $MGR $BUS.Manager Rollback 'oa{sv}' $SNAP/2 0)"
 check_eq var-not-merged-alone snapshot-origin "$(target_of var)"
+# snapbackd restarting while "/" is mounted must not start the merge under the filesystem
+stop_daemon
+start_daemon
+check restart-with-root-mounted owns_name
+check_eq restart-leaves-root-unmerged snapshot-origin "$(target_of root)"
+check_eq restart-leaves-var-unmerged snapshot-origin "$(target_of var)"
+check_eq restart-keeps-it-scheduled merge-scheduled "$(state 2)"
+check_eq root-unchanged-after-restart "$(cat /tmp/keep/root-v2)" "$(manifest /mnt/root)"
 stop_daemon
 umount /mnt/root
