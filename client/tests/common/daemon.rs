@@ -51,30 +51,9 @@ fn open_bus_config(socket: &Path) -> String {
 /// The system bus's default policy (as Debian's system.conf) plus the project's
 /// `systemd/snapback-dbus.conf`: what a real system bus enforces.
 fn project_bus_config(socket: &Path) -> String {
-    format!(
-        r#"<busconfig>
-  <type>system</type>
-  <listen>unix:path={}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-  </policy>
-  <include>{}</include>
-</busconfig>
-"#,
-        socket.display(),
-        super::repo().join("systemd/snapback-dbus.conf").display()
+    super::system_bus::system_bus_config(
+        &format!("unix:path={}", socket.display()),
+        &[super::repo().join("systemd/snapback-dbus.conf")],
     )
 }
 

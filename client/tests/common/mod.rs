@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub mod daemon;
+#[path = "../../../tests/support/system_bus.rs"]
+pub mod system_bus;
 
 /// The repository root (the workspace).
 pub fn repo() -> PathBuf {

@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used, dead_code)]
 
 pub mod introspect;
+#[path = "../../../tests/support/system_bus.rs"]
+mod system_bus;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -457,40 +459,11 @@ pub fn wait_for(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
 /// A system-bus configuration like Debian's (deny by default), plus the project's own
 /// snapback policy file and, for polkit tests, polkit's.
 fn bus_config_xml(address: &str, polkit: bool) -> String {
-    let snapback_policy = repo_root().join("systemd/snapback-dbus.conf");
-    let polkit_include = if polkit {
-        "  <include>/usr/share/dbus-1/system.d/org.freedesktop.PolicyKit1.conf</include>\n"
-    } else {
-        ""
-    };
-    format!(
-        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>{address}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Peer"/>
-  </policy>
-  <include>{}</include>
-{polkit_include}</busconfig>
-"#,
-        snapback_policy.display()
-    )
+    let mut policies = vec![repo_root().join("systemd/snapback-dbus.conf")];
+    if polkit {
+        policies.push(PathBuf::from("/usr/share/dbus-1/system.d/org.freedesktop.PolicyKit1.conf"));
+    }
+    system_bus::system_bus_config(address, &policies)
 }
 
 /// sha256 of every regular file under `root`, by relative path (the tree's content).
