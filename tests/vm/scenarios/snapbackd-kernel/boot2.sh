@@ -14,6 +14,9 @@ check start-daemon owns_name
 check_eq state-active-after-reboot active "$(state 2)"
 check_eq rollback-scheduled-again 's "scheduled"' "$(busctl call $BUS $MGR $BUS.Manager Rollback 'oa{sv}' $SNAP/2 0)"
 check_eq var-not-merged-alone snapshot-origin "$(target_of var)"
+# a scheduled rollback is never dropped by a Delete: cancel it first
+check delete-of-scheduled-is-refused sh -c "! busctl call $BUS $MGR $BUS.Manager Delete o $SNAP/2"
+check_eq still-scheduled-after-refused-delete merge-scheduled "$(state 2)"
 # snapbackd restarting while "/" is mounted must not start the merge under the filesystem
 stop_daemon
 start_daemon
