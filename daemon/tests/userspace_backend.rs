@@ -146,6 +146,19 @@ fn record_events(backend: &UserspaceBackend) -> Events {
     events
 }
 
+/// Events are emitted after the state they report is visible, so a test that saw the
+/// state waits (briefly) for the event instead of expecting it already recorded.
+fn wait_for_event(events: &Events, what: &str, matches: impl Fn(&BackendEvent) -> bool) -> BackendEvent {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(event) = events.lock().unwrap().iter().find(|event| matches(event)) {
+            return event.clone();
+        }
+        assert!(Instant::now() < deadline, "no {what} event: {:?}", events.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn wait_removed(backend: &UserspaceBackend, id: u32) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while backend.snapshots().iter().any(|s| s.id == id) {
@@ -202,9 +215,9 @@ fn snapshot_change_rollback_restores_the_tree() {
     sh("umount", &[mnt.to_str().unwrap()]);
     assert!(restored == before, "tree after rollback differs from the tree at snapshot time");
 
-    let events = events.lock().unwrap().clone();
-    assert!(events.contains(&BackendEvent::MergeFinished { id: set.id, ok: true, message: String::new() }), "{events:?}");
-    assert!(events.contains(&BackendEvent::SnapshotRemoved(set.id)), "{events:?}");
+    let finished = BackendEvent::MergeFinished { id: set.id, ok: true, message: String::new() };
+    wait_for_event(&events, "MergeFinished(ok)", |e| *e == finished);
+    wait_for_event(&events, "SnapshotRemoved", |e| *e == BackendEvent::SnapshotRemoved(set.id));
     backend.shutdown().unwrap();
 }
 
@@ -308,11 +321,7 @@ fn reopen_mid_merge_resumes_and_ends_with_the_snapshot_content() {
         assert!(Instant::now() < deadline, "no merge progress: {info:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !events.lock().unwrap().contains(&BackendEvent::SnapshotChanged(set.id)) {
-        assert!(Instant::now() < deadline, "progress not reported as SnapshotChanged");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_event(&events, "SnapshotChanged for the progress", |e| *e == BackendEvent::SnapshotChanged(set.id));
     backend.shutdown().unwrap();
     drop(backend);
 
@@ -399,7 +408,7 @@ fn full_cow_grows_or_invalidates_and_the_volume_keeps_working() {
         assert!(Instant::now() < deadline, "snapshot never became invalid");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(events.lock().unwrap().iter().any(|e| matches!(e, BackendEvent::SnapshotInvalidated { id, .. } if *id == set.id)));
+    wait_for_event(&events, "SnapshotInvalidated", |e| matches!(e, BackendEvent::SnapshotInvalidated { id, .. } if *id == set.id));
     assert!(matches!(backend.rollback(set.id), Err(BackendError::SnapshotInvalid(_))));
     assert!(read_file(Path::new(&device), 0, 8 << 20) == data, "origin writes all landed");
     backend.delete(set.id).unwrap();
@@ -571,11 +580,13 @@ fn a_failed_merge_is_reported_kept_and_resumed_by_another_rollback() {
         assert!(Instant::now() < deadline, "merge never failed");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let failed = events.lock().unwrap().iter().find_map(|event| match event {
-        BackendEvent::MergeFinished { id, ok: false, message } if *id == set.id => Some(message.clone()),
-        _ => None,
+    let failed = wait_for_event(&events, "MergeFinished(failed)", |e| {
+        matches!(e, BackendEvent::MergeFinished { id, ok: false, .. } if *id == set.id)
     });
-    assert!(failed.is_some_and(|message| message.contains("volume vol")), "MergeFinished(false) with a message");
+    assert!(
+        matches!(&failed, BackendEvent::MergeFinished { message, .. } if message.contains("volume vol")),
+        "MergeFinished(false) names the volume: {failed:?}"
+    );
     assert!(matches!(backend.delete(set.id), Err(BackendError::Busy(_))), "a half-merged set is kept");
 
     // the device comes back: Rollback resumes and finishes with the snapshot's content
@@ -586,7 +597,8 @@ fn a_failed_merge_is_reported_kept_and_resumed_by_another_rollback() {
     assert_eq!(backend.rollback(set.id).unwrap(), RollbackOutcome::Merging);
     wait_removed(&backend, set.id);
     assert!(read_file(Path::new(&device), 0, 16 << 20) == original, "content after the resumed merge");
-    assert!(events.lock().unwrap().contains(&BackendEvent::MergeFinished { id: set.id, ok: true, message: String::new() }));
+    let finished = BackendEvent::MergeFinished { id: set.id, ok: true, message: String::new() };
+    wait_for_event(&events, "MergeFinished(ok) after the resumed merge", |e| *e == finished);
 }
 
 #[test]
