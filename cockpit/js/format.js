@@ -53,7 +53,7 @@ const STATES = {
     "overflow": { label: "Full", tone: "warning", help: "Its copy-on-write space is full; writes to the snapshot fail, the volume is unaffected." },
     "merge-scheduled": { label: "Rollback at next boot", tone: "info", help: "The rollback starts when the machine boots next, before the volumes are mounted." },
     "merging": { label: "Rolling back", tone: "info", help: "The snapshot is being merged into its volumes." },
-    "merge-failed": { label: "Rollback failed", tone: "danger", help: "The merge stopped with an error; see the system journal of snapbackd." },
+    "merge-failed": { label: "Rollback failed", tone: "danger", help: "The merge stopped part way with an error (see the system journal of snapbackd). Fix the cause, then retry the rollback to finish it." },
 };
 
 /** { label, tone, help } for a State string; unknown states are shown as they are. */
@@ -61,12 +61,16 @@ export function describeState(state) {
     return STATES[state] || { label: String(state || "unknown"), tone: "neutral", help: "" };
 }
 
-/** Which actions make sense in a state (the daemon still decides; this only avoids dead buttons). */
+/**
+ * Which actions make sense in a state — the same rules the daemon enforces, so no button only
+ * leads to a refusal: a failed merge is finished by rolling back again (it resumes), never
+ * deleted (its volumes are half rolled back); a scheduled rollback is cancelled before delete.
+ */
 export function allowedActions(state) {
     return {
-        rollback: state === "active",
+        rollback: state === "active" || state === "merge-failed",
         cancel: state === "merge-scheduled",
-        delete: state !== "merging",
+        delete: state === "active" || state === "invalid" || state === "overflow",
     };
 }
 

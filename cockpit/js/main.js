@@ -156,6 +156,10 @@ function openRollbackDialog(snapshot) {
             el("p", {}, "A volume that is not in use is rolled back now; this page shows the progress. " +
                         "A volume that is in use (for example the mounted root file system) cannot be changed while the system runs: " +
                         "its rollback is scheduled and completes at the next boot."),
+            snapshot.state === "merge-failed"
+                ? el("p", { class: "sb-strong" }, "The last attempt stopped part way, so the volumes are half rolled back now. " +
+                                                 "Retrying resumes where it stopped; fix the cause in the journal first.")
+                : null,
             el("p", {}, "When the rollback has finished, this snapshot is removed."),
         ],
         confirmLabel: "Roll back",
@@ -193,9 +197,6 @@ function openDeleteDialog(snapshot) {
         body: [
             el("p", {}, `You can no longer roll back ${listInWords(snapshot.volumes)} to ${formatCreated(snapshot.created)}. ` +
                         "Its space in the snapshot pool is freed. The volumes themselves are not changed."),
-            snapshot.state === "merge-scheduled"
-                ? el("p", { class: "sb-strong" }, "Its scheduled rollback is cancelled too.")
-                : null,
         ],
         confirmLabel: "Delete",
         danger: true,

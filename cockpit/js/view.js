@@ -78,7 +78,9 @@ class SnapshotRow {
         this.cancelButton.hidden = !allowed.cancel;
         this.deleteButton.hidden = !allowed.delete;
         const name = snapshot.description || `snapshot ${snapshot.id}`;
-        this.rollbackButton.setAttribute("aria-label", `Roll back to “${name}”`);
+        const retry = snapshot.state === "merge-failed";
+        this.rollbackButton.textContent = retry ? "Retry rollback" : "Roll back";
+        this.rollbackButton.setAttribute("aria-label", `${retry ? "Retry the rollback" : "Roll back"} to “${name}”`);
         this.cancelButton.setAttribute("aria-label", `Cancel the rollback to “${name}”`);
         this.deleteButton.setAttribute("aria-label", `Delete “${name}”`);
         // A state change hid the focused button (e.g. Cancel rollback once cancelled): keep the
