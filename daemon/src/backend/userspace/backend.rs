@@ -3,9 +3,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::Ordering;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::freeze;
 use super::fuse_fs::FuseMount;
 use super::loop_device;
 use super::merge;
@@ -274,8 +276,11 @@ impl Backend for UserspaceBackend {
         self.shared.pool.zero_extent_starts(&all, COW_ZERO_BYTES).map_err(pool_error)?;
         let id = registry.next_snapshot_id;
         let cows: Vec<Arc<ExtentIo>> = picked.iter().map(|extents| Arc::new(self.shared.pool.extent_io(extents))).collect();
-        // 3. Take the set: flush filesystems, suspend every origin, attach, resume.
+        // 3. Take the set: flush and freeze the file systems on the volumes, suspend every
+        // origin, attach, resume, thaw.
         rustix::fs::sync();
+        let devices: Vec<PathBuf> = volumes.iter().filter_map(|volume| volume.device()).collect();
+        let frozen = freeze::freeze_mounted(&devices);
         let suspended_at = Instant::now();
         for volume in &volumes {
             volume.suspend();
@@ -300,10 +305,14 @@ impl Backend for UserspaceBackend {
             volume.resume();
         }
         let suspended = suspended_at.elapsed();
+        let frozen_count = frozen.mountpoints().len();
+        // Thaw before anything logs: the journal may live on one of these file systems.
+        drop(frozen);
         if let Some(err) = failure {
             return Err(err);
         }
-        tracing::info!(snapshot = id, suspended_us = suspended.as_micros() as u64, "origins suspended while taking the set");
+        tracing::info!(snapshot = id, suspended_us = suspended.as_micros() as u64, frozen_filesystems = frozen_count,
+            "origins suspended while taking the set");
         // 4. One registry commit makes the set real.
         let record = SnapshotSetRecord {
             id,

@@ -6,7 +6,8 @@
 //! - one FUSE filesystem (default `/run/snapback/fuse`, `SNAPBACK_FUSE_DIR` overrides) serves
 //!   a file per volume (read-write) and per snapshot (`<volume>@<id>`, read-only), and a loop
 //!   device on each volume file is the block device users mount;
-//! - a snapshot set suspends all its origins together (after a `sync`), attaches a COW made of
+//! - a snapshot set suspends all its origins together (after a `sync`, with the file systems
+//!   mounted on them frozen: `freeze.rs`), attaches a COW made of
 //!   pool extents to each, resumes them; one registry commit makes it real;
 //! - a rollback merges at once when no volume of the set is in use (exclusive open of the loop
 //!   device succeeds), else it is recorded as `merge-scheduled` and starts at the next open;
@@ -15,6 +16,7 @@
 //!   engine invalidated.
 
 mod backend;
+mod freeze;
 pub mod fuse_fs;
 pub mod loop_device;
 mod merge;
