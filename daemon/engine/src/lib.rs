@@ -16,6 +16,7 @@ pub mod offline;
 pub mod origin;
 pub mod store;
 mod table;
+mod writeback;
 
 pub use error::{EngineError, Result};
 pub use format::Usage;

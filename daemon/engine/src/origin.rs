@@ -5,6 +5,12 @@
 //! snapshot) and every merge step holds it exclusively, so a write never runs while chunks
 //! are being merged and a chunk is never merged while a write to it is in flight. A separate
 //! gate implements `suspend` / `resume`.
+//!
+//! Group commit: an origin write that needs copies copies the old data into the COWs and
+//! stages the exceptions, but keeps its new data in a write-back buffer (see `writeback`)
+//! instead of writing the origin. The batch is committed, then the buffer written, when the
+//! buffer reaches its limit and on `flush`, `suspend`, attach / detach, merge start and every
+//! merge step, and drop. Everything that reads the origin device overlays the buffer.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -13,6 +19,7 @@ use crate::error::{EngineError, Result};
 use crate::format::{Entry, Usage};
 use crate::io::BlockIo;
 use crate::store::{MergeRun, PersistentStore};
+use crate::writeback::WriteBack;
 
 /// Identifies a snapshot attached to an origin.
 pub type SnapshotId = u64;
@@ -54,6 +61,11 @@ pub struct MergeProgress {
 /// Default bytes copied by one merge step.
 pub const DEFAULT_MERGE_STEP_BYTES: u64 = 8 << 20;
 
+/// Default limit of the write-back buffer: origin data held while its exceptions wait for
+/// their commit. Larger batches save commits (two COW flushes each) but hold more memory and
+/// make each `flush` wait longer.
+pub const DEFAULT_WRITE_BACK_BYTES: u64 = 32 << 20;
+
 #[derive(Debug)]
 struct Snapshot {
     store: PersistentStore,
@@ -76,6 +88,11 @@ struct State {
     /// Reused copy buffer: a fresh multi-MiB buffer per write or merge step costs page
     /// faults and zeroing that show in throughput.
     scratch: Vec<u8>,
+    /// New origin data waiting for the exceptions staged for it to be committed.
+    write_back: WriteBack,
+    /// The first failure writing buffered data to the origin since the last `flush`, which
+    /// reports it (as the page cache reports a writeback error at the next fsync).
+    write_back_error: Option<std::io::Error>,
 }
 
 #[derive(Debug, Default)]
@@ -93,6 +110,7 @@ pub struct Origin {
     gate: Mutex<Gate>,
     gate_changed: Condvar,
     merge_step_bytes: std::sync::atomic::AtomicU64,
+    write_back_limit: std::sync::atomic::AtomicU64,
 }
 
 /// Holds a place among the in-flight writes; leaving it lets `suspend` proceed.
@@ -157,14 +175,22 @@ pub(crate) fn read_through(dev: &dyn BlockIo, store: &PersistentStore, offset: u
     if !store.is_valid() {
         return Err(EngineError::Invalid);
     }
-    read_mapped(dev, Some(store), offset, buf)
+    read_mapped(dev, &WriteBack::default(), Some(store), offset, buf)
 }
 
-fn read_mapped(dev: &dyn BlockIo, store: Option<&PersistentStore>, offset: u64, buf: &mut [u8]) -> Result<()> {
+/// Reads a view: COW pieces from the COW, origin pieces from the device overlaid with the
+/// write-back buffer `wb`.
+fn read_mapped(
+    dev: &dyn BlockIo,
+    wb: &WriteBack,
+    store: Option<&PersistentStore>,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<()> {
     for (pos, src, n) in map_view(store, offset, buf.len() as u64) {
         let piece = &mut buf[pos as usize..(pos + n) as usize];
         match (src, store) {
-            (Source::Origin(at), _) => dev.read_at(piece, at).map_err(io_err("reading the origin"))?,
+            (Source::Origin(at), _) => wb.read_origin(dev, at, piece).map_err(io_err("reading the origin"))?,
             (Source::Cow(at), Some(s)) => s.cow().read_at(piece, at).map_err(io_err("reading a COW"))?,
             (Source::Cow(_), None) => unreachable_cow()?,
         }
@@ -177,25 +203,27 @@ fn unreachable_cow() -> Result<()> {
     Err(EngineError::io("mapping a view", std::io::Error::other("COW piece without a store")))
 }
 
-/// Makes sure `snap` holds its own copy of every chunk overlapping `[offset, offset+len)` of
-/// the origin (copy-before-write): allocate, copy the origin's current data, commit.
-fn copy_before_write(
+/// Copy-before-write without the commit: makes sure `store` holds its own copy of every
+/// chunk overlapping `[offset, offset+len)` of the origin (allocate, copy the origin's current
+/// data as users see it) and stages the new exceptions. Returns how many it staged: the
+/// origin must not change on disk before they are committed.
+fn copy_out(
     dev: &dyn BlockIo,
+    wb: &WriteBack,
     origin_size: u64,
-    snap: &mut Snapshot,
+    store: &mut PersistentStore,
     offset: u64,
     len: u64,
     buf: &mut Vec<u8>,
-) -> Result<()> {
-    let store = &mut snap.store;
+) -> Result<usize> {
     let cb = store.chunk_bytes();
     let end = offset.saturating_add(len).min(origin_size);
     if len == 0 || offset >= end {
-        return Ok(());
+        return Ok(0);
     }
     let missing: Vec<u64> = (offset / cb..=(end - 1) / cb).filter(|&c| store.lookup(c).is_none()).collect();
     if missing.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let mut entries = Vec::with_capacity(missing.len());
     for old in missing {
@@ -216,14 +244,16 @@ fn copy_before_write(
         if buf.len() < bytes as usize {
             buf.resize(bytes as usize, 0);
         }
-        dev.read_at(&mut buf[..bytes as usize], from).map_err(io_err("reading the origin for a copy"))?;
+        wb.read_origin(dev, from, &mut buf[..bytes as usize])
+            .map_err(io_err("reading the origin for a copy"))?;
         store
             .cow()
             .write_at(&buf[..bytes as usize], entries[i].new * cb)
             .map_err(io_err("copying a chunk into a COW"))?;
         i = j;
     }
-    store.commit(&entries)
+    store.stage(&entries)?;
+    Ok(entries.len())
 }
 
 /// Marks a snapshot invalid on disk, best effort: if even that fails, it is invalid in memory.
@@ -241,6 +271,7 @@ impl Origin {
             gate: Mutex::new(Gate::default()),
             gate_changed: Condvar::new(),
             merge_step_bytes: std::sync::atomic::AtomicU64::new(DEFAULT_MERGE_STEP_BYTES),
+            write_back_limit: std::sync::atomic::AtomicU64::new(DEFAULT_WRITE_BACK_BYTES),
         })
     }
 
@@ -251,6 +282,18 @@ impl Origin {
     /// Bytes one merge step copies at most (at least one chunk is always copied).
     pub fn set_merge_step_bytes(&self, bytes: u64) {
         self.merge_step_bytes.store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Bytes of origin data the write-back buffer may hold before its batch is committed and
+    /// written (default `DEFAULT_WRITE_BACK_BYTES`). 0 commits every write before it returns,
+    /// as dm-snapshot does.
+    pub fn set_write_back_limit(&self, bytes: u64) {
+        self.write_back_limit.store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Bytes of origin data in the write-back buffer now.
+    pub fn write_back_bytes(&self) -> u64 {
+        self.read_state().write_back.bytes()
     }
 
     fn read_state(&self) -> RwLockReadGuard<'_, State> {
@@ -273,13 +316,17 @@ impl Origin {
         WriteTicket(self)
     }
 
-    /// Blocks new writes and waits for the ones in flight.
+    /// Blocks new writes, waits for the ones in flight and drains the write-back buffer, so a
+    /// snapshot attached now finds the origin's data on the device. A failed origin write
+    /// stays buffered (reads see it) and the next `flush` reports it.
     pub fn suspend(&self) {
         let mut g = self.lock_gate();
         g.suspended = true;
         while g.in_flight > 0 {
             g = self.gate_changed.wait(g).unwrap_or_else(|e| e.into_inner());
         }
+        drop(g);
+        let _ = self.drain(&mut self.write_state());
     }
 
     pub fn resume(&self) {
@@ -306,11 +353,13 @@ impl Origin {
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.check_range(offset, buf.len())?;
         let st = self.read_state();
-        read_mapped(self.dev.as_ref(), Self::merging_store(&st).map(|m| m.1), offset, buf)
+        read_mapped(self.dev.as_ref(), &st.write_back, Self::merging_store(&st).map(|m| m.1), offset, buf)
     }
 
     /// Writes the origin: first writes to chunks copy the old data into every valid,
-    /// non-merging snapshot, durably, before the origin is written.
+    /// non-merging snapshot. The new data then waits in the write-back buffer until those
+    /// exceptions are committed (see the module comment); like a disk's write cache, a
+    /// returned write is durable only after `flush`.
     pub fn write(&self, offset: u64, buf: &[u8]) -> Result<()> {
         self.check_range(offset, buf.len())?;
         let _ticket = self.enter_write();
@@ -339,22 +388,80 @@ impl Origin {
     }
 
     fn origin_write(&self, st: &mut State, exclude: Option<SnapshotId>, offset: u64, buf: &[u8]) -> Result<()> {
-        let scratch = &mut st.scratch;
-        for (id, snap) in st.snapshots.iter_mut() {
+        let len = buf.len() as u64;
+        let mut staged = false;
+        let State { snapshots, write_back, scratch, .. } = st;
+        for (id, snap) in snapshots.iter_mut() {
             if Some(*id) == exclude || !snap.store.is_valid() {
                 continue;
             }
-            if copy_before_write(self.dev.as_ref(), self.size, snap, offset, buf.len() as u64, scratch).is_err() {
+            match copy_out(self.dev.as_ref(), write_back, self.size, &mut snap.store, offset, len, scratch) {
+                Ok(n) => staged |= n > 0,
                 // A full or failing COW costs the snapshot, never the origin write.
-                invalidate(snap);
+                Err(_) => invalidate(snap),
             }
+        }
+        // Bytes already buffered must not be overtaken by an older buffered write landing
+        // after this one: such a write joins the buffer too.
+        if staged || write_back.overlaps(offset, len) {
+            return self.buffer_write(st, offset, buf);
         }
         self.dev.write_at(buf, offset).map_err(io_err("writing the origin"))
     }
 
-    /// Flushes the origin and every COW.
+    /// Keeps origin data in the write-back buffer until its exceptions are committed; drains
+    /// the buffer when it reaches its limit.
+    fn buffer_write(&self, st: &mut State, offset: u64, buf: &[u8]) -> Result<()> {
+        let limit = self.write_back_limit.load(std::sync::atomic::Ordering::Relaxed);
+        // Only a drain that failed leaves the buffer at its limit. Try again; if the origin
+        // still fails writes, refuse this one rather than let memory grow without bound.
+        if !st.write_back.is_empty() && st.write_back.bytes() >= limit {
+            self.drain(st)?;
+        }
+        st.write_back.insert(offset, buf);
+        if st.write_back.bytes() >= limit {
+            // This write is accepted either way; a failed origin write stays buffered and
+            // the next flush reports it.
+            let _ = self.drain(st);
+        }
+        Ok(())
+    }
+
+    /// Commits every staged exception, then writes the buffered origin data: the order that
+    /// keeps snapshots whole across a crash. A COW whose commit fails costs its snapshot (as
+    /// a failed copy does) and the origin data is written anyway. An origin write that fails
+    /// stays buffered, is recorded for the next `flush` and is returned.
+    fn drain(&self, st: &mut State) -> Result<()> {
+        for snap in st.snapshots.values_mut() {
+            if snap.store.is_valid() && snap.store.has_staged() && snap.store.commit_staged().is_err() {
+                invalidate(snap);
+            }
+        }
+        match st.write_back.write_out(self.dev.as_ref()) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let returned = std::io::Error::new(e.kind(), e.to_string());
+                st.write_back_error.get_or_insert(e);
+                Err(EngineError::io("writing buffered data to the origin", returned))
+            }
+        }
+    }
+
+    /// Commits what is staged, writes the buffered origin data, then flushes the origin and
+    /// every COW. Reports a failed write of buffered origin data since the last flush even if
+    /// a retry succeeded (once, as fsync reports a writeback error).
     pub fn flush(&self) -> Result<()> {
-        let st = self.read_state();
+        let mut st = self.write_state();
+        // A failure is recorded in `write_back_error`, reported below.
+        let _ = self.drain(&mut st);
+        let flushed = self.flush_devices(&st);
+        match st.write_back_error.take() {
+            Some(e) => Err(EngineError::io("writing buffered data to the origin", e)),
+            None => flushed,
+        }
+    }
+
+    fn flush_devices(&self, st: &State) -> Result<()> {
         self.dev.flush().map_err(io_err("flushing the origin"))?;
         for snap in st.snapshots.values() {
             snap.store.cow().flush().map_err(io_err("flushing a COW"))?;
@@ -377,6 +484,10 @@ impl Origin {
     /// `PersistentStore::open_existing` so nothing gets formatted).
     pub fn attach_store(&self, store: PersistentStore, opts: SnapshotOptions) -> SnapshotId {
         let mut st = self.write_state();
+        // The new snapshot starts from the origin as the device holds it: nothing may stay
+        // buffered that it would not know about. A failed origin write stays buffered (so
+        // the snapshot reads it through the overlay) and the next flush reports it.
+        let _ = self.drain(&mut st);
         let id = st.next_id;
         st.next_id += 1;
         st.snapshots.insert(id, Snapshot { store, overflow_option: opts.overflow, overflowed: false });
@@ -385,6 +496,9 @@ impl Origin {
 
     pub fn detach_snapshot(&self, id: SnapshotId) -> Result<()> {
         let mut st = self.write_state();
+        // Its staged exceptions go to disk before the origin data they protect can: the COW
+        // may be attached again later. A failed origin write is kept for the next flush.
+        let _ = self.drain(&mut st);
         st.snapshots.remove(&id).ok_or(EngineError::NoSuchSnapshot(id))?;
         if st.merge.as_ref().map(|m| m.id) == Some(id) {
             st.merge = None;
@@ -406,12 +520,12 @@ impl Origin {
         let st = self.read_state();
         let snap = st.snapshots.get(&id).ok_or(EngineError::NoSuchSnapshot(id))?;
         if Self::is_merging(&st, id) {
-            return read_mapped(self.dev.as_ref(), Self::merging_store(&st).map(|m| m.1), offset, buf);
+            return read_mapped(self.dev.as_ref(), &st.write_back, Self::merging_store(&st).map(|m| m.1), offset, buf);
         }
         if !snap.store.is_valid() {
             return Err(EngineError::Invalid);
         }
-        read_mapped(self.dev.as_ref(), Some(&snap.store), offset, buf)
+        read_mapped(self.dev.as_ref(), &st.write_back, Some(&snap.store), offset, buf)
     }
 
     /// Writes a snapshot: chunks with an exception are written in place; others get a new
@@ -426,11 +540,12 @@ impl Origin {
         if Self::is_merging(&st, id) {
             return self.write_locked(&mut st, offset, buf);
         }
-        let snap = st.snapshots.get_mut(&id).ok_or(EngineError::NoSuchSnapshot(id))?;
+        let State { snapshots, write_back, .. } = &mut *st;
+        let snap = snapshots.get_mut(&id).ok_or(EngineError::NoSuchSnapshot(id))?;
         if !snap.store.is_valid() {
             return Err(EngineError::Invalid);
         }
-        match self.snapshot_write_new(snap, offset, buf) {
+        match self.snapshot_write_new(snap, write_back, offset, buf) {
             Ok(()) => Ok(()),
             Err(EngineError::NoSpace) if snap.overflow_option => {
                 snap.overflowed = true;
@@ -444,7 +559,7 @@ impl Origin {
         }
     }
 
-    fn snapshot_write_new(&self, snap: &mut Snapshot, offset: u64, buf: &[u8]) -> Result<()> {
+    fn snapshot_write_new(&self, snap: &mut Snapshot, wb: &WriteBack, offset: u64, buf: &[u8]) -> Result<()> {
         let store = &mut snap.store;
         let cb = store.chunk_bytes();
         let end = offset + buf.len() as u64;
@@ -479,7 +594,8 @@ impl Origin {
                 // New exception: the chunk's bytes the write does not cover come from the origin.
                 chunk_buf.resize((c_end - c_start) as usize, 0);
                 if w_start > c_start || w_end < c_end {
-                    self.dev.read_at(&mut chunk_buf, c_start).map_err(io_err("reading the origin for a copy"))?;
+                    wb.read_origin(self.dev.as_ref(), c_start, &mut chunk_buf)
+                        .map_err(io_err("reading the origin for a copy"))?;
                 }
                 chunk_buf[(w_start - c_start) as usize..(w_end - c_start) as usize].copy_from_slice(data);
                 store.cow().write_at(&chunk_buf, e.new * cb).map_err(io_err("writing a COW"))?;
@@ -518,8 +634,11 @@ impl Origin {
     }
 
     /// Starts merging snapshot `id` into the origin. Restarting a failed merge resumes it.
+    /// Refused while buffered origin data cannot be written: from now on the origin shows the
+    /// snapshot, and a buffered write landing later would overwrite merged chunks.
     pub fn start_merge(&self, id: SnapshotId) -> Result<()> {
         let mut st = self.write_state();
+        self.drain(&mut st)?;
         let snap = st.snapshots.get(&id).ok_or(EngineError::NoSuchSnapshot(id))?;
         if !snap.store.is_valid() {
             return Err(EngineError::Invalid);
@@ -577,6 +696,8 @@ impl Origin {
     }
 
     fn merge_runs(&self, st: &mut State, mid: SnapshotId, max_chunks: u64) -> Result<()> {
+        // The step writes the origin: what is buffered goes first, in its own order.
+        self.drain(st)?;
         let snap = st.snapshots.get_mut(&mid).ok_or(EngineError::NoSuchSnapshot(mid))?;
         let runs: Vec<MergeRun> = snap.store.prepare_merge(max_chunks)?;
         if runs.is_empty() {
@@ -590,7 +711,9 @@ impl Origin {
             for (id, other) in st.snapshots.iter_mut() {
                 if *id != mid && other.store.is_valid() {
                     let len = run.count * cb;
-                    if copy_before_write(self.dev.as_ref(), self.size, other, from, len, &mut buf).is_err() {
+                    let copied = copy_out(self.dev.as_ref(), &st.write_back, self.size, &mut other.store, from, len, &mut buf);
+                    // Committed at once: the merge writes these origin chunks next.
+                    if copied.and_then(|_| other.store.commit_staged()).is_err() {
                         invalidate(other);
                     }
                 }
@@ -622,5 +745,14 @@ impl Origin {
         }
         self.dev.flush().map_err(io_err("flushing the origin after a merge step"))?;
         snap.store.commit_merge(merged)
+    }
+}
+
+impl Drop for Origin {
+    /// Writes that returned reach the devices when the origin goes away, as a closed file's
+    /// data stays in the page cache: commit what is staged, then write the buffer. Making
+    /// them durable is still `flush`'s job.
+    fn drop(&mut self) {
+        let _ = self.drain(&mut self.write_state());
     }
 }

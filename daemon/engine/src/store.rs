@@ -57,6 +57,9 @@ pub struct PersistentStore {
     area: Vec<u8>,
     /// Allocated chunks whose exceptions are not committed yet.
     pending: u64,
+    /// Exceptions whose data is written and which the table already maps, but which are not
+    /// in a metadata area on disk yet: the next `commit_staged` writes them (group commit).
+    staged: Vec<Entry>,
     table: ExceptionTable,
     /// Last known COW size; re-read when an allocation would not fit (COWs grow at run time).
     cow_bytes: u64,
@@ -297,6 +300,7 @@ impl PersistentStore {
             current_committed: 0,
             area: vec![0u8; cbytes as usize],
             pending: 0,
+            staged: Vec::new(),
             table: ExceptionTable::default(),
             cow_bytes,
         }
@@ -438,17 +442,44 @@ impl PersistentStore {
         self.cow.flush().map_err(io_err("flushing a metadata area"))
     }
 
-    /// Commits allocated exceptions whose data is written (kernel `commit_exception`, batched:
-    /// one durable area write per batch, plus one per area that fills).
-    pub fn commit(&mut self, entries: &[Entry]) -> Result<()> {
+    /// Records allocated exceptions whose data is written, without writing metadata: lookups
+    /// see them at once, the next `commit_staged` (or `commit`) makes them durable. Until then
+    /// a crash forgets them, so the origin chunks they cover must not change on disk before.
+    pub fn stage(&mut self, entries: &[Entry]) -> Result<()> {
         if !self.valid {
             return Err(EngineError::Invalid);
         }
-        let mut dirty = false;
         for &e in entries {
+            self.table.insert(e.old, e.new);
+        }
+        self.staged.extend_from_slice(entries);
+        Ok(())
+    }
+
+    /// True when staged exceptions wait for `commit_staged`.
+    pub fn has_staged(&self) -> bool {
+        !self.staged.is_empty()
+    }
+
+    /// Commits allocated exceptions whose data is written (kernel `commit_exception`, batched:
+    /// one durable area write per batch, plus one per area that fills), together with any
+    /// staged ones (those first, in the order they were allocated).
+    pub fn commit(&mut self, entries: &[Entry]) -> Result<()> {
+        self.stage(entries)?;
+        self.commit_staged()
+    }
+
+    /// Writes every staged exception into the metadata areas durably: one flush of their data,
+    /// one area write and one flush (plus the same for every area that fills on the way).
+    pub fn commit_staged(&mut self) -> Result<()> {
+        if !self.valid {
+            return Err(EngineError::Invalid);
+        }
+        let entries = std::mem::take(&mut self.staged);
+        let mut dirty = false;
+        for &e in &entries {
             write_entry(&mut self.area, self.current_committed as usize, e);
             self.current_committed += 1;
-            self.table.insert(e.old, e.new);
             dirty = true;
             if self.current_committed == self.epa {
                 // Zero the next area before this full one points the table at it.
@@ -486,6 +517,8 @@ impl PersistentStore {
         if !self.valid {
             return Err(EngineError::Invalid);
         }
+        // Merging works on the areas: staged exceptions join them first.
+        self.commit_staged()?;
         if self.current_committed == 0 {
             if self.current_area == 0 {
                 return Ok(Vec::new());

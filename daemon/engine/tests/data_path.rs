@@ -40,8 +40,11 @@ fn first_origin_write_copies_once_in_kernel_order() {
     let (dev, o, cow, id, initial) = setup(16, 64);
     let (_, w0, f0) = cow.counters();
     o.write(5 * CHUNK as u64 + 100, &[0xaa; 10]).unwrap();
+    assert_eq!(cow.counters().1 - w0, 1, "the copy at once; its commit waits for a batch");
+    o.flush().unwrap();
     let (_, w1, f1) = cow.counters();
-    assert_eq!((w1 - w0, f1 - f0), (2, 2), "data, then area between two flushes");
+    // The commit: flush (data), area, flush; then flush()'s own flush of every COW.
+    assert_eq!((w1 - w0, f1 - f0), (2, 3), "data, then area between two flushes");
     // COW chunk 2 holds the old origin chunk 5, durably; area 0 holds {5, 2}.
     let disk = cow.durable_bytes();
     assert_eq!(&disk[2 * CHUNK..3 * CHUNK], &initial[5 * CHUNK..6 * CHUNK]);
@@ -59,10 +62,12 @@ fn first_origin_write_copies_once_in_kernel_order() {
 #[test]
 fn origin_write_spanning_chunks_is_one_commit() {
     let (_dev, o, cow, id, initial) = setup(64, 128);
-    let (_, _, f0) = cow.counters();
+    let (_, w0, f0) = cow.counters();
     o.write(0, &vec![7u8; 40 * CHUNK]).unwrap();
-    let (_, _, f1) = cow.counters();
-    assert_eq!(f1 - f0, 2, "one flush before and one after the single area write");
+    o.flush().unwrap();
+    let (_, w1, f1) = cow.counters();
+    assert_eq!(w1 - w0, 2, "one copy of the 40 consecutive chunks, one area write");
+    assert_eq!(f1 - f0, 3, "one flush before and one after the single area write, then flush()'s");
     assert_eq!(o.snapshot_status(id).unwrap().exceptions, 40);
     assert_eq!(read_snap(&o, id, initial.len()), initial);
 }
@@ -124,18 +129,23 @@ fn copy_error_invalidates_only_that_snapshot() {
     assert_eq!(o.snapshot_status(id1).unwrap().state, SnapshotState::Invalid);
     assert_eq!(o.snapshot_status(id2).unwrap().state, SnapshotState::Active);
     assert_eq!(read_snap(&o, id2, initial.len()), initial);
+    o.flush().unwrap();
     assert_eq!(&dev.current_bytes()[3 * CHUNK..3 * CHUNK + 64], &[5u8; 64]);
-    // A failing commit flush is the same story.
+    // A failing commit flush is the same story (the commit runs at the flush).
     cow2.fail_nth_flush(1);
     o.write(9 * CHUNK as u64, &[6u8; 64]).unwrap();
+    o.flush().unwrap();
     assert_eq!(o.snapshot_status(id2).unwrap().state, SnapshotState::Invalid);
+    assert_eq!(&dev.current_bytes()[9 * CHUNK..9 * CHUNK + 64], &[6u8; 64], "the origin write still lands");
 }
 
 #[test]
 fn failing_origin_write_fails_cleanly_after_the_copy() {
     let (dev, o, _cow, id, initial) = setup(16, 64);
     dev.fail_nth_write(1);
-    assert!(o.write(2 * CHUNK as u64, &[5u8; 64]).is_err());
+    // The write is buffered; writing it to the origin fails at the flush, which says so.
+    o.write(2 * CHUNK as u64, &[5u8; 64]).unwrap();
+    assert!(o.flush().is_err());
     assert_eq!(read_snap(&o, id, initial.len()), initial, "the snapshot still shows the old data");
     assert_eq!(dev.current_bytes(), initial);
 }
@@ -151,7 +161,8 @@ fn merge_restores_the_snapshot_and_other_snapshots_keep_their_view() {
     let mut want = initial.clone();
     want[30 * CHUNK..30 * CHUNK + 100].fill(4);
     // Another snapshot taken now must keep the pre-merge origin.
-    let before_merge = dev.current_bytes();
+    let mut before_merge = vec![0u8; want.len()];
+    o.read(0, &mut before_merge).unwrap();
     let cow2 = Arc::new(MemIo::new(64 * CHUNK as u64));
     let other = o.attach_snapshot(cow2, SnapshotOptions { chunk_sectors: Some(16), overflow: false }).unwrap();
     o.start_merge(id).unwrap();
@@ -283,11 +294,14 @@ fn suspend_blocks_writes_until_resume() {
     let o2 = o.clone();
     let t = std::thread::spawn(move || o2.write(0, &[9u8; 512]).unwrap());
     std::thread::sleep(Duration::from_millis(100));
-    assert_ne!(&dev.current_bytes()[..512], &[9u8; 512], "write held while suspended");
     let mut buf = [0u8; 512];
     o.read(0, &mut buf).unwrap(); // reads are not blocked
+    assert_ne!(buf, [9u8; 512], "write held while suspended");
     o.resume();
     t.join().unwrap();
+    o.read(0, &mut buf).unwrap();
+    assert_eq!(buf, [9u8; 512]);
+    o.flush().unwrap();
     assert_eq!(&dev.current_bytes()[..512], &[9u8; 512]);
 }
 

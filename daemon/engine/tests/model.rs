@@ -318,7 +318,9 @@ impl World {
         for s in &self.snaps {
             s.cow.power_loss(mode);
         }
-        self.origin = Origin::new(self.dev.clone()).unwrap();
+        // The machine died with the old origin: no destructor runs, so its write-back buffer
+        // must not reach the devices now (dropping it would drain the buffer after the crash).
+        std::mem::forget(std::mem::replace(&mut self.origin, Origin::new(self.dev.clone()).unwrap()));
         for (i, s) in self.snaps.iter_mut().enumerate() {
             s.id = self.origin.attach_snapshot(s.cow.clone(), s.opts).unwrap();
             s.overflowed = false;
