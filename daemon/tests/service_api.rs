@@ -159,12 +159,12 @@ async fn snapshot_objects_signals_and_properties_follow_the_sets() {
     let path = manager.snapshot(&["data"], "before upgrade", options).await.unwrap();
     assert!(path.as_str().starts_with("/org/snapback/Snapback1/snapshot/"));
 
-    let signal = tokio::time::timeout(Duration::from_secs(5), created.next())
+    let signal = tokio::time::timeout(Duration::from_secs(20), created.next())
         .await
         .unwrap()
         .unwrap();
     assert_eq!(signal.args().unwrap().snapshot().as_str(), path.as_str());
-    let signal = tokio::time::timeout(Duration::from_secs(5), added.next())
+    let signal = tokio::time::timeout(Duration::from_secs(20), added.next())
         .await
         .unwrap()
         .unwrap();
@@ -189,8 +189,11 @@ async fn snapshot_objects_signals_and_properties_follow_the_sets() {
     assert!(managed.keys().any(|p| p.as_str() == path.as_str()));
 
     // UpdateMetadata (the dnf plugin's addition) changes properties with PropertiesChanged.
+    // Cache up front: build() returns only once the PropertiesChanged match is in place, so
+    // the change below cannot slip by before the proxy listens (Lazily raced under load).
     let cached = snapback_dbus::SnapshotProxy::builder(&connection)
         .path(path.clone())
+        .cache_properties(zbus::proxy::CacheProperties::Yes)
         .build()
         .await
         .unwrap();
@@ -204,7 +207,7 @@ async fn snapshot_objects_signals_and_properties_follow_the_sets() {
         )
         .await
         .unwrap();
-    let change = tokio::time::timeout(Duration::from_secs(5), async {
+    let change = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             let change = description_changes.next().await.unwrap();
             let value = change.get().await.unwrap();
@@ -222,7 +225,7 @@ async fn snapshot_objects_signals_and_properties_follow_the_sets() {
 
     // Delete through the snapshot object itself.
     snapshot.delete().await.unwrap();
-    let signal = tokio::time::timeout(Duration::from_secs(5), removed.next())
+    let signal = tokio::time::timeout(Duration::from_secs(20), removed.next())
         .await
         .unwrap()
         .unwrap();
@@ -339,7 +342,7 @@ async fn cleanup_after_a_new_set_keeps_the_newest() {
     kept.sort_by_key(|p| snapback_dbus::snapshot_id(p.as_str()));
     assert_eq!(kept, sets[2..].to_vec(), "the two newest stay");
     for old in &sets[..2] {
-        let signal = tokio::time::timeout(Duration::from_secs(5), removed.next()).await.unwrap().unwrap();
+        let signal = tokio::time::timeout(Duration::from_secs(20), removed.next()).await.unwrap().unwrap();
         assert_eq!(signal.args().unwrap().snapshot().as_str(), old.as_str());
     }
     assert!(fx.daemon_log().contains("cleanup: deleted snapshot set"), "{}", fx.daemon_log());

@@ -223,7 +223,7 @@ async fn busy_volume_rollback_is_scheduled_cancelled_and_runs_at_next_start() {
 
     let mut scheduled = manager.receive_rollback_scheduled().await.unwrap();
     assert_eq!(manager.rollback(&set.as_ref(), HashMap::new()).await.unwrap(), "scheduled");
-    let signal = tokio::time::timeout(Duration::from_secs(5), scheduled.next()).await.unwrap().unwrap();
+    let signal = tokio::time::timeout(Duration::from_secs(20), scheduled.next()).await.unwrap().unwrap();
     assert_eq!(signal.args().unwrap().snapshot().as_str(), set.as_str());
     let snapshot = fx.snapshot_proxy(&connection, set.as_str()).await;
     assert_eq!(snapshot.state().await.unwrap(), "merge-scheduled");
@@ -377,15 +377,17 @@ async fn fifty_status_clients_answer_during_a_merge_and_a_snapshot() {
     churn(&mnt, 9, 32 * MIB as usize);
     fx.umount(&mnt);
     // A caching proxy follows the set through PropertiesChanged alone.
+    // Cached up front: listening before the Rollback call, not lazily after it.
     let watched = snapback_dbus::SnapshotProxy::builder(&connection)
         .path(set.clone())
+        .cache_properties(zbus::proxy::CacheProperties::Yes)
         .build()
         .await
         .unwrap();
     let mut states = watched.receive_state_changed().await;
     let mut progress = watched.receive_merge_progress_changed().await;
     assert_eq!(manager.rollback(&set.as_ref(), HashMap::new()).await.unwrap(), "merging");
-    let state = tokio::time::timeout(Duration::from_secs(5), async {
+    let state = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             let value = states.next().await.unwrap().get().await.unwrap();
             if value != "active" {
