@@ -31,6 +31,12 @@ pub struct Cli {
     #[command(flatten)]
     pub output: OutputArgs,
 
+    /// Never ask for a password. Without it, `snapshot`, `rollback`, `cancel` and `delete` run
+    /// by a user other than root from a terminal start polkit's text agent (pkttyagent), so that
+    /// polkit can ask for authentication there, as systemctl does.
+    #[arg(long, global = true)]
+    pub no_ask_password: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }

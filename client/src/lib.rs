@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod model;
 pub mod output;
+pub mod polkit_agent;
 
 use std::io::Write;
 
@@ -62,5 +63,5 @@ pub fn print(text: &str) -> Result<(), Error> {
 
 /// Runs one parsed command line.
 pub fn run(cli: cli::Cli) -> Result<Outcome, Error> {
-    commands::run(cli.command, cli.output.format())
+    commands::run(cli.command, cli.output.format(), !cli.no_ask_password)
 }

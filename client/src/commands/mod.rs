@@ -13,14 +13,18 @@ pub mod watch;
 use crate::bus::Client;
 use crate::cli::{Command, Format};
 use crate::error::Error;
+use crate::polkit_agent::TtyAgent as PolkitAgent;
 use crate::Outcome;
 
 /// Runs one command. The D-Bus ones run on a single-threaded runtime (the client does one thing
 /// at a time; zbus's connection tasks run on it too); `cow` runs offline, without a connection.
-pub fn run(command: Command, format: Format) -> Result<Outcome, Error> {
+pub fn run(command: Command, format: Format, ask_password: bool) -> Result<Outcome, Error> {
     if let Command::Cow(cmd) = command {
         return cow::run(cmd, format);
     }
+    let mutates = matches!(command, Command::Snapshot(_) | Command::Rollback { .. } | Command::Cancel { .. } | Command::Delete { .. });
+    // Kept until the command is done: every call it makes may need the agent.
+    let _agent = (mutates && ask_password).then(PolkitAgent::start_if_useful).flatten();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .enable_io()

@@ -40,11 +40,8 @@ impl Authorizer {
         let subject = Subject::new_for_message_header(header).map_err(|e| {
             Error::NotAuthorized(format!("not authorized: cannot identify the caller: {e}"))
         })?;
-        let flags = if header
-            .primary()
-            .flags()
-            .contains(Flags::ALLOW_INTERACTIVE_AUTH)
-        {
+        let interactive = header.primary().flags().contains(Flags::ALLOW_INTERACTIVE_AUTH);
+        let flags = if interactive {
             CheckAuthorizationFlags::ALLOW_USER_INTERACTION
         } else {
             CheckAuthorizationFlags::empty()
@@ -70,11 +67,19 @@ impl Authorizer {
                      terminal), or as root"
                 )))
             }
-            Ok(_) => {
-                tracing::info!(action, caller, "polkit: refused");
-                Err(Error::NotAuthorized(format!(
-                    "not authorized: polkit policy does not allow {action} for this caller"
-                )))
+            Ok(result) => {
+                // After an agent was asked, polkit says only "no" (and "dismissed" when the
+                // dialog was closed): a wrong password and a policy that never allows look
+                // the same, so the message names both rather than blame the policy.
+                let why = if result.details.contains_key("polkit.dismissed") {
+                    "the authentication dialog was dismissed"
+                } else if interactive {
+                    "authentication failed, or polkit policy does not allow it for this caller"
+                } else {
+                    "polkit policy does not allow it for this caller"
+                };
+                tracing::info!(action, caller, why, "polkit: refused");
+                Err(Error::NotAuthorized(format!("not authorized: {action} refused: {why}")))
             }
             Err(e) => {
                 tracing::warn!(action, caller, "polkit could not be asked: {e}");
