@@ -1,0 +1,79 @@
+# Helpers for the systemd-units boots: the product as installed by tools/install, run by
+# systemd as PID 1 (the checks read systemd's view of the units and the journal).
+
+. /snapback/snapbackd-lib.sh   # BUS MGR SNAP, state, wait_gone, manifest
+
+# prop UNIT PROPERTY : one property as `systemctl show` reports it
+prop() { systemctl show -P "$2" "$1"; }
+
+# in_order UNIT-A UNIT-B : A became active strictly before B (monotonic timestamps, µs)
+in_order() {
+  _a="$(prop "$1" ActiveEnterTimestampMonotonic)"; _b="$(prop "$2" ActiveEnterTimestampMonotonic)"
+  [ "${_a:-0}" -gt 0 ] && [ "${_b:-0}" -gt 0 ] && [ "$_a" -lt "$_b" ] ||
+    { echo "$1 at ${_a:-?} us, $2 at ${_b:-?} us"; return 1; }
+}
+
+# journal_has FIELD=VALUE... : this boot's journal has an entry from snapbackd.service with
+# every one of these fields
+journal_has() {
+  _hits="$(journalctl -b -q --no-pager -o cat _SYSTEMD_UNIT=snapbackd.service "$@")"
+  [ -n "$_hits" ] || { echo "no journal entry with $*"; return 1; }
+  echo "$_hits"
+}
+
+# no_hardening_errors UNIT : nothing in the unit's journal (its own lines and systemd's about
+# it) that a confinement refusal produces: EPERM from the system call filter, a device the
+# device policy denies, a read-only path
+no_hardening_errors() {
+  _bad="$(journalctl -b -q --no-pager -u "$1" | grep -Ei 'Permission denied|Operation not permitted|EPERM|EACCES|Read-only file system|access denied' || true)"
+  [ -z "$_bad" ] || { echo "$_bad"; return 1; }
+}
+
+# main_pid : snapbackd.service's main process
+main_pid() { prop snapbackd.service MainPID; }
+
+# bus_pid NAME : the process owning a bus name (empty when nobody does)
+bus_pid() {
+  busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
+    GetConnectionUnixProcessID s "$1" 2>/dev/null | sed -n 's/^u //p'
+}
+name_has_owner() {
+  busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus NameHasOwner s "$1"
+}
+
+target_of() { dmsetup table "snapback-$1" | awk '{print $3}'; }
+
+keep_save() { (cd /tmp/keep && tar -cf /dev/disk/keep .); }
+keep_load() { mkdir -p /tmp/keep && tar -xf /dev/disk/keep -C /tmp/keep; }
+
+# tree DIR SEED : a small installed system: config files, a library, a setuid binary, symlinks
+tree() {
+  mkdir -p "$1/etc/conf.d" "$1/usr/lib/app" "$1/usr/bin"
+  i=0
+  while [ $i -lt 60 ]; do echo "config $i of $2" > "$1/etc/conf.d/file$i.conf"; i=$((i + 1)); done
+  dd if=/dev/urandom of="$1/usr/lib/app/libbig.so" bs=1M count="$3" 2>/dev/null
+  head -c 70000 /dev/urandom > "$1/usr/bin/tool"
+  chmod 4755 "$1/usr/bin/tool"; chmod 0600 "$1/etc/conf.d/file7.conf"
+  ln -s ../lib/app/libbig.so "$1/usr/bin/libbig-link"
+  sync
+}
+
+# upgrade DIR MIB : what a package upgrade does: modify, add MIB of new library, delete, relink
+upgrade() {
+  dd if=/dev/urandom of="$1/usr/lib/app/libbig.so" bs=1M count=1 seek=1 conv=notrunc 2>/dev/null
+  echo "new setting" >> "$1/etc/conf.d/file3.conf"
+  rm -f "$1/etc/conf.d/file10.conf" "$1/usr/bin/tool"
+  dd if=/dev/urandom of="$1/usr/lib/app/libnew.so" bs=1M count="$2" 2>/dev/null
+  rm "$1/usr/bin/libbig-link"; ln -s ../lib/app/libnew.so "$1/usr/bin/libbig-link"
+  sync
+}
+
+# same_manifest WANT-FILE GOT-FILE : equal, else the first differing lines (- wanted, + got)
+same_manifest() {
+  cmp -s "$1" "$2" && return 0
+  diff "$1" "$2" | grep '^[-+][^-+]' | head -n 3
+  return 1
+}
+# same_tree WANT-FILE DIR : DIR's manifest now equals the recorded one
+same_tree() { manifest "$2" > /tmp/tree.now; same_manifest "$1" /tmp/tree.now; }
+tree_differs() { ! same_tree "$@" >/dev/null; }   # the tree was changed

@@ -1,0 +1,51 @@
+# Run by guest/init before systemd starts (VM_BOOT = boot number): what the administrator left
+# on the system before this boot, following the README's install steps. The initramfs root is
+# fresh every boot, so each boot sets it up again; the disks are what persists.
+mkdir -p /etc/snapback
+cat > /etc/snapback/snapback.toml <<TOML
+[pool]
+path = "/dev/disk/pool"
+
+[[volume]]
+name = "data"
+device = "/dev/disk/data"
+auto = true
+cow_size = "48M"
+
+[[volume]]
+name = "logs"
+device = "/dev/disk/logs"
+auto = true
+cow_size = "8M"
+TOML
+if [ "$VM_BOOT" = 1 ]; then
+  # README: "snapbackd init … systemctl enable --now snapbackd" (enable works offline)
+  /usr/libexec/snapbackd init
+  systemctl enable snapbackd.service
+else
+  # Boot 2: the daemon only on demand (D-Bus activation), the early activation enabled alone
+  systemctl enable snapback-activate.service
+fi
+
+# Boot 2: the administrator has since put the data volume into /etc/fstab (as the README says:
+# mount /dev/mapper/snapback-<volume>). mount-probe.service is the test's observer: ordered
+# right after the mount and before local-fs.target, it records what the volume shows at the
+# instant it is mounted, before snapbackd (a multi-user service) has even started.
+if [ "$VM_BOOT" = 2 ]; then
+  echo "/dev/mapper/snapback-data /mnt/data ext4 defaults 0 0" >> /etc/fstab
+  cat > /etc/systemd/system/mount-probe.service <<UNIT
+[Unit]
+Description=VM test: what /mnt/data shows the instant it is mounted
+DefaultDependencies=no
+Requires=mnt-data.mount
+After=mnt-data.mount
+Before=local-fs.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh /scenario/probe.sh
+UNIT
+  mkdir -p /etc/systemd/system/local-fs.target.wants
+  ln -s ../mount-probe.service /etc/systemd/system/local-fs.target.wants/mount-probe.service
+fi
