@@ -205,8 +205,8 @@ fn unreachable_cow() -> Result<()> {
 
 /// Copy-before-write without the commit: makes sure `store` holds its own copy of every
 /// chunk overlapping `[offset, offset+len)` of the origin (allocate, copy the origin's current
-/// data as users see it) and stages the new exceptions. Returns how many it staged: the
-/// origin must not change on disk before they are committed.
+/// data as users see it) and stages the new exceptions: the origin must not change on disk
+/// before they are committed.
 fn copy_out(
     dev: &dyn BlockIo,
     wb: &WriteBack,
@@ -215,15 +215,15 @@ fn copy_out(
     offset: u64,
     len: u64,
     buf: &mut Vec<u8>,
-) -> Result<usize> {
+) -> Result<()> {
     let cb = store.chunk_bytes();
     let end = offset.saturating_add(len).min(origin_size);
     if len == 0 || offset >= end {
-        return Ok(0);
+        return Ok(());
     }
     let missing: Vec<u64> = (offset / cb..=(end - 1) / cb).filter(|&c| store.lookup(c).is_none()).collect();
     if missing.is_empty() {
-        return Ok(0);
+        return Ok(());
     }
     let mut entries = Vec::with_capacity(missing.len());
     for old in missing {
@@ -252,8 +252,7 @@ fn copy_out(
             .map_err(io_err("copying a chunk into a COW"))?;
         i = j;
     }
-    store.stage(&entries)?;
-    Ok(entries.len())
+    store.stage(&entries)
 }
 
 /// Marks a snapshot invalid on disk, best effort: if even that fails, it is invalid in memory.
@@ -389,24 +388,28 @@ impl Origin {
 
     fn origin_write(&self, st: &mut State, exclude: Option<SnapshotId>, offset: u64, buf: &[u8]) -> Result<()> {
         let len = buf.len() as u64;
-        let mut staged = false;
-        let State { snapshots, write_back, scratch, .. } = st;
+        let State { snapshots, write_back, scratch, .. } = &mut *st;
         for (id, snap) in snapshots.iter_mut() {
             if Some(*id) == exclude || !snap.store.is_valid() {
                 continue;
             }
-            match copy_out(self.dev.as_ref(), write_back, self.size, &mut snap.store, offset, len, scratch) {
-                Ok(n) => staged |= n > 0,
+            if copy_out(self.dev.as_ref(), write_back, self.size, &mut snap.store, offset, len, scratch).is_err() {
                 // A full or failing COW costs the snapshot, never the origin write.
-                Err(_) => invalidate(snap),
+                invalidate(snap);
             }
         }
-        // Bytes already buffered must not be overtaken by an older buffered write landing
-        // after this one: such a write joins the buffer too.
-        if staged || write_back.overlaps(offset, len) {
+        // While a batch is open (this write's copies included) every origin write joins it:
+        // a chunk whose exception is only staged is not protected yet, and bytes already
+        // buffered must not be overtaken by an older buffered write landing after this one.
+        if Self::batch_open(st) {
             return self.buffer_write(st, offset, buf);
         }
         self.dev.write_at(buf, offset).map_err(io_err("writing the origin"))
+    }
+
+    /// True while origin data is buffered or exceptions wait for their commit.
+    fn batch_open(st: &State) -> bool {
+        !st.write_back.is_empty() || st.snapshots.values().any(|s| s.store.is_valid() && s.store.has_staged())
     }
 
     /// Keeps origin data in the write-back buffer until its exceptions are committed; drains
@@ -713,7 +716,7 @@ impl Origin {
                     let len = run.count * cb;
                     let copied = copy_out(self.dev.as_ref(), &st.write_back, self.size, &mut other.store, from, len, &mut buf);
                     // Committed at once: the merge writes these origin chunks next.
-                    if copied.and_then(|_| other.store.commit_staged()).is_err() {
+                    if copied.and_then(|()| other.store.commit_staged()).is_err() {
                         invalidate(other);
                     }
                 }

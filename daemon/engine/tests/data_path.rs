@@ -93,6 +93,7 @@ fn full_cow_invalidates_the_snapshot_never_the_origin_write() {
     o.write(5 * CHUNK as u64, &[2u8; 100]).unwrap();
     assert_eq!(o.snapshot_status(id).unwrap().state, SnapshotState::Invalid);
     assert_eq!(&cow.durable_bytes()[4..8], &[0, 0, 0, 0], "header valid = 0 on disk");
+    o.flush().unwrap();
     assert_eq!(&dev.current_bytes()[5 * CHUNK..5 * CHUNK + 100], &[2u8; 100]);
     assert!(matches!(o.snapshot_read(id, 0, &mut [0u8; 512]), Err(EngineError::Invalid)));
     assert!(o.snapshot_status(id).unwrap().usage.is_none());

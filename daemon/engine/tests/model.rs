@@ -1,6 +1,8 @@
 //! Model-based property test: random interleavings of origin writes, snapshot writes, reads,
 //! snapshot create/delete, merge start/steps, flushes, power loss and crashes at a random
 //! instant, checked against a plain model holding one tag per 512-byte sector of every view.
+//! The origin's write-back limit varies too (0: every write commits; a few sectors: batches
+//! commit inside writes; the default: at flushes and merges).
 //!
 //! What it asserts:
 //! - a snapshot reads exactly the origin as it was when taken, plus its own writes;
@@ -17,7 +19,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use snapback_engine::io::{BlockIo, MemIo, PowerLoss};
-use snapback_engine::origin::{Origin, SnapshotId, SnapshotOptions, SnapshotState};
+use snapback_engine::origin::{Origin, SnapshotId, SnapshotOptions, SnapshotState, DEFAULT_WRITE_BACK_BYTES};
 use snapback_engine::EngineError;
 
 const SECTOR: usize = 512;
@@ -33,6 +35,7 @@ enum Op {
     StartMerge { which: usize },
     MergeStep { step_chunks: u64 },
     Flush,
+    WriteBackLimit { bytes: u64 },
     PowerLoss { mode: u8, seed: u64 },
     /// The machine stops after `budget` more writes/flushes during `inner`; then power loss.
     Crash { budget: i64, inner: Box<Op>, mode: u8, seed: u64 },
@@ -61,6 +64,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..4usize).prop_map(|which| Op::StartMerge { which }),
         3 => (1..32u64).prop_map(|step_chunks| Op::MergeStep { step_chunks }),
         1 => Just(Op::Flush),
+        1 => prop_oneof![Just(DEFAULT_WRITE_BACK_BYTES), (0..8u64).prop_map(|sectors| sectors * 512)]
+            .prop_map(|bytes| Op::WriteBackLimit { bytes }),
         1 => (0..3u8, any::<u64>()).prop_map(|(mode, seed)| Op::PowerLoss { mode, seed }),
         2 => (0..40i64, write_op(), 0..3u8, any::<u64>())
             .prop_map(|(budget, inner, mode, seed)| Op::Crash { budget, inner: Box::new(inner), mode, seed }),
@@ -123,6 +128,7 @@ struct World {
     merging: Option<usize>,
     budget: Arc<AtomicI64>,
     next_tag: u32,
+    write_back_limit: u64,
 }
 
 fn pattern(tag: u32, len: usize) -> Vec<u8> {
@@ -151,7 +157,7 @@ impl World {
         let dev = Arc::new(MemIo::from_bytes(bytes.clone()));
         dev.share_crash_budget(budget.clone());
         let origin = Origin::new(dev.clone()).unwrap();
-        World { view: View::new(tags_of(&bytes, "init")), dev, origin, snaps: Vec::new(), merging: None, budget, next_tag: 1 }
+        World { view: View::new(tags_of(&bytes, "init")), dev, origin, snaps: Vec::new(), merging: None, budget, next_tag: 1, write_back_limit: DEFAULT_WRITE_BACK_BYTES }
     }
 
     fn tag(&mut self) -> u32 {
@@ -290,6 +296,10 @@ impl World {
                 self.origin.flush().unwrap();
                 self.flush_model();
             }
+            Op::WriteBackLimit { bytes } => {
+                self.write_back_limit = *bytes;
+                self.origin.set_write_back_limit(*bytes);
+            }
             Op::PowerLoss { mode, seed } => self.power_loss(*mode, *seed),
             Op::Crash { budget, inner, mode, seed } => {
                 self.budget.store(*budget, Ordering::SeqCst);
@@ -321,6 +331,7 @@ impl World {
         // The machine died with the old origin: no destructor runs, so its write-back buffer
         // must not reach the devices now (dropping it would drain the buffer after the crash).
         std::mem::forget(std::mem::replace(&mut self.origin, Origin::new(self.dev.clone()).unwrap()));
+        self.origin.set_write_back_limit(self.write_back_limit);
         for (i, s) in self.snaps.iter_mut().enumerate() {
             s.id = self.origin.attach_snapshot(s.cow.clone(), s.opts).unwrap();
             s.overflowed = false;
