@@ -7,6 +7,8 @@
 . /scenario/lib.sh
 mkdir -p /tmp/keep /out
 
+check_eq pid1-is-systemd /lib/systemd/systemd "$(readlink /proc/1/exe)"
+check root-is-not-an-initrd test ! -e /etc/initrd-release
 check_eq system-running running "$(systemctl is-system-running)"
 systemctl --no-pager --failed | sed 's/^/VM-INFO: /'
 # README: `systemctl enable snapbackd` — which must enable the early activation too, or a
@@ -51,6 +53,11 @@ check_eq process-capability-bounding-set 0000000008200000 "$(sed -n 's/^CapBnd:\
 check_eq process-no-new-privs 1 "$(sed -n 's/^NoNewPrivs:\t//p' /proc/$pid/status)"
 check_eq process-seccomp-filter 2 "$(sed -n 's/^Seccomp:\t//p' /proc/$pid/status)"
 check_ne process-own-mount-namespace "$(readlink /proc/1/ns/mnt)" "$(readlink /proc/$pid/ns/mnt)"
+# the device policy: in the unit's cgroup a device it does not list is refused, listed ones open
+check kmsg-opens-outside-the-unit sh -c ": < /dev/kmsg"
+check device-policy-refuses-unlisted unit_refuses_device snapbackd.service /dev/kmsg
+check device-policy-allows-dm-control in_unit_cgroup snapbackd.service sh -c ': <> /dev/mapper/control'
+check device-policy-allows-block in_unit_cgroup snapbackd.service sh -c ': < /dev/disk/data'
 # in its namespace / is read-only and /var/lib/snapback writable (ProtectSystem=strict + StateDirectory)
 check_eq process-root-read-only ro "$(awk '$5 == "/" {split($6, o, ","); print o[1]}' /proc/$pid/mountinfo | tail -n1)"
 check_eq process-state-dir-writable rw "$(awk '$5 == "/var/lib/snapback" {split($6, o, ","); print o[1]}' /proc/$pid/mountinfo | tail -n1)"
@@ -106,7 +113,7 @@ tree /mnt/logs logs 2
 manifest /mnt/data > /tmp/keep/data-v2; manifest /mnt/logs > /tmp/keep/logs-v2
 out="$(busctl call $BUS $MGR $BUS.Manager Snapshot 'assa{sv}' 2 data logs "before upgrade 2" 0)"
 check_eq snapshot-two-volumes "o \"$SNAP/2\"" "$out"
-upgrade /mnt/data 24; upgrade /mnt/logs 2
+upgrade /mnt/data 24 60; upgrade /mnt/logs 2
 manifest /mnt/data > /tmp/keep/data-v3
 check upgraded sh -c '! cmp -s /tmp/keep/data-v2 /tmp/keep/data-v3'
 check_eq rollback-mounted-is-scheduled 's "scheduled"' "$(busctl call $BUS $MGR $BUS.Manager Rollback 'oa{sv}' $SNAP/2 0)"

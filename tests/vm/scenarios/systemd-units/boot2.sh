@@ -25,6 +25,7 @@ check mount-before-local-fs in_order mnt-data.mount local-fs.target
 check_eq at-mount-merge-table snapshot-merge "$(awk '{print $3}' /run/probe/table)"
 check at-mount-pre-upgrade-files same_manifest /tmp/keep/data-v2 /run/probe/manifest
 set -- $(cat /run/probe/status)    # start len snapshot-merge allocated/total metadata
+check at-mount-merge-still-running test "${4%/*}" -gt "$5"
 figure at-mount-sectors-left-to-merge "$(( ${4%/*} - $5 ))" sectors
 echo "VM-INFO: at mount: $(cat /run/probe/status)"
 

@@ -58,9 +58,16 @@ tree() {
   sync
 }
 
-# upgrade DIR MIB : what a package upgrade does: modify, add MIB of new library, delete, relink
+# upgrade DIR MIB [PATCHES] : what a package upgrade does: modify (PATCHES scattered 4 KiB
+# writes into the library, 128 KiB apart: one COW chunk each, none adjacent), add MIB of new
+# library, delete, relink
 upgrade() {
   dd if=/dev/urandom of="$1/usr/lib/app/libbig.so" bs=1M count=1 seek=1 conv=notrunc 2>/dev/null
+  _i=0
+  while [ $_i -lt "${3:-0}" ]; do
+    dd if=/dev/urandom of="$1/usr/lib/app/libbig.so" bs=4k count=1 seek=$((_i * 32 + 5)) conv=notrunc 2>/dev/null
+    _i=$((_i + 1))
+  done
   echo "new setting" >> "$1/etc/conf.d/file3.conf"
   rm -f "$1/etc/conf.d/file10.conf" "$1/usr/bin/tool"
   dd if=/dev/urandom of="$1/usr/lib/app/libnew.so" bs=1M count="$2" 2>/dev/null
@@ -77,3 +84,15 @@ same_manifest() {
 # same_tree WANT-FILE DIR : DIR's manifest now equals the recorded one
 same_tree() { manifest "$2" > /tmp/tree.now; same_manifest "$1" /tmp/tree.now; }
 tree_differs() { ! same_tree "$@" >/dev/null; }   # the tree was changed
+
+# in_unit_cgroup UNIT CMD... : run CMD inside the unit's cgroup, where its device policy
+# (a BPF program systemd attaches for DevicePolicy=/DeviceAllow=) applies
+in_unit_cgroup() {
+  _u="$1"; shift
+  sh -c 'echo $$ > "/sys/fs/cgroup/system.slice/$0/cgroup.procs" && exec "$@"' "$_u" "$@"
+}
+# unit_refuses_device UNIT DEV : opening DEV in the unit's cgroup fails with EPERM
+unit_refuses_device() {
+  if in_unit_cgroup "$1" sh -c ": < $2" 2>/tmp/device.err; then echo "$2 opened"; return 1; fi
+  grep -q 'Operation not permitted' /tmp/device.err || { cat /tmp/device.err; return 1; }
+}

@@ -1,10 +1,18 @@
 # Run by guest/init before systemd starts (VM_BOOT = boot number): what the administrator left
 # on the system before this boot, following the README's install steps. The initramfs root is
 # fresh every boot, so each boot sets it up again; the disks are what persists.
+# The pool disk is seen through dm-delay (/dev/mapper/pool): no delay in boot 1; in boot 2 every
+# pool I/O waits 50 ms, so the kernel's merge of the scheduled rollback (many scattered chunks,
+# one merge step each, started once every volume is assembled) is still running when systemd
+# mounts the volume: the point of boot 2. Made here, before udev runs, as early boot
+# storage (an initramfs-assembled device) would be.
+dmsetup --noudevsync create pool --table \
+  "0 $(blockdev --getsz /dev/disk/pool) delay /dev/disk/pool 0 $([ "$VM_BOOT" = 1 ] && echo 0 || echo 50)"
+
 mkdir -p /etc/snapback
 cat > /etc/snapback/snapback.toml <<TOML
 [pool]
-path = "/dev/disk/pool"
+path = "/dev/mapper/pool"
 
 [[volume]]
 name = "data"
