@@ -1,6 +1,8 @@
 //! Engine benchmark (not a test). Prints, each against a baseline measured in the same run on
 //! the same /var/tmp files through `FileIo`:
 //! - origin write throughput into fresh chunks with one snapshot ÷ without (1 MiB writes);
+//!   as context, the same on devices whose flush takes `SNAPBACK_BENCH_FLUSH_MS` longer
+//!   (default 8: a disk with a volatile write cache; 0 skips it);
 //! - merge throughput ÷ a plain sequential copy of the same bytes with the same flushes, for
 //!   sequential and for scattered single-chunk exceptions;
 //! - heap bytes per exception with 1,000,000 exceptions (counting allocator) and open time.
@@ -118,6 +120,57 @@ fn origin_writes(dir: &Path, data: u64) -> (Duration, Duration, Duration) {
     (base, durable, snap)
 }
 
+/// A device whose flush takes `delay` longer, like a disk that must empty its write cache
+/// (the bench's /var/tmp may flush far faster than the disks snapback runs on).
+#[derive(Debug)]
+struct SlowFlush {
+    dev: Arc<FileIo>,
+    delay: Duration,
+}
+
+impl BlockIo for SlowFlush {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.dev.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.dev.write_at(buf, offset)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        std::thread::sleep(self.delay);
+        self.dev.flush()
+    }
+    fn size_bytes(&self) -> std::io::Result<u64> {
+        self.dev.size_bytes()
+    }
+}
+
+/// Context: (baseline, one snapshot) durations of the same writes as `origin_writes` with
+/// every flush of the origin and the COW `delay` slower.
+fn origin_writes_slow_flush(dir: &Path, data: u64, delay: Duration) -> (Duration, Duration) {
+    let slow = |dev: &Arc<FileIo>| -> Arc<dyn BlockIo> { Arc::new(SlowFlush { dev: dev.clone(), delay }) };
+    let dev = file(dir, "origin.img", data);
+    fill(dev.as_ref(), data, 3);
+    let buf = vec![0x5au8; MIB as usize];
+    let t = Instant::now();
+    let o = Origin::new(slow(&dev)).unwrap();
+    for i in 0..data / MIB {
+        o.write(i * MIB, &buf).unwrap();
+    }
+    o.flush().unwrap();
+    let base = t.elapsed();
+    fill(dev.as_ref(), data, 4);
+    let cow = file(dir, "cow-writes.img", data + data / 8);
+    preallocate(cow.as_ref(), data + data / 8);
+    let o = Origin::new(slow(&dev)).unwrap();
+    o.attach_snapshot(slow(&cow), SnapshotOptions::default()).unwrap();
+    let t = Instant::now();
+    for i in 0..data / MIB {
+        o.write(i * MIB, &buf).unwrap();
+    }
+    o.flush().unwrap();
+    (base, t.elapsed())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -140,6 +193,17 @@ fn origin_write_rounds(dir: &Path, data: u64, rounds: usize) {
         "  context: no snapshot but a flush after every write {:.0} MiB/s; the snapshot path is {durable_ratio:.2} of that",
         mbs(|r| r.1)
     );
+    let flush_ms: u64 = std::env::var("SNAPBACK_BENCH_FLUSH_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    if flush_ms > 0 {
+        let delay = Duration::from_millis(flush_ms);
+        let slow: Vec<_> = (0..rounds).map(|_| origin_writes_slow_flush(dir, data, delay)).collect();
+        let ratio = median(slow.iter().map(|r| r.0.as_secs_f64() / r.1.as_secs_f64()).collect());
+        println!(
+            "  context: every flush {flush_ms} ms slower (simulated disk cache): no snapshot {:.0} MiB/s, one snapshot {:.0} MiB/s, ratio {ratio:.2}",
+            median(slow.iter().map(|r| mib_per_s(data, r.0)).collect()),
+            median(slow.iter().map(|r| mib_per_s(data, r.1)).collect()),
+        );
+    }
 }
 
 /// Times a merge of `exceptions` (made by origin writes of the given chunk offsets) against a

@@ -382,10 +382,13 @@ impl PersistentStore {
     pub fn usage(&self) -> Result<Usage> {
         let total = self.cow.size_bytes().map_err(io_err("reading the COW size"))?;
         let cs = u64::from(self.chunk_sectors);
+        // Counted as if the staged exceptions were committed: the figure must not depend on
+        // when a batch happens to be written.
+        let area = self.current_area + (self.current_committed + self.staged.len() as u64) / self.epa;
         Ok(Usage {
             allocated_sectors: self.next_free * cs,
             total_sectors: total / SECTOR_BYTES,
-            metadata_sectors: (self.current_area + 2) * cs,
+            metadata_sectors: (area + 2) * cs,
         })
     }
 

@@ -83,6 +83,32 @@ fn filling_an_area_zeroes_the_next_and_skips_its_chunk() {
 }
 
 #[test]
+fn staged_exceptions_are_mapped_and_counted_at_once_and_written_by_one_commit() {
+    let m = mem(200);
+    let mut s = open(&m).unwrap();
+    let entries: Vec<Entry> = (0..40).map(|i| Entry { old: 100 + i, new: s.allocate().unwrap() }).collect();
+    let (_, w0, f0) = m.counters();
+    s.stage(&entries[..10]).unwrap();
+    s.stage(&entries[10..]).unwrap();
+    assert_eq!((m.counters().1, m.counters().2), (w0, f0), "staging writes nothing");
+    assert!(s.has_staged());
+    assert_eq!(s.lookup(139), Some(entries[39].new));
+    assert_eq!(s.exception_count(), 40);
+    // Usage as if committed: area 0 fills, area 1 holds the other 8.
+    assert_eq!(s.usage().unwrap().to_string(), "43/200 3");
+    assert_eq!(open(&m).unwrap().exception_count(), 0, "nothing on disk yet");
+    s.commit_staged().unwrap();
+    assert!(!s.has_staged());
+    assert_eq!(s.usage().unwrap().to_string(), "43/200 3");
+    let (_, w1, f1) = m.counters();
+    // Area 1 zeroed, area 0 between two flushes, area 1 between two flushes.
+    assert_eq!((w1 - w0, f1 - f0), (3, 4));
+    let s2 = open(&m).unwrap();
+    assert_eq!(s2.exception_count(), 40);
+    assert_eq!(s2.lookup(139), Some(entries[39].new));
+}
+
+#[test]
 fn reopen_applies_skip_metadata() {
     let m = mem(200);
     let mut s = open(&m).unwrap();
