@@ -455,11 +455,15 @@ impl Origin {
     /// every COW. Reports a failed write of buffered origin data since the last flush even if
     /// a retry succeeded (once, as fsync reports a writeback error).
     pub fn flush(&self) -> Result<()> {
-        let mut st = self.write_state();
-        // A failure is recorded in `write_back_error`, reported below.
-        let _ = self.drain(&mut st);
-        let flushed = self.flush_devices(&st);
-        match st.write_back_error.take() {
+        let write_back_error = {
+            let mut st = self.write_state();
+            // A failure is recorded in `write_back_error`, reported below.
+            let _ = self.drain(&mut st);
+            st.write_back_error.take()
+        };
+        // Everything this flush covers is on the devices now: reads go on while they flush.
+        let flushed = self.flush_devices(&self.read_state());
+        match write_back_error {
             Some(e) => Err(EngineError::io("writing buffered data to the origin", e)),
             None => flushed,
         }
