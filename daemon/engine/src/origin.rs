@@ -459,6 +459,7 @@ impl Origin {
             let mut st = self.write_state();
             // A failure is recorded in `write_back_error`, reported below.
             let _ = self.drain(&mut st);
+            st.write_back.release();
             st.write_back_error.take()
         };
         // Everything this flush covers is on the devices now: reads go on while they flush.
