@@ -14,11 +14,24 @@ in_order() {
 }
 
 # journal_has FIELD=VALUE... : this boot's journal has an entry from snapbackd.service with
-# every one of these fields
+# every one of these fields (journald stores what it was sent asynchronously: up to 10 s)
 journal_has() {
-  _hits="$(journalctl -b -q --no-pager -o cat _SYSTEMD_UNIT=snapbackd.service "$@")"
-  [ -n "$_hits" ] || { echo "no journal entry with $*"; return 1; }
+  _n=0
+  until _hits="$(journalctl -b -q --no-pager -o cat _SYSTEMD_UNIT=snapbackd.service "$@")" &&
+        [ -n "$_hits" ]; do
+    _n=$((_n + 1)); [ $_n -lt 20 ] || { echo "no journal entry with $*"; return 1; }
+    sleep 0.5
+  done
   echo "$_hits"
+}
+
+# journal_line UNIT TEXT : the unit's journal this boot has a line containing TEXT (up to 10 s)
+journal_line() {
+  _n=0
+  until journalctl -b -q --no-pager -u "$1" | grep -qF "$2"; do
+    _n=$((_n + 1)); [ $_n -lt 20 ] || { echo "no '$2' in the journal of $1"; return 1; }
+    sleep 0.5
+  done
 }
 
 # no_hardening_errors UNIT : nothing in the unit's journal (its own lines and systemd's about
