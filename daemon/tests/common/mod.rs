@@ -292,6 +292,20 @@ impl Fixture {
             .unwrap_or_default()
     }
 
+    /// Waits until the current daemon's log contains `needle`: a log line written by the
+    /// event pump can come a little after the state it reports is visible on the bus.
+    pub async fn wait_for_log(&self, needle: &str) {
+        let started = Instant::now();
+        while !self.daemon_log().contains(needle) {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{needle:?} not logged within 20 s:\n{}",
+                self.daemon_log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn all_daemon_logs(&self) -> String {
         (1..=self.daemon_starts)
             .map(|n| fs::read_to_string(self.path(&format!("snapbackd-{n}.log"))).unwrap_or_default())
