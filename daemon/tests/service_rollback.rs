@@ -130,11 +130,12 @@ async fn rollback_restores_the_tree_byte_for_byte() {
     let changed = full_tree(&mnt);
     assert_ne!(changed, before, "the churn changed the tree");
     fx.umount(&mnt);
-    // UsedBytes follows the backend through events and a 2 s poll.
+    // UsedBytes follows the backend through events and a 2 s poll (60 s: a liveness bound on
+    // a loaded machine, not a latency check).
     let snapshot = fx.snapshot_proxy(&connection, set.as_str()).await;
     let started = Instant::now();
     while snapshot.used_bytes().await.unwrap() <= 12 * MIB {
-        assert!(started.elapsed() < Duration::from_secs(10), "UsedBytes never showed the COW data");
+        assert!(started.elapsed() < Duration::from_secs(60), "UsedBytes never showed the COW data");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -400,7 +401,7 @@ async fn fifty_status_clients_answer_during_a_merge_and_a_snapshot() {
     .await
     .unwrap();
     assert_eq!(state, "merging", "PropertiesChanged carried State");
-    let first = tokio::time::timeout(Duration::from_secs(10), async {
+    let first = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             let value = progress.next().await.unwrap().get().await.unwrap();
             if value > 0.0 {

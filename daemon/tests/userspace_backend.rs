@@ -147,9 +147,10 @@ fn record_events(backend: &UserspaceBackend) -> Events {
 }
 
 /// Events are emitted after the state they report is visible, so a test that saw the
-/// state waits (briefly) for the event instead of expecting it already recorded.
+/// state waits for the event instead of expecting it already recorded (30 s: a liveness
+/// bound on a loaded machine).
 fn wait_for_event(events: &Events, what: &str, matches: impl Fn(&BackendEvent) -> bool) -> BackendEvent {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(event) = events.lock().unwrap().iter().find(|event| matches(event)) {
             return event.clone();
@@ -450,7 +451,8 @@ fn full_cow_grows_or_invalidates_and_the_volume_keeps_working() {
         .unwrap();
     let data = pattern(8 << 20, 5);
     write_device(&device, 0, &data);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // The monitor (every 100 ms) notices; 30 s is a liveness bound on a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(30);
     while backend.snapshot(set.id).unwrap().state != SnapshotState::Invalid {
         assert!(Instant::now() < deadline, "snapshot never became invalid");
         std::thread::sleep(Duration::from_millis(50));

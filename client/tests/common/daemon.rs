@@ -155,7 +155,8 @@ impl Daemon {
         d
     }
 
-    /// Until `snapbackctl status` answers (the daemon owns its name), at most 20 s.
+    /// Until `snapbackctl status` answers (the daemon owns its name), at most 60 s (a
+    /// liveness bound on a loaded machine).
     fn wait_ready(&mut self) {
         let start = Instant::now();
         loop {
@@ -165,7 +166,7 @@ impl Daemon {
             if let Some(Ok(Some(status))) = self.daemon.as_mut().map(Child::try_wait) {
                 panic!("snapbackd exited with {status}:\n{}", self.log());
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "snapbackd not ready:\n{}", self.log());
+            assert!(start.elapsed() < Duration::from_secs(60), "snapbackd not ready:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -185,7 +185,7 @@ impl Fixture {
             .spawn()
             .unwrap();
         self.polkitd = Some(child);
-        self.wait_for_name("org.freedesktop.PolicyKit1", Duration::from_secs(15));
+        self.wait_for_name("org.freedesktop.PolicyKit1", Duration::from_secs(30));
     }
 
     /// Start snapbackd and wait until it owns its name.
