@@ -465,14 +465,27 @@ fn full_cow_grows_or_invalidates_and_the_volume_keeps_working() {
     drop(backend);
 
     // with autoextend: a slow writer never fills the COW, it grows instead
-    let backend = env.open();
+    let options = env.options();
+    let threshold = options.autoextend_threshold;
+    let backend = env.open_with(options);
     let device = device_of(&backend, "vol");
     let set = backend
         .create_snapshot(SnapshotRequest { cow_size_bytes: Some(4 * MIB), ..SnapshotRequest::default() })
         .unwrap();
     for step in 0..32u64 {
         write_device(&device, step * 256 * 1024, &pattern(256 << 10, 40 + step as u32));
-        std::thread::sleep(Duration::from_millis(150));
+        // "Slow" means: the next write waits until the monitor has grown the COW back under
+        // the autoextend threshold (a fixed pause raced a monitor delayed by a loaded machine).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let info = backend.snapshot(set.id).unwrap();
+            assert_eq!(info.state, SnapshotState::Active, "{info:?}");
+            if info.used_bytes as f64 <= threshold * info.size_bytes as f64 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the COW was not grown past the threshold: {info:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     let info = backend.snapshot(set.id).unwrap();
     assert_eq!(info.state, SnapshotState::Active, "{info:?}");
