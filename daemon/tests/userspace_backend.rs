@@ -80,9 +80,36 @@ fn device_of(backend: &UserspaceBackend, volume: &str) -> String {
     info.device.unwrap().to_str().unwrap().to_string()
 }
 
-fn mkfs_and_mount(device: &str, at: &Path) {
-    sh("mkfs.ext4", &["-q", "-F", "-E", "nodiscard", device]);
+/// An ext4 mount of a volume. A test that fails while it is mounted must not leave it
+/// behind: it would keep the loop device and the backend's FUSE mount busy after the backend
+/// is gone. Made after the backend is opened, it is dropped (unmounted) before the backend.
+struct Mounted(Option<PathBuf>);
+
+impl Mounted {
+    fn unmount(mut self) {
+        sh("umount", &[self.0.as_ref().unwrap().to_str().unwrap()]);
+        self.0 = None;
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(at) = self.0.take() {
+            if !Command::new("umount").arg(&at).status().is_ok_and(|s| s.success()) {
+                let _ = Command::new("umount").arg("-l").arg(&at).status();
+            }
+        }
+    }
+}
+
+fn mount(device: &str, at: &Path) -> Mounted {
     sh("mount", &[device, at.to_str().unwrap()]);
+    Mounted(Some(at.to_path_buf()))
+}
+
+fn mkfs_and_mount(device: &str, at: &Path) -> Mounted {
+    sh("mkfs.ext4", &["-q", "-F", "-E", "nodiscard", device]);
+    mount(device, at)
 }
 
 /// Every file under `root` with its bytes (directories as empty entries with a trailing /).
@@ -186,7 +213,7 @@ fn a_snapshot_of_a_mounted_file_system_is_frozen_clean_and_holds_the_last_writes
     let backend = env.open();
     let device = device_of(&backend, "vol");
     let mnt = env.mountpoint("vol");
-    mkfs_and_mount(&device, &mnt);
+    let mounted = mkfs_and_mount(&device, &mnt);
     // Written, never synced by anyone: only the snapshot's own flush/freeze can put it there.
     fs::write(mnt.join("unsynced"), b"written just before the snapshot\n").unwrap();
     assert!(ext4_needs_recovery(Path::new(&device)), "a mounted ext4 is marked as needing recovery");
@@ -212,7 +239,7 @@ fn a_snapshot_of_a_mounted_file_system_is_frozen_clean_and_holds_the_last_writes
     let after = Command::new("debugfs").args(["-R", "stat /after"]).arg(&copy).output().unwrap();
     assert!(String::from_utf8_lossy(&after.stderr).contains("File not found"), "later writes are not in the snapshot");
 
-    sh("umount", &[mnt.to_str().unwrap()]);
+    mounted.unmount();
     backend.delete(set.id).unwrap();
     backend.shutdown().unwrap();
 }
@@ -224,10 +251,10 @@ fn snapshot_change_rollback_restores_the_tree() {
     let events = record_events(&backend);
     let device = device_of(&backend, "root");
     let mnt = env.mountpoint("root");
-    mkfs_and_mount(&device, &mnt);
+    let mounted = mkfs_and_mount(&device, &mnt);
     populate(&mnt);
     let before = tree(&mnt);
-    sh("umount", &[mnt.to_str().unwrap()]);
+    mounted.unmount();
 
     let request = SnapshotRequest {
         description: "before upgrade".into(),
@@ -240,11 +267,11 @@ fn snapshot_change_rollback_restores_the_tree() {
     assert_eq!(set.size_bytes, 64 * MIB);
     assert_eq!(backend.pool().used_bytes, 64 * MIB);
 
-    sh("mount", &[&device, mnt.to_str().unwrap()]);
+    let mounted = mount(&device, &mnt);
     change(&mnt);
     let after = tree(&mnt);
     assert_ne!(after, before);
-    sh("umount", &[mnt.to_str().unwrap()]);
+    mounted.unmount();
     assert!(backend.snapshot(set.id).unwrap().used_bytes > 14 * MIB, "the changes went to the COW");
 
     // the read-only snapshot file shows the volume as it was
@@ -258,9 +285,9 @@ fn snapshot_change_rollback_restores_the_tree() {
     assert_eq!(backend.pool().used_bytes, 0, "COW extents freed after the merge");
     assert!(!snapshot_file.exists());
 
-    sh("mount", &[&device, mnt.to_str().unwrap()]);
+    let mounted = mount(&device, &mnt);
     let restored = tree(&mnt);
-    sh("umount", &[mnt.to_str().unwrap()]);
+    mounted.unmount();
     assert!(restored == before, "tree after rollback differs from the tree at snapshot time");
 
     let finished = BackendEvent::MergeFinished { id: set.id, ok: true, message: String::new() };
@@ -275,8 +302,8 @@ fn two_volume_set_scheduled_while_mounted_merges_at_next_open() {
     let backend = env.open();
     let (root_dev, var_dev) = (device_of(&backend, "root"), device_of(&backend, "var"));
     let (root_mnt, var_mnt) = (env.mountpoint("root"), env.mountpoint("var"));
-    mkfs_and_mount(&root_dev, &root_mnt);
-    mkfs_and_mount(&var_dev, &var_mnt);
+    let root_mounted = mkfs_and_mount(&root_dev, &root_mnt);
+    let var_mounted = mkfs_and_mount(&var_dev, &var_mnt);
     fs::write(root_mnt.join("os-release"), b"v1\n").unwrap();
     fs::write(var_mnt.join("db"), pattern(3 << 20, 9)).unwrap();
     let (root_before, var_before) = (tree(&root_mnt), tree(&var_mnt));
@@ -291,7 +318,7 @@ fn two_volume_set_scheduled_while_mounted_merges_at_next_open() {
     sh("sync", &[]);
 
     // root is mounted: the whole set is scheduled, nothing merges
-    sh("umount", &[var_mnt.to_str().unwrap()]);
+    var_mounted.unmount();
     assert_eq!(backend.rollback(set.id).unwrap(), RollbackOutcome::Scheduled);
     assert_eq!(backend.snapshot(set.id).unwrap().state, SnapshotState::MergeScheduled);
     let states: Vec<String> = backend.volumes().iter().map(|v| v.state.clone()).collect();
@@ -304,17 +331,17 @@ fn two_volume_set_scheduled_while_mounted_merges_at_next_open() {
     assert!(matches!(backend.delete(999), Err(BackendError::NotFound(_))));
 
     // "reboot": the volumes go away, snapbackd starts again and runs the pending merge
-    sh("umount", &[root_mnt.to_str().unwrap()]);
+    root_mounted.unmount();
     backend.shutdown().unwrap();
     drop(backend);
     let backend = env.open();
     wait_removed(&backend, set.id);
     let (root_dev, var_dev) = (device_of(&backend, "root"), device_of(&backend, "var"));
-    sh("mount", &[&root_dev, root_mnt.to_str().unwrap()]);
-    sh("mount", &[&var_dev, var_mnt.to_str().unwrap()]);
+    let root_mounted = mount(&root_dev, &root_mnt);
+    let var_mounted = mount(&var_dev, &var_mnt);
     let (root_after, var_after) = (tree(&root_mnt), tree(&var_mnt));
-    sh("umount", &[root_mnt.to_str().unwrap()]);
-    sh("umount", &[var_mnt.to_str().unwrap()]);
+    root_mounted.unmount();
+    var_mounted.unmount();
     assert!(root_after == root_before, "root not rolled back");
     assert!(var_after == var_before, "var not rolled back");
     assert_eq!(backend.pool().used_bytes, 0);
@@ -663,6 +690,26 @@ fn a_failed_merge_is_reported_kept_and_resumed_by_another_rollback() {
     wait_for_event(&events, "MergeFinished(ok) after the resumed merge", |e| *e == finished);
 }
 
+/// The stand-in leftovers of a crashed daemon, removed on drop (after the backend, which is
+/// opened later): loop devices backed by files under the directory, and its tmpfs mount.
+struct StaleLeftovers(PathBuf);
+
+impl Drop for StaleLeftovers {
+    fn drop(&mut self) {
+        for entry in fs::read_dir("/sys/block").unwrap().flatten() {
+            let Ok(backing) = fs::read_to_string(entry.path().join("loop/backing_file")) else { continue };
+            // Only ours: other tests run in parallel, and free device numbers are reused.
+            if Path::new(backing.trim_end().trim_end_matches(" (deleted)")).starts_with(&self.0) {
+                let _ = Command::new("losetup").arg("-d").arg(Path::new("/dev").join(entry.file_name())).status();
+            }
+        }
+        let mounted = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        if mounted.lines().any(|l| l.split(' ').nth(4) == self.0.to_str() && l.contains(" - tmpfs dead-snapbackd ")) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
 #[test]
 fn leftovers_of_a_crashed_daemon_are_cleaned_up_at_open() {
     let env = Env::new(&[("vol", 16 * MIB)], 64 * MIB);
@@ -670,6 +717,8 @@ fn leftovers_of_a_crashed_daemon_are_cleaned_up_at_open() {
     let fuse_dir = env.options().fuse_dir;
     fs::create_dir_all(&fuse_dir).unwrap();
     sh("mount", &["-t", "tmpfs", "dead-snapbackd", fuse_dir.to_str().unwrap()]);
+    // If the backend does not clean them up, the test must not leave them behind itself.
+    let _leftovers = StaleLeftovers(fuse_dir.clone());
     fs::File::create(fuse_dir.join("vol")).unwrap().set_len(16 * MIB).unwrap();
     let output = Command::new("losetup").args(["--find", "--show"]).arg(fuse_dir.join("vol")).output().unwrap();
     let stale = String::from_utf8(output.stdout).unwrap().trim().to_string();

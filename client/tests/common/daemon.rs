@@ -215,8 +215,9 @@ impl Drop for Daemon {
         if let Some(mut daemon) = self.daemon.take() {
             // SIGTERM: the daemon detaches its loop devices and unmounts FUSE.
             let _ = Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status();
+            // 30 s: a loaded machine may need long for a clean shutdown (it stops a merge).
             let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(10) {
+            while start.elapsed() < Duration::from_secs(30) {
                 if let Ok(Some(_)) = daemon.try_wait() {
                     break;
                 }
@@ -225,7 +226,15 @@ impl Drop for Daemon {
             if let Ok(None) = daemon.try_wait() {
                 let _ = daemon.kill();
                 let _ = daemon.wait();
-                let _ = Command::new("umount").arg("-l").arg(self.dir.path().join("fuse")).status();
+                // Killed: its loop device was not detached (only ours: tests run in parallel).
+                let fuse = self.dir.path().join("fuse");
+                for entry in std::fs::read_dir("/sys/block").into_iter().flatten().flatten() {
+                    let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file")) else { continue };
+                    if Path::new(backing.trim_end().trim_end_matches(" (deleted)")).starts_with(&fuse) {
+                        let _ = Command::new("losetup").arg("-d").arg(Path::new("/dev").join(entry.file_name())).status();
+                    }
+                }
+                let _ = Command::new("umount").arg("-l").arg(&fuse).status();
             }
         }
         let _ = self.bus.kill();

@@ -140,7 +140,6 @@ impl Fixture {
             .stderr(fs::File::create(root.join("dbus-daemon.log")).unwrap())
             .spawn()
             .unwrap();
-        wait_for(Duration::from_secs(10), "the private bus socket", || socket.exists());
 
         let mut fixture = Fixture {
             dir,
@@ -155,6 +154,9 @@ impl Fixture {
             journal: None,
             made_journal_dir: false,
         };
+        // Waited for only now that the fixture owns the bus: a timeout drops it, which stops
+        // the bus instead of leaving a dbus-daemon behind.
+        wait_for(Duration::from_secs(30), "the private bus socket", || socket.exists());
         if fixture.options.fake_journal {
             let dir = fixture.path("journal");
             fs::create_dir_all(&dir).unwrap();
@@ -420,6 +422,8 @@ impl Drop for Fixture {
         if let Some(mut daemon) = self.daemon.take() {
             terminate(&mut daemon, Duration::from_secs(30));
         }
+        // A daemon that had to be SIGKILLed did not detach its loop devices.
+        detach_loop_devices_under(&self.path("fuse"));
         let _ = Command::new("umount").arg("-l").arg(self.path("fuse")).output();
         if let Some(mut polkitd) = self.polkitd.take() {
             let _ = polkitd.kill();
@@ -448,6 +452,18 @@ fn terminate(child: &mut Child, grace: Duration) -> std::process::ExitStatus {
             return child.wait().unwrap();
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Detaches every loop device whose backing file lies under `dir` (only this fixture's: tests
+/// run in parallel, and a device number is reused as soon as it is free).
+fn detach_loop_devices_under(dir: &Path) {
+    let Ok(entries) = fs::read_dir("/sys/block") else { return };
+    for entry in entries.flatten() {
+        let Ok(backing) = fs::read_to_string(entry.path().join("loop/backing_file")) else { continue };
+        if Path::new(backing.trim_end().trim_end_matches(" (deleted)")).starts_with(dir) {
+            let _ = Command::new("losetup").arg("-d").arg(Path::new("/dev").join(entry.file_name())).output();
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! Needs root, /dev/fuse and loop devices.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
@@ -42,6 +42,29 @@ fn sh(program: &str, args: &[&str]) {
     assert!(status.success(), "{program} {args:?} failed");
 }
 
+/// What a failing test must not leave behind: on drop, unmounts `mounted` (lazily if busy)
+/// and detaches the loop devices backed by a file under `fuse_dir` (only ours: tests run in
+/// parallel and reuse free device numbers). Declared after a FUSE mount, it runs before the
+/// mount's own drop, which could not unmount a FUSE file system still in use.
+struct Leftovers {
+    mounted: PathBuf,
+    fuse_dir: PathBuf,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        if is_mounted(&self.mounted) && !Command::new("umount").arg(&self.mounted).status().is_ok_and(|s| s.success()) {
+            let _ = Command::new("umount").arg("-l").arg(&self.mounted).status();
+        }
+        for entry in std::fs::read_dir("/sys/block").into_iter().flatten().flatten() {
+            let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file")) else { continue };
+            if Path::new(backing.trim_end()).starts_with(&self.fuse_dir) {
+                let _ = Command::new("losetup").arg("-d").arg(Path::new("/dev").join(entry.file_name())).status();
+            }
+        }
+    }
+}
+
 #[test]
 fn ext4_on_a_loop_device_over_a_fuse_file() {
     assert!(rustix::process::geteuid().is_root(), "this test needs root (FUSE mount, losetup)");
@@ -52,6 +75,8 @@ fn ext4_on_a_loop_device_over_a_fuse_file() {
     table.insert("vol", file.clone());
     table.insert("ro", Arc::new(MemFile { bytes: Mutex::new(vec![7; 4096]), writable: false }));
     let mut mount = FuseMount::mount(&mountpoint, table.clone(), 4).unwrap();
+    let fs_dir = dir.path().join("mnt");
+    let _leftovers = Leftovers { mounted: fs_dir.clone(), fuse_dir: mountpoint.clone() };
 
     let listing: Vec<String> = std::fs::read_dir(&mountpoint)
         .unwrap()
@@ -64,7 +89,6 @@ fn ext4_on_a_loop_device_over_a_fuse_file() {
     let device = loop_device::attach(&mountpoint.join("vol")).unwrap();
     let device_str = device.to_str().unwrap().to_string();
     sh("mkfs.ext4", &["-q", "-F", "-E", "nodiscard", &device_str]);
-    let fs_dir = dir.path().join("mnt");
     std::fs::create_dir_all(&fs_dir).unwrap();
     sh("mount", &[&device_str, fs_dir.to_str().unwrap()]);
     let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 256) as u8).collect();
@@ -98,6 +122,7 @@ fn a_leftover_mount_at_the_mountpoint_is_replaced() {
     let mountpoint = dir.path().join("fuse");
     std::fs::create_dir_all(&mountpoint).unwrap();
     sh("mount", &["-t", "tmpfs", "leftover", mountpoint.to_str().unwrap()]);
+    let _leftovers = Leftovers { mounted: mountpoint.clone(), fuse_dir: mountpoint.clone() };
     assert!(is_mounted(&mountpoint));
     let table = Arc::new(FileTable::default());
     table.insert("vol", Arc::new(MemFile { bytes: Mutex::new(vec![3; 8192]), writable: true }));
