@@ -362,6 +362,33 @@ fn read_file(path: &Path, offset: u64, len: usize) -> Vec<u8> {
 }
 
 #[test]
+fn origin_writes_the_engine_holds_are_written_back_without_anyone_flushing() {
+    let env = Env::new(&[("vol", 64 * MIB)], 128 * MIB);
+    let backend = env.open();
+    let set = backend
+        .create_snapshot(SnapshotRequest { cow_size_bytes: Some(16 * MIB), ..SnapshotRequest::default() })
+        .unwrap();
+    let backing = env.config.volumes[0].device.clone();
+    let before = read_file(&backing, 0, 1 << 20);
+    // The served file is FOPEN_DIRECT_IO: the write reaches the engine at once. It stays open
+    // and is never fsynced, so only the monitor's expiry can move the data on.
+    let served = fs::OpenOptions::new().write(true).open(env.options().fuse_dir.join("vol")).unwrap();
+    let data = pattern(1 << 20, 77);
+    std::os::unix::fs::FileExt::write_all_at(&served, &data, 0).unwrap();
+    assert!(read_file(&backing, 0, 1 << 20) == before, "a write into fresh chunks is held (write-back) at first");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read_file(&backing, 0, 1 << 20) != data {
+        assert!(Instant::now() < deadline, "held origin writes never reached the backing file");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let snapshot_file = env.options().fuse_dir.join(format!("vol@{}", set.id));
+    assert!(read_file(&snapshot_file, 0, 1 << 20) == before, "the snapshot keeps the old content");
+    drop(served);
+    backend.delete(set.id).unwrap();
+    backend.shutdown().unwrap();
+}
+
+#[test]
 fn reopen_mid_merge_resumes_and_ends_with_the_snapshot_content() {
     let env = Env::new(&[("data", 48 * MIB)], 128 * MIB);
     // One chunk per merge step: 2048 committed steps, so the merge is still running when the

@@ -1,5 +1,6 @@
-//! The monitor thread: grows COWs nearing full from the pool (like LVM autoextend), and turns
-//! snapshots the engine invalidated or overflowed into registry state and bus events.
+//! The monitor thread: grows COWs nearing full from the pool (like LVM autoextend), turns
+//! snapshots the engine invalidated or overflowed into registry state and bus events, and
+//! writes back origin writes the engine has held in memory for too long.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,11 +22,35 @@ fn run(shared: &Shared) {
     // Last used-bytes figure reported per set, so usage changes reach the bus.
     let mut reported: BTreeMap<SnapshotId, u64> = BTreeMap::new();
     let mut pool_full_warned = false;
+    let mut held_since: BTreeMap<String, Instant> = BTreeMap::new();
     while !shared.stopping() {
         let deadline = Instant::now() + shared.options.monitor_interval;
         check_once(shared, &mut reported, &mut pool_full_warned);
+        write_back_expired(shared, &mut held_since);
         while !shared.stopping() && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// How long the engine may hold origin writes in memory (its write-back buffer) before the
+/// monitor commits them: like the kernel's dirty-page expiry and ext4's 5 s journal commit,
+/// so data nobody flushed does not wait in the daemon indefinitely.
+pub const WRITE_BACK_EXPIRE: Duration = Duration::from_secs(5);
+
+/// Flushes every volume whose write-back buffer has held data for `WRITE_BACK_EXPIRE`.
+fn write_back_expired(shared: &Shared, held_since: &mut BTreeMap<String, Instant>) {
+    for (name, volume) in shared.volumes.iter() {
+        if volume.write_back_bytes() == 0 {
+            held_since.remove(name);
+            continue;
+        }
+        let since = *held_since.entry(name.clone()).or_insert_with(Instant::now);
+        if since.elapsed() >= WRITE_BACK_EXPIRE {
+            held_since.remove(name);
+            if let Err(err) = volume.flush() {
+                tracing::warn!(volume = %name, %err, "writing back held origin writes failed; the next flush reports it");
+            }
         }
     }
 }

@@ -167,6 +167,11 @@ impl Volume {
         self.origin.resume();
     }
 
+    /// Origin writes the engine holds in memory until its next commit (write-back).
+    pub fn write_back_bytes(&self) -> u64 {
+        self.origin.write_back_bytes()
+    }
+
     pub fn flush(&self) -> Result<(), BackendError> {
         self.origin
             .flush()
