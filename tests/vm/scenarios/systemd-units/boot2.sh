@@ -50,6 +50,14 @@ mkdir -p /mnt/logs; mount /dev/mapper/snapback-logs /mnt/logs
 check logs-files-pre-upgrade same_tree /tmp/keep/logs-v2 /mnt/logs
 umount /mnt/logs
 
+# the "add" uevent systemd-udev-trigger sends every device at boot (e.g. to volumes an initramfs
+# assembled) keeps the volume ready for systemd: the daemon's dm calls carry udev's
+# primary-source flag, so the dm rules do not take the event for a half-made device
+dmn="$(basename "$(readlink -f /dev/mapper/snapback-data)")"
+udevadm trigger --action=add --settle "/sys/block/$dmn"
+check_eq coldplug-add-keeps-device-and-mount "1 active active" \
+  "$(udevadm info -q property "/dev/$dmn" | sed -n 's/^SYSTEMD_READY=//p') $(systemctl is-active 'dev-mapper-snapback\x2ddata.device') $(systemctl is-active mnt-data.mount)"
+
 check no-hardening-errors-in-journal no_hardening_errors snapbackd.service
 check no-activate-errors-in-journal no_hardening_errors snapback-activate.service
 check_eq no-restarts 0 "$(prop snapbackd NRestarts)"
