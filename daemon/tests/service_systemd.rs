@@ -165,4 +165,24 @@ async fn logs_go_to_journald_with_message_ids_and_fields() {
     assert_eq!(field("SYSLOG_IDENTIFIER"), Some("snapbackd"));
     assert_eq!(field("PRIORITY"), Some("5"), "tracing-journald maps INFO to notice");
     assert_eq!(field("MESSAGE"), Some(format!("snapshot set {id} created over data (journal)").as_str()));
+
+    // The rollback of an idle volume: started now, then finished, each with its own MESSAGE_ID.
+    // The call runs beside the journal reads: the test's socket queues only a few datagrams,
+    // and a daemon blocked on a full journal socket would never answer.
+    let rollback = tokio::spawn({
+        let (manager, set) = (manager.clone(), set.clone());
+        async move { manager.rollback(&set.as_ref(), std::collections::HashMap::new()).await }
+    });
+    let started = journal_entry_with(
+        journal,
+        &[("MESSAGE_ID", "551aff89e1214461bbf071d87a6807d6"), ("SNAPSHOT_ID", &id), ("VOLUMES", "data")],
+        LIVENESS,
+    );
+    assert!(started.iter().any(|(k, v)| k == "MESSAGE" && v == &format!("rollback of snapshot set {id} started: merging")));
+    journal_entry_with(
+        journal,
+        &[("MESSAGE_ID", "434d125d881e4dcd99ae6d046f431929"), ("SNAPSHOT_ID", &id), ("OK", "true")],
+        LIVENESS,
+    );
+    assert_eq!(rollback.await.unwrap().unwrap(), "merging");
 }

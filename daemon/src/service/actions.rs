@@ -14,7 +14,7 @@ use snapback_dbus::{
 use zbus::message::Header;
 use zbus::{Connection, ObjectPath, OwnedObjectPath};
 
-use super::logging::{MESSAGE_ID_ROLLBACK_SCHEDULED, MESSAGE_ID_SNAPSHOT_CREATED};
+use super::logging::{MESSAGE_ID_ROLLBACK_SCHEDULED, MESSAGE_ID_ROLLBACK_STARTED, MESSAGE_ID_SNAPSHOT_CREATED};
 use super::manager::Manager;
 use super::options::{self, OptionDict};
 use super::publish::{manager_emitter, publish, refresh, unpublish};
@@ -112,6 +112,7 @@ pub async fn rollback(
         }
         RollbackOutcome::Merging => {
             tracing::info!(
+                message_id = MESSAGE_ID_ROLLBACK_STARTED,
                 snapshot_id = id,
                 volumes = %info.volumes.join(","),
                 "rollback of snapshot set {id} started: merging"

@@ -13,6 +13,8 @@ use tracing_subscriber::EnvFilter;
 
 /// A snapshot set was created.
 pub const MESSAGE_ID_SNAPSHOT_CREATED: &str = "f2ac8f71a2f6497e9b58ec2833fad94f";
+/// A rollback started at once: the merge is running.
+pub const MESSAGE_ID_ROLLBACK_STARTED: &str = "551aff89e1214461bbf071d87a6807d6";
 /// A rollback was scheduled for next boot (an origin was busy).
 pub const MESSAGE_ID_ROLLBACK_SCHEDULED: &str = "232e5b9c367b440f8372d816dfe6b0f1";
 /// A merge finished (successfully or not; see `OK`).
@@ -67,6 +69,7 @@ mod tests {
     fn message_ids_are_distinct_128_bit_hex() {
         let ids = [
             MESSAGE_ID_SNAPSHOT_CREATED,
+            MESSAGE_ID_ROLLBACK_STARTED,
             MESSAGE_ID_ROLLBACK_SCHEDULED,
             MESSAGE_ID_MERGE_FINISHED,
             MESSAGE_ID_SNAPSHOT_INVALIDATED,

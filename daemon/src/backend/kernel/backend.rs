@@ -164,15 +164,19 @@ impl Inner {
             }
             let device = stack::assemble(&self.dm, &volume.spec, &snapshots, merging.as_ref(), OnFull::Invalidate)
                 .map_err(dm_error)?;
-            tracing::info!(volume = %name, device = %device.display(), merging = merging.is_some(), "volume assembled");
+            tracing::info!(volume = %name, device = %device.display(), merging = merging.is_some(),
+                "volume {name} assembled at {}{}", device.display(), if merging.is_some() { " (merging)" } else { "" });
         }
         for set in registry.snapshot_sets.iter().filter(|s| s.state.rollback_pending()) {
             let wanted = if deferred.contains(&set.id) { SetState::MergeScheduled } else { SetState::Merging };
-            if set.state != wanted {
+            let was = set.state;
+            if was != wanted {
                 self.set_state(set.id, wanted, None)?;
             }
-            if wanted == SetState::Merging {
-                tracing::info!(snapshot = set.id, "pending rollback started");
+            if wanted == SetState::Merging && was != SetState::Merging {
+                tracing::info!(snapshot = set.id, "pending rollback of snapshot set {} started", set.id);
+            } else if wanted == SetState::Merging {
+                tracing::info!(snapshot = set.id, "merge of snapshot set {} is running; following it", set.id);
             } else {
                 tracing::warn!(snapshot = set.id, "a volume of the set is in use: its rollback stays scheduled for the next boot");
             }

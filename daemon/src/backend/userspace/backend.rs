@@ -84,7 +84,7 @@ impl UserspaceBackend {
             let device = loop_device::attach(&file).map_err(|err| {
                 BackendError::Backend(format!("volume {name}: cannot attach a loop device: {err}"))
             })?;
-            tracing::info!(volume = %name, device = %device.display(), "volume assembled");
+            tracing::info!(volume = %name, device = %device.display(), "volume {name} assembled at {}", device.display());
             volume.set_device(Some(device));
         }
         monitor::spawn(&shared).map_err(|err| BackendError::Backend(format!("cannot start the monitor: {err}")))?;
