@@ -67,9 +67,7 @@ impl UserspaceBackend {
         for (name, volume) in &shared.volumes {
             shared.files.insert(name, volume.served_file());
         }
-        for device in loop_device::detach_stale(&shared.options.fuse_dir) {
-            tracing::warn!(device = %device.display(), "detached a loop device left by an earlier snapbackd");
-        }
+        detach_stale_loops(&shared);
         let mount = FuseMount::mount(&shared.options.fuse_dir, shared.files.clone(), shared.options.fuse_threads)
             .map_err(|err| {
                 BackendError::Backend(format!(
@@ -169,12 +167,48 @@ fn attach_registered_snapshots(shared: &Shared) {
     }
 }
 
+/// Detaches the loop devices an earlier snapbackd left (see [`loop_device::detach_stale`]) and
+/// remembers those still mounted: the file system on such a device is the volume's, still
+/// mounted from before this start (its I/O fails, the daemon serving it is gone), so no
+/// scheduled rollback may merge under it. Under systemd this is the normal case of a restart
+/// with a volume mounted: the service's mount namespace, and the FUSE mount in it, go with
+/// every stop.
+fn detach_stale_loops(shared: &Shared) {
+    let served: Vec<(String, u64)> = shared.volumes.values().map(|v| (v.name.clone(), v.size_bytes)).collect();
+    let mut in_use = Vec::new();
+    for stale in loop_device::detach_stale(&shared.options.fuse_dir, &served) {
+        if loop_device::wait_detached(&stale.device, std::time::Duration::from_secs(2)) {
+            tracing::warn!(device = %stale.device.display(), "detached a loop device left by an earlier snapbackd");
+        } else if let Some(volume) = stale.volume() {
+            tracing::warn!(device = %stale.device.display(), volume = %volume,
+                "{} (volume {volume}) is still in use from before this start (mounted?): unmount it and use \
+                 the volume's new device; it detaches when released, and rollbacks of the volume wait until then",
+                stale.device.display());
+            in_use.push(stale);
+        } else {
+            tracing::warn!(device = %stale.device.display(), "a loop device left by an earlier snapbackd is still in use; it detaches when released");
+        }
+    }
+    *lock(&shared.stale_in_use) = in_use;
+}
+
 /// Starts the merges of sets whose rollback was scheduled, running when snapbackd stopped, or
 /// failed (a half-merged volume is only whole again through its snapshot, so it is retried).
+/// A scheduled one waits while a volume of its set is still mounted from before this start.
 fn resume_pending_rollbacks(shared: &Arc<Shared>) {
     let registry = shared.pool.registry();
     let retry = registry.snapshot_sets.iter().filter(|set| set.state == SetState::MergeFailed).map(|set| set.id);
     for id in registry.pending_rollbacks().into_iter().chain(retry) {
+        let set = registry.snapshot_sets.iter().find(|set| set.id == id);
+        if let Some(set) = set.filter(|set| set.state == SetState::MergeScheduled) {
+            let busy: Vec<String> =
+                set.volumes().into_iter().filter(|name| shared.stale_device_in_use(name).is_some()).collect();
+            if !busy.is_empty() {
+                tracing::info!(snapshot = id, busy = ?busy,
+                    "rollback of snapshot set {id} stays scheduled: volumes still mounted from before this start");
+                continue;
+            }
+        }
         tracing::info!(snapshot = id, "starting pending rollback");
         if let Err(err) = start_merges(shared, id) {
             tracing::error!(snapshot = id, %err, "cannot start pending rollback");
@@ -357,6 +391,10 @@ impl Backend for UserspaceBackend {
         let mut busy = Vec::new();
         for name in record.volumes() {
             let volume = self.shared.volume(&name)?;
+            if self.shared.stale_device_in_use(&name).is_some() {
+                busy.push(name.clone());
+                continue;
+            }
             let Some(device) = volume.device() else { continue };
             match loop_device::hold_exclusive(&device) {
                 Ok(Some(hold)) => holds.push((device, hold)),

@@ -3,7 +3,7 @@
 
 use std::fs::OpenOptions;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -51,9 +51,50 @@ pub fn wait_detached(device: &Path, timeout: std::time::Duration) -> bool {
     true
 }
 
-/// Detaches loop devices whose backing file lies under `dir`: left behind by a snapbackd that
-/// died without shutting down (their FUSE files no longer answer). Returns what it detached.
-pub fn detach_stale(dir: &Path) -> Vec<PathBuf> {
+/// A loop device an earlier snapbackd attached to one of the files it served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleLoop {
+    pub device: PathBuf,
+    /// The served file it presented: a volume (`data`) or a snapshot file (`data@3`).
+    pub file_name: String,
+    /// Its backing file as the kernel reported it, to recognise this same binding later.
+    backing: String,
+}
+
+impl StaleLoop {
+    /// The volume it presented, when it was a volume's device (not a snapshot file's).
+    pub fn volume(&self) -> Option<&str> {
+        (!self.file_name.contains('@')).then_some(self.file_name.as_str())
+    }
+
+    /// Still bound to that file after `losetup --detach`: something holds it open (a file
+    /// system mounted on it), and the kernel detaches it only at its last close.
+    pub fn still_bound(&self) -> bool {
+        let Some(now) = backing_file(&self.device) else { return false };
+        // the same binding, or the same file once its stale mount was detached as well
+        let path = Path::new(now.trim_end_matches(" (deleted)"));
+        now == self.backing
+            || (path.to_str().and_then(|p| p.strip_prefix('/')) == Some(self.file_name.as_str())
+                && !can_back_a_loop_device(path))
+    }
+}
+
+/// The backing file of loop device `device`, as /sys reports it (None when unbound).
+fn backing_file(device: &Path) -> Option<String> {
+    let name = device.file_name()?;
+    let text = std::fs::read_to_string(Path::new("/sys/block").join(name).join("loop/backing_file")).ok()?;
+    Some(text.trim_end_matches('\n').to_string())
+}
+
+/// Detaches loop devices left behind by a snapbackd that stopped or died while they were
+/// attached to files of its volume filesystem (mounted at `dir`): loop devices whose backing
+/// file lies under `dir`, or — once the mount namespace that filesystem lived in is gone
+/// (systemd gives snapbackd.service a namespace of its own and destroys it at every stop and
+/// crash) — the same file seen from the detached mount's root: `/<name>` for a file the
+/// daemon serves (`served`: volume name and size; `<volume>@<id>` too), of that volume's size,
+/// with no file or block device at that path here. One still in use (mounted) is only marked
+/// to detach at its last close: see [`StaleLoop::still_bound`]. Returns what it detached.
+pub fn detach_stale(dir: &Path, served: &[(String, u64)]) -> Vec<StaleLoop> {
     let Ok(entries) = std::fs::read_dir("/sys/block") else { return Vec::new() };
     let mut detached = Vec::new();
     for entry in entries.flatten() {
@@ -61,17 +102,47 @@ pub fn detach_stale(dir: &Path) -> Vec<PathBuf> {
         if !name.to_string_lossy().starts_with("loop") {
             continue;
         }
-        let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file")) else { continue };
-        let backing = backing.trim_end().trim_end_matches(" (deleted)");
-        if Path::new(backing).starts_with(dir) {
-            let device = Path::new("/dev").join(&name);
-            match detach(&device) {
-                Ok(()) => detached.push(device),
-                Err(err) => tracing::warn!(device = %device.display(), %err, "cannot detach stale loop device"),
+        let device = Path::new("/dev").join(&name);
+        let Some(backing) = backing_file(&device) else { continue };
+        let path = Path::new(backing.trim_end_matches(" (deleted)"));
+        let file_name = match path.strip_prefix(dir) {
+            Ok(rest) => rest.to_string_lossy().into_owned(),
+            Err(_) => {
+                let size = std::fs::read_to_string(entry.path().join("size"))
+                    .ok()
+                    .and_then(|sectors| sectors.trim().parse::<u64>().ok())
+                    .map(|sectors| sectors * 512);
+                match served_file_seen_detached(path, served, size) {
+                    Some(file_name) => file_name,
+                    None => continue,
+                }
             }
+        };
+        match detach(&device) {
+            Ok(()) => detached.push(StaleLoop { device, file_name, backing }),
+            Err(err) => tracing::warn!(device = %device.display(), %err, "cannot detach stale loop device"),
         }
     }
     detached
+}
+
+/// `/<volume>` or `/<volume>@<id>` of that volume's size, and not a file or block device that
+/// exists here (a loop device can only be backed by one of those): a served file whose mount
+/// was detached.
+fn served_file_seen_detached(path: &Path, served: &[(String, u64)], size: Option<u64>) -> Option<String> {
+    let file_name = path.to_str()?.strip_prefix('/')?;
+    let volume = match file_name.split_once('@') {
+        Some((volume, id)) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) => volume,
+        Some(_) => return None,
+        None => file_name,
+    };
+    served.iter().find(|(name, bytes)| name == volume && Some(*bytes) == size)?;
+    (!can_back_a_loop_device(path)).then(|| file_name.to_string())
+}
+
+/// Whether `path` is, here, something a loop device can be bound to.
+fn can_back_a_loop_device(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|meta| meta.file_type().is_file() || meta.file_type().is_block_device())
 }
 
 /// Drops the device's buffer cache (BLKFLSBUF), so nothing stale survives a merge.
@@ -93,5 +164,38 @@ pub fn hold_exclusive(device: &Path) -> io::Result<Option<ExclusiveHold>> {
         Ok(file) => Ok(Some(ExclusiveHold { _file: file })),
         Err(err) if err.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) => Ok(None),
         Err(err) => Err(err),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_served_file_seen_from_its_detached_mount_is_recognised_by_name_and_size() {
+        let served = [("data".to_string(), 64 << 20), ("files".to_string(), 32 << 20)];
+        let at = |path: &str, size| served_file_seen_detached(Path::new(path), &served, Some(size));
+        assert_eq!(at("/data", 64 << 20), Some("data".to_string()));
+        assert_eq!(at("/data@12", 64 << 20), Some("data@12".to_string()));
+        assert_eq!(at("/files", 32 << 20), Some("files".to_string()));
+        // another size, another name, a nested path, a bad snapshot suffix: not ours
+        assert_eq!(at("/data", 32 << 20), None);
+        assert_eq!(at("/other", 64 << 20), None);
+        assert_eq!(at("/x/data", 64 << 20), None);
+        assert_eq!(at("/data@", 64 << 20), None);
+        assert_eq!(at("/data@1x", 64 << 20), None);
+        assert_eq!(served_file_seen_detached(Path::new("/data"), &served, None), None);
+    }
+
+    #[test]
+    fn only_files_and_block_devices_can_back_a_loop_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("data");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(can_back_a_loop_device(&file));
+        assert!(!can_back_a_loop_device(dir.path()));
+        assert!(!can_back_a_loop_device(Path::new("/dev/null")));
+        assert!(!can_back_a_loop_device(&dir.path().join("missing")));
     }
 }

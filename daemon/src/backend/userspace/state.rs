@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use super::fuse_fs::FileTable;
+use super::loop_device::StaleLoop;
 use super::volume::Volume;
 use crate::backend::{
     BackendError, BackendEvent, EventSink, SnapshotId, SnapshotSetInfo,
@@ -74,6 +75,9 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// Merge and monitor threads, joined at shutdown.
     pub threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Loop devices of volumes that an earlier snapbackd left still in use (mounted) when it
+    /// stopped: while one is still bound its volume counts as busy for rollbacks.
+    pub stale_in_use: Mutex<Vec<StaleLoop>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -98,6 +102,7 @@ impl Shared {
             progress: Mutex::new(BTreeMap::new()),
             stop: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
+            stale_in_use: Mutex::new(Vec::new()),
         }
     }
 
@@ -120,6 +125,14 @@ impl Shared {
         self.volumes.get(name).ok_or_else(|| {
             BackendError::NotFound(format!("no volume named {name:?} is configured"))
         })
+    }
+
+    /// The loop device an earlier snapbackd left mounted for `volume`, while it still is.
+    pub fn stale_device_in_use(&self, volume: &str) -> Option<std::path::PathBuf> {
+        lock(&self.stale_in_use)
+            .iter()
+            .find(|stale| stale.volume() == Some(volume) && stale.still_bound())
+            .map(|stale| stale.device.clone())
     }
 
     pub fn record(&self, id: SnapshotId) -> Result<SnapshotSetRecord, BackendError> {
