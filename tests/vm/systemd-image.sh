@@ -12,7 +12,8 @@
 #   99-systemd.rules): without udev no .device unit ever appears, so an fstab entry for
 #   /dev/mapper/snapback-<volume> would wait 90 s and fail — udev is part of what is tested.
 # - the fstab generator (boot 2 mounts a volume from /etc/fstab) and util-linux mount/umount
-#   (systemd runs /bin/mount for .mount units; busybox's is replaced in this image only).
+#   (systemd runs /bin/mount for .mount units; busybox's is replaced in this image only), and
+#   util-linux losetup/blockdev/fsfreeze, which the userspace backend runs.
 # - dbus-daemon as Debian runs it (dbus.socket + dbus.service, full system.conf, user
 #   messagebus, --systemd-activation), so org.snapback.Snapback1's activation file and
 #   SystemdService= are what start the daemon.
@@ -26,7 +27,8 @@
 #   The ordinary image's own copies (/usr/bin/snapbackd, the harness's dbus-system.conf and its
 #   copy of the bus policy) are removed first, so nothing but the installed files can be used.
 # - the harness: guest/systemd/vm-scenario.service (enabled for multi-user.target) runs
-#   guest/systemd-scenario, which runs the boot script and powers the machine off.
+#   guest/systemd-scenario, which runs the boot script and powers the machine off;
+#   guest/systemd/systemd-lib.sh is the boot scripts' shared helpers (/snapback/systemd-lib.sh).
 
 # shellcheck disable=SC2154 # root, repo, here, work, daemon_dir, copy_with_libs: build-initramfs
 build_systemd_image() {
@@ -48,6 +50,10 @@ build_systemd_image() {
   done
   ln -sf /bin/udevadm "$root/lib/systemd/systemd-udevd"   # as in Debian: one binary
   for f in /bin/mount /bin/umount; do rm -f "$root$f"; copy_with_libs "$f" "$f"; done
+  # the userspace backend runs util-linux's losetup (--find --show --nooverlap), blockdev and
+  # fsfreeze as child processes; busybox's losetup knows none of those options. /usr/sbin
+  # comes before busybox's /bin in every PATH here (systemd's default for services too).
+  for f in losetup blockdev fsfreeze; do copy_with_libs "$(command -v "$f")" "/usr/sbin/$f"; done
   [ -e "$root/sbin/dmsetup" ] || ln -s /usr/sbin/dmsetup "$root/sbin/dmsetup"  # the dm rules call /sbin/dmsetup
   mkdir -p "$root/lib/udev/rules.d"
   for f in 50-udev-default.rules 55-dm.rules 60-block.rules 60-persistent-storage.rules \
@@ -138,6 +144,7 @@ EOF
   install -m 0644 "$here/guest/systemd/vm-scenario.service" "$root/etc/systemd/system/vm-scenario.service"
   ln -sf ../vm-scenario.service "$root/etc/systemd/system/multi-user.target.wants/vm-scenario.service"
   install -m 0755 "$here/guest/systemd/systemd-scenario" "$root/snapback/systemd-scenario"
+  install -m 0644 "$here/guest/systemd/systemd-lib.sh" "$root/snapback/systemd-lib.sh"
 
   (cd "$root" && find . -print0 | cpio --null -o -H newc --quiet) | gzip -1 > "$root.cpio.gz"
   mv "$root.cpio.gz" "$work/initramfs-systemd.cpio.gz"
