@@ -91,14 +91,15 @@ check_eq files-loop-backed-by-fuse-file "$FUSE_DIR/files" "$(backing_of "$files_
 check_eq data-loop-size "$((64 << 20))" "$(blockdev --getsize64 "$data_dev")"
 
 # --- ext4 made and mounted outside, a snapshot taken WHILE MOUNTED: the daemon freezes it
-mkfs.ext4 -q -F "$data_dev"
+FS_UUID=5a4b0002-0000-4000-8000-00000000da7a
+mkfs.ext4 -q -F -U $FS_UUID "$data_dev"
 mkdir -p /mnt/data
 mount "$data_dev" /mnt/data
 tree /mnt/data data 4
 manifest /mnt/data > /tmp/keep/v1
 # made outside after the service started, the mount propagates into its namespace (systemd
 # makes it a slave of the host's): that is where the daemon finds it to freeze it
-check_eq mount-seen-in-service-namespace "$data_dev ext4" "$(awk '$5 == "/mnt/data" {print $10, $9}' /proc/$pid/mountinfo)"
+check_eq mount-seen-in-service-namespace "ext4 $data_dev" "$(sed -n 's#^[^ ]* [^ ]* [^ ]* [^ ]* /mnt/data .* - \([^ ]*\) \([^ ]*\) .*#\1 \2#p' /proc/$pid/mountinfo)"
 out="$(busctl call $BUS $MGR $BUS.Manager Snapshot 'assa{sv}' 0 "before upgrade 1" 0 2>&1)"
 check_eq snapshot-while-mounted "o \"$SNAP/1\"" "$out"
 check snapshot-froze-one-filesystem froze_one 1
@@ -179,6 +180,32 @@ check_eq crash-left-no-loop-device "" \
 check_eq two-loop-devices-after-crash 2 "$(fuse_loops | wc -l)"
 check journal-detached-crash-leftovers journal_line snapbackd.service "detached a loop device left by an earlier snapbackd"
 echo "VM-INFO: loops before crash: $before; after: $(fuse_loops | tr '\n' ';')"
+
+# --- the README's way to mount a userspace volume under systemd: /etc/fstab by UUID (loop
+#     device numbers change), nofail + x-systemd.requires=snapbackd.service. The mount is
+#     ordered after the daemon, so it is unmounted before the daemon stops (poweroff too), and
+#     a restart of the daemon unmounts it first and mounts it again on the new loop device
+echo "UUID=$FS_UUID /mnt/data ext4 nofail,x-systemd.requires=snapbackd.service 0 0" >> /etc/fstab
+systemctl daemon-reload
+check fstab-mount-starts systemctl start mnt-data.mount
+data_dev="$(volume_device data)"
+check_eq fstab-mount-on-the-volume "$data_dev" "$(awk '$2 == "/mnt/data" {print $1}' /proc/mounts)"
+check_eq fstab-mount-after-and-requires-snapbackd "yes yes" \
+  "$(prop mnt-data.mount After | tr ' ' '\n' | grep -qx snapbackd.service && echo yes) $(prop mnt-data.mount Requires | tr ' ' '\n' | grep -qx snapbackd.service && echo yes)"
+echo "written before the restart" > /mnt/data/restart-proof   # left in the page cache, not synced
+ioerr="$(dmesg | grep -c 'I/O error' || true)"
+rc=0; systemctl restart snapbackd || rc=$?
+check_eq restart-with-fstab-mount-succeeds 0 "$rc"
+check restarted-with-fstab-mount-active wait_active
+n=0; until [ "$(systemctl is-active mnt-data.mount)" = active ] || [ $n -ge 60 ]; do sleep 0.5; n=$((n + 1)); done
+new_dev="$(volume_device data)"
+check_eq fstab-mount-back-on-the-new-device "active $new_dev" "$(systemctl is-active mnt-data.mount) $(awk '$2 == "/mnt/data" {print $1}' /proc/mounts)"
+check_eq unsynced-write-survived-the-restart "written before the restart" "$(cat /mnt/data/restart-proof 2>&1)"
+check_eq no-io-errors-across-the-restart "$ioerr" "$(dmesg | grep -c 'I/O error' || true)"
+check_eq no-old-device-left "$new_dev" "$(fuse_loops | awk '$2 == "'$FUSE_DIR'/data" {print "/dev/" $1}')"
+# (the one stale device of the restart while mounted above, and no other)
+check_eq no-device-left-in-use 1 "$(journalctl -b -q --no-pager -o cat _SYSTEMD_UNIT=snapbackd.service | grep -c 'still in use from before' || true)"
+check fstab-mount-stops systemctl stop mnt-data.mount
 
 # --- the journal: no confinement errors
 check no-hardening-errors-in-journal no_hardening_errors snapbackd.service
