@@ -347,6 +347,57 @@ fn two_volume_set_scheduled_while_mounted_merges_at_next_open() {
     assert_eq!(backend.pool().used_bytes, 0);
 }
 
+/// A restart while a volume is mounted (what `systemctl restart snapbackd` does under the
+/// mount): the old loop device stays, mounted but dead, and the set whose rollback was scheduled
+/// under that mount must not merge beneath it; it merges at the first start after the unmount.
+/// The old device is seen both ways: under the stale FUSE mount, and — once the new instance has
+/// detached that mount, as systemd's end of the service's mount namespace does — as `/<volume>`.
+#[test]
+fn a_rollback_scheduled_under_a_mount_waits_while_the_old_device_stays_mounted_across_a_restart() {
+    let env = Env::new(&[("restarted", 64 * MIB)], 128 * MIB);
+    let backend = env.open();
+    let old_device = device_of(&backend, "restarted");
+    let mnt = env.mountpoint("restarted");
+    let mounted = mkfs_and_mount(&old_device, &mnt);
+    fs::write(mnt.join("file"), b"v1\n").unwrap();
+    let before = tree(&mnt);
+    let set = backend
+        .create_snapshot(SnapshotRequest { cow_size_bytes: Some(16 * MIB), ..SnapshotRequest::default() })
+        .unwrap();
+    fs::write(mnt.join("file"), b"v2\n").unwrap();
+    sh("sync", &[]);
+    assert_eq!(backend.rollback(set.id).unwrap(), RollbackOutcome::Scheduled);
+
+    // restart under the mount
+    backend.shutdown().unwrap();
+    drop(backend);
+    let backend = env.open();
+    assert_eq!(backend.snapshot(set.id).unwrap().state, SnapshotState::MergeScheduled, "merged under the mount");
+    assert_ne!(device_of(&backend, "restarted"), old_device, "the volume gets a new device");
+    let sys_backing = Path::new("/sys/block").join(Path::new(&old_device).file_name().unwrap()).join("loop/backing_file");
+    assert_eq!(fs::read_to_string(&sys_backing).unwrap().trim_end(), "/restarted", "the old device, its FUSE mount detached");
+    backend.shutdown().unwrap();
+    drop(backend);
+    let backend = env.open();
+    assert_eq!(backend.snapshot(set.id).unwrap().state, SnapshotState::MergeScheduled, "merged under the mount at a second restart");
+
+    // unmounted (its I/O fails now: nothing serves it), the old device detaches; the next start merges
+    drop(mounted);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sys_backing.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!sys_backing.exists(), "the old device detaches at its last close");
+    backend.shutdown().unwrap();
+    drop(backend);
+    let backend = env.open();
+    wait_removed(&backend, set.id);
+    let mounted = mount(&device_of(&backend, "restarted"), &mnt);
+    let after = tree(&mnt);
+    mounted.unmount();
+    assert!(after == before, "not rolled back");
+}
+
 fn write_device(device: &str, offset: u64, data: &[u8]) {
     use std::os::unix::fs::FileExt;
     let file = OpenOptions::new().write(true).open(device).unwrap();
