@@ -1,11 +1,13 @@
-# One boot: snapbackd on the USERSPACE backend (engine + FUSE + loop devices) as installed by
+# Boot 1 of 2: snapbackd on the USERSPACE backend (engine + FUSE + loop devices) as installed by
 # tools/install, under Debian's systemd 252 as PID 1 and every hardening setting of
 # snapbackd.service. The administrator's steps are the README's ("The userspace backend under
 # systemd"), typed on the running system: pool file and config, `snapbackd init`, the drop-in
 # that picks the userspace backend, `systemctl enable --now snapbackd`. Then: loop devices
 # visible outside the service, ext4 mounted outside, a snapshot while mounted (frozen by the
 # daemon from inside its own mount namespace), rollback, a rollback scheduled while mounted
-# that no restart merges under the mount, the merge after unmount + restart, a clean stop.
+# that no restart merges under the mount, the merge after unmount + restart, a crash, the
+# README's fstab mount across a restart, a clean stop; then the fstab mount left active with an
+# unsynced write for the poweroff (boot 2 and host-after check what it left).
 . /scenario/lib.sh
 mkdir -p /out /tmp/keep
 
@@ -17,30 +19,10 @@ check_eq state-dir-is-the-fstab-mount "ext4 /etc/fstab" \
 # --- the administrator's steps (README, "The userspace backend under systemd")
 fallocate -l 64M /var/lib/snapback/pool
 fallocate -l 32M /var/lib/snapback/files.img
-cat > /etc/snapback/snapback.toml <<'TOML'
-[pool]
-path = "/var/lib/snapback/pool"
-
-# the partition holding the data (a disk): the file system is made on, and mounted from, the
-# loop device snapbackd reports, never the partition itself
-[[volume]]
-name = "data"
-device = "/dev/disk/data"
-cow_size = "24M"
-
-# a volume file in the state directory (writable for the service without a drop-in)
-[[volume]]
-name = "files"
-device = "/var/lib/snapback/files.img"
-cow_size = "8M"
-TOML
+cp /scenario/snapback.toml /etc/snapback/snapback.toml   # written as README says
 check admin-init /usr/libexec/snapbackd init
 mkdir -p /etc/systemd/system/snapbackd.service.d
-cat > /etc/systemd/system/snapbackd.service.d/backend.conf <<'UNIT'
-[Service]
-ExecStart=
-ExecStart=/usr/libexec/snapbackd --backend userspace
-UNIT
+cp /scenario/backend.conf /etc/systemd/system/snapbackd.service.d/backend.conf
 # the kernel backend's early activation (enabled with snapbackd by Also=) must not assemble
 # dm stacks over these volumes, and cannot use a pool file: masked
 check admin-mask-activation systemctl mask snapback-activate.service
@@ -91,7 +73,6 @@ check_eq files-loop-backed-by-fuse-file "$FUSE_DIR/files" "$(backing_of "$files_
 check_eq data-loop-size "$((64 << 20))" "$(blockdev --getsize64 "$data_dev")"
 
 # --- ext4 made and mounted outside, a snapshot taken WHILE MOUNTED: the daemon freezes it
-FS_UUID=5a4b0002-0000-4000-8000-00000000da7a
 mkfs.ext4 -q -F -U $FS_UUID "$data_dev"
 mkdir -p /mnt/data
 mount "$data_dev" /mnt/data
@@ -224,5 +205,12 @@ check_eq no-loop-left "" "$(fuse_loops)"
 check_eq no-stale-loop-left "" "$(for l in /sys/block/loop*/loop/backing_file; do [ -e "$l" ] && echo "$l: $(cat "$l")"; done)"
 losetup -a | sed 's/^/VM-INFO: losetup after stop: /' || true
 
-systemctl status --no-pager -n 60 snapbackd > /out/status.txt 2>&1 || true
-journalctl -b --no-pager -o short-monotonic > /out/journal.txt 2>&1 || true
+# --- for boot 2: starting the fstab mount starts the daemon (Requires=); a write left unsynced
+#     in the page cache, and the machine powered off (the harness's poweroff) with it mounted.
+#     The mount is ordered after snapbackd, so systemd unmounts it before it stops the daemon.
+check fstab-mount-starts-the-daemon systemctl start mnt-data.mount
+check_eq daemon-started-by-the-mount "active active" "$(systemctl is-active snapbackd) $(systemctl is-active mnt-data.mount)"
+echo "written just before poweroff" > /mnt/data/before-poweroff
+
+systemctl status --no-pager -n 60 snapbackd > /out/status-boot1.txt 2>&1 || true
+journalctl -b --no-pager -o short-monotonic > /out/journal-boot1.txt 2>&1 || true

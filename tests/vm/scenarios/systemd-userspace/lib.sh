@@ -3,6 +3,7 @@
 # guest/systemd/systemd-lib.sh, shared with systemd-units.
 
 . /snapback/systemd-lib.sh
+. /scenario/ids.sh
 
 FUSE_DIR=/run/snapback/fuse
 
