@@ -451,6 +451,18 @@ impl Origin {
         }
     }
 
+    /// Commits what is staged and writes the buffered origin data, without flushing any
+    /// device: what the kernel's dirty-page expiry does, not an fsync. A failed origin write
+    /// stays buffered and recorded, and the next `flush` reports it; nothing here consumes an
+    /// error a later `flush` must see (a device flush would take the backing file's writeback
+    /// error away from the caller of the next fsync).
+    pub fn write_back(&self) -> Result<()> {
+        let mut st = self.write_state();
+        let drained = self.drain(&mut st);
+        st.write_back.release();
+        drained
+    }
+
     /// Commits what is staged, writes the buffered origin data, then flushes the origin and
     /// every COW. Reports a failed write of buffered origin data since the last flush even if
     /// a retry succeeded (once, as fsync reports a writeback error).

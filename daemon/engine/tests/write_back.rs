@@ -184,6 +184,28 @@ fn a_write_error_while_draining_is_reported_by_the_next_flush() {
 }
 
 #[test]
+fn write_back_writes_the_buffer_without_flushing_and_leaves_errors_to_the_next_flush() {
+    let (dev, o, cow, _id, initial) = setup(16);
+    o.write(3 * CHUNK as u64, &[0x33; 512]).unwrap();
+    let (_, _, origin_flushes) = dev.counters();
+    o.write_back().unwrap();
+    assert_eq!(o.write_back_bytes(), 0);
+    assert_eq!(&dev.current_bytes()[3 * CHUNK..3 * CHUNK + 512], &[0x33; 512]);
+    assert_eq!(dev.counters().2, origin_flushes, "the origin device is not flushed");
+    assert_eq!(offline::inspect(cow).unwrap().exceptions, 1, "the exception was committed first");
+    // A failed write is returned, and still reported by the next flush (once).
+    dev.fail_nth_write(1);
+    o.write(5 * CHUNK as u64, &[0x55; 512]).unwrap();
+    assert!(o.write_back().is_err());
+    assert!(o.flush().is_err(), "write_back did not consume the error");
+    o.flush().unwrap();
+    let mut want = initial.clone();
+    want[3 * CHUNK..3 * CHUNK + 512].fill(0x33);
+    want[5 * CHUNK..5 * CHUNK + 512].fill(0x55);
+    assert_eq!(dev.durable_bytes(), want);
+}
+
+#[test]
 fn an_origin_that_keeps_failing_writes_refuses_writes_and_merges_instead_of_growing() {
     let (dev, o, _cow, id, initial) = setup(16);
     o.set_write_back_limit(2 * CHUNK as u64);

@@ -34,11 +34,13 @@ fn run(shared: &Shared) {
 }
 
 /// How long the engine may hold origin writes in memory (its write-back buffer) before the
-/// monitor commits them: like the kernel's dirty-page expiry and ext4's 5 s journal commit,
-/// so data nobody flushed does not wait in the daemon indefinitely.
+/// monitor commits them and writes them to the backing device, like the kernel's periodic
+/// writeback of dirty pages, so data nobody flushed does not wait in the daemon indefinitely.
 pub const WRITE_BACK_EXPIRE: Duration = Duration::from_secs(5);
 
-/// Flushes every volume whose write-back buffer has held data for `WRITE_BACK_EXPIRE`.
+/// Writes back every volume whose write-back buffer has held data for `WRITE_BACK_EXPIRE`.
+/// Not a `flush`: an fdatasync here would consume a writeback error of the backing file (and
+/// the engine's recorded write error) that the user's next fsync must report.
 fn write_back_expired(shared: &Shared, held_since: &mut BTreeMap<String, Instant>) {
     for (name, volume) in shared.volumes.iter() {
         if volume.write_back_bytes() == 0 {
@@ -48,7 +50,7 @@ fn write_back_expired(shared: &Shared, held_since: &mut BTreeMap<String, Instant
         let since = *held_since.entry(name.clone()).or_insert_with(Instant::now);
         if since.elapsed() >= WRITE_BACK_EXPIRE {
             held_since.remove(name);
-            if let Err(err) = volume.flush() {
+            if let Err(err) = volume.write_back() {
                 tracing::warn!(volume = %name, %err, "writing back held origin writes failed; the next flush reports it");
             }
         }

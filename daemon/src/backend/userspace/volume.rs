@@ -172,6 +172,14 @@ impl Volume {
         self.origin.write_back_bytes()
     }
 
+    /// Writes the origin data the engine holds to the backing device without flushing it
+    /// (`Origin::write_back`); a failure stays for the next `flush` to report.
+    pub fn write_back(&self) -> Result<(), BackendError> {
+        self.origin
+            .write_back()
+            .map_err(|err| engine_error(&format!("volume {}: write-back", self.name), err))
+    }
+
     pub fn flush(&self) -> Result<(), BackendError> {
         self.origin
             .flush()
