@@ -48,7 +48,20 @@ impl TtyAgent {
 }
 
 impl Drop for TtyAgent {
+    /// SIGTERM first, as systemctl stops its agent: pkttyagent then restores the terminal it
+    /// may have switched to no-echo for a prompt, which SIGKILL would leave off. SIGKILL only
+    /// if it has not exited a second later.
     fn drop(&mut self) {
+        let pid = i32::try_from(self.child.id()).ok().and_then(rustix::process::Pid::from_raw);
+        if let Some(pid) = pid {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            for _ in 0..100 {
+                if !matches!(self.child.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
