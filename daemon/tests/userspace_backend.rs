@@ -774,13 +774,8 @@ struct StaleLeftovers(PathBuf);
 
 impl Drop for StaleLeftovers {
     fn drop(&mut self) {
-        for entry in fs::read_dir("/sys/block").unwrap().flatten() {
-            let Ok(backing) = fs::read_to_string(entry.path().join("loop/backing_file")) else { continue };
-            // Only ours: other tests run in parallel, and free device numbers are reused.
-            if Path::new(backing.trim_end().trim_end_matches(" (deleted)")).starts_with(&self.0) {
-                let _ = Command::new("losetup").arg("-d").arg(Path::new("/dev").join(entry.file_name())).status();
-            }
-        }
+        // Only ours: other tests run in parallel, and free device numbers are reused.
+        snapbackd::backend::userspace::loop_device::detach_stale(&self.0, &[]);
         let mounted = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         if mounted.lines().any(|l| l.split(' ').nth(4) == self.0.to_str() && l.contains(" - tmpfs dead-snapbackd ")) {
             let _ = Command::new("umount").arg("-l").arg(&self.0).status();

@@ -228,12 +228,7 @@ impl Drop for Daemon {
                 let _ = daemon.wait();
                 // Killed: its loop device was not detached (only ours: tests run in parallel).
                 let fuse = self.dir.path().join("fuse");
-                for entry in std::fs::read_dir("/sys/block").into_iter().flatten().flatten() {
-                    let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file")) else { continue };
-                    if Path::new(backing.trim_end().trim_end_matches(" (deleted)")).starts_with(&fuse) {
-                        let _ = Command::new("losetup").arg("-d").arg(Path::new("/dev").join(entry.file_name())).status();
-                    }
-                }
+                snapbackd::backend::userspace::loop_device::detach_stale(&fuse, &[]);
                 let _ = Command::new("umount").arg("-l").arg(&fuse).status();
             }
         }

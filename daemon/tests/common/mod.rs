@@ -458,13 +458,7 @@ fn terminate(child: &mut Child, grace: Duration) -> std::process::ExitStatus {
 /// Detaches every loop device whose backing file lies under `dir` (only this fixture's: tests
 /// run in parallel, and a device number is reused as soon as it is free).
 fn detach_loop_devices_under(dir: &Path) {
-    let Ok(entries) = fs::read_dir("/sys/block") else { return };
-    for entry in entries.flatten() {
-        let Ok(backing) = fs::read_to_string(entry.path().join("loop/backing_file")) else { continue };
-        if Path::new(backing.trim_end().trim_end_matches(" (deleted)")).starts_with(dir) {
-            let _ = Command::new("losetup").arg("-d").arg(Path::new("/dev").join(entry.file_name())).output();
-        }
-    }
+    snapbackd::backend::userspace::loop_device::detach_stale(dir, &[]);
 }
 
 pub fn run(program: &str, args: &[&str]) -> Output {

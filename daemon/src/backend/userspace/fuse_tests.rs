@@ -56,12 +56,7 @@ impl Drop for Leftovers {
         if is_mounted(&self.mounted) && !Command::new("umount").arg(&self.mounted).status().is_ok_and(|s| s.success()) {
             let _ = Command::new("umount").arg("-l").arg(&self.mounted).status();
         }
-        for entry in std::fs::read_dir("/sys/block").into_iter().flatten().flatten() {
-            let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file")) else { continue };
-            if Path::new(backing.trim_end()).starts_with(&self.fuse_dir) {
-                let _ = Command::new("losetup").arg("-d").arg(Path::new("/dev").join(entry.file_name())).status();
-            }
-        }
+        loop_device::detach_stale(&self.fuse_dir, &[]);
     }
 }
 
