@@ -13,6 +13,7 @@
 mod extent_io;
 mod io;
 mod format;
+mod sticky_flush;
 pub mod layout;
 pub mod registry;
 
@@ -84,6 +85,8 @@ impl Pool {
 
     /// Opens a pool on any block I/O (`path` only names it in messages).
     pub fn open_io(dev: Arc<dyn BlockIo>, path: &Path) -> Result<Pool, PoolError> {
+        // Flush errors stick: see sticky_flush.rs for why one failed flush fails them all.
+        let dev: Arc<dyn BlockIo> = Arc::new(sticky_flush::StickyFlushIo::new(dev));
         let mut problems = Vec::new();
         let mut best: Option<(u64, Registry)> = None;
         for slot in 0..2u64 {

@@ -16,6 +16,9 @@ use std::process::Command;
 #[derive(Debug, Default)]
 pub struct FrozenFilesystems {
     mountpoints: Vec<PathBuf>,
+    /// Mount points that could not be frozen, and why: logged only after the thaw, since the
+    /// journal may live on a file system frozen meanwhile.
+    not_frozen: Vec<(PathBuf, String)>,
 }
 
 impl FrozenFilesystems {
@@ -32,6 +35,10 @@ impl Drop for FrozenFilesystems {
                 tracing::error!(mountpoint = %mountpoint.display(), %err,
                     "could not thaw a file system after the snapshot; run `fsfreeze --unfreeze` on it");
             }
+        }
+        for (mountpoint, err) in &self.not_frozen {
+            tracing::warn!(mountpoint = %mountpoint.display(), %err,
+                "could not freeze the file system; its snapshot is crash-consistent only");
         }
     }
 }
@@ -53,8 +60,7 @@ pub fn freeze_mounted(devices: &[PathBuf]) -> FrozenFilesystems {
     for (device, mountpoint) in mounts_of(&mountinfo, &wanted) {
         match fsfreeze("--freeze", &mountpoint) {
             Ok(()) => frozen.mountpoints.push(mountpoint),
-            Err(err) => tracing::warn!(mountpoint = %mountpoint.display(), device = %format!("{}:{}", device.0, device.1),
-                %err, "could not freeze the file system; its snapshot is crash-consistent only"),
+            Err(err) => frozen.not_frozen.push((mountpoint, format!("{err} (device {}:{})", device.0, device.1))),
         }
     }
     frozen
