@@ -245,6 +245,36 @@ fn a_snapshot_of_a_mounted_file_system_is_frozen_clean_and_holds_the_last_writes
 }
 
 #[test]
+fn a_file_system_covered_by_another_mount_is_frozen_through_a_mount_point_that_still_reaches_it() {
+    let env = Env::new(&[("vol", 64 * MIB)], 128 * MIB);
+    let backend = env.open();
+    let device = device_of(&backend, "vol");
+    let first = env.mountpoint("vol");
+    let ext4 = mkfs_and_mount(&device, &first);
+    fs::write(first.join("unsynced"), b"written before the snapshot\n").unwrap();
+    // The same ext4 reachable through a bind mount, and its first mount point covered by a
+    // tmpfs: mountinfo lists the covered path first, which now leads to the tmpfs.
+    let second = env.mountpoint("bind");
+    sh("mount", &["--bind", first.to_str().unwrap(), second.to_str().unwrap()]);
+    let bind = Mounted(Some(second.clone()));
+    sh("mount", &["-t", "tmpfs", "cover", first.to_str().unwrap()]);
+    let cover = Mounted(Some(first.clone()));
+
+    let set = backend
+        .create_snapshot(SnapshotRequest { cow_size_bytes: Some(16 * MIB), ..SnapshotRequest::default() })
+        .unwrap();
+    let snapshot_file = env.options().fuse_dir.join(format!("vol@{}", set.id));
+    assert!(!ext4_needs_recovery(&snapshot_file), "the ext4 was frozen through the bind mount, not skipped");
+    assert!(fs::write(second.join("after"), b"thawed\n").is_ok(), "thawed again");
+
+    cover.unmount();
+    bind.unmount();
+    ext4.unmount();
+    backend.delete(set.id).unwrap();
+    backend.shutdown().unwrap();
+}
+
+#[test]
 fn snapshot_change_rollback_restores_the_tree() {
     let env = Env::new(&[("root", 128 * MIB)], 256 * MIB);
     let backend = env.open();

@@ -57,13 +57,29 @@ pub fn freeze_mounted(devices: &[PathBuf]) -> FrozenFilesystems {
             return frozen;
         }
     };
-    for (device, mountpoint) in mounts_of(&mountinfo, &wanted) {
-        match fsfreeze("--freeze", &mountpoint) {
-            Ok(()) => frozen.mountpoints.push(mountpoint),
-            Err(err) => frozen.not_frozen.push((mountpoint, format!("{err} (device {}:{})", device.0, device.1))),
+    let mounts = mounts_of(&mountinfo, &wanted);
+    for device in &wanted {
+        let listed: Vec<&PathBuf> = mounts.iter().filter(|(d, _)| d == device).map(|(_, path)| path).collect();
+        let Some(first) = listed.first() else { continue };
+        // A file system mounted twice (bind mounts) is one superblock, frozen once, through a
+        // mount point that still leads to it: another file system mounted over a path would
+        // be the one frozen there.
+        let Some(reachable) = listed.iter().find(|path| leads_to(path, *device)) else {
+            let why = format!("every mount point of device {}:{} is covered by another mount", device.0, device.1);
+            frozen.not_frozen.push(((*first).clone(), why));
+            continue;
+        };
+        match fsfreeze("--freeze", reachable) {
+            Ok(()) => frozen.mountpoints.push((*reachable).clone()),
+            Err(err) => frozen.not_frozen.push(((*reachable).clone(), format!("{err} (device {}:{})", device.0, device.1))),
         }
     }
     frozen
+}
+
+/// Whether `path` is, now, the root of a file system on `device`.
+fn leads_to(path: &Path, device: (u32, u32)) -> bool {
+    std::fs::metadata(path).is_ok_and(|meta| (rustix::fs::major(meta.dev()), rustix::fs::minor(meta.dev())) == device)
 }
 
 /// `major:minor` of a block device node.
@@ -76,10 +92,8 @@ fn device_number(device: &Path) -> Option<(u32, u32)> {
     Some((rustix::fs::major(rdev), rustix::fs::minor(rdev)))
 }
 
-/// The first mount point of each wanted device in a mountinfo text: a file system mounted
-/// twice (bind mounts) is one superblock, frozen once.
+/// Every mount point of the wanted devices in a mountinfo text, in its order.
 fn mounts_of(mountinfo: &str, wanted: &BTreeSet<(u32, u32)>) -> Vec<((u32, u32), PathBuf)> {
-    let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for line in mountinfo.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
@@ -87,7 +101,7 @@ fn mounts_of(mountinfo: &str, wanted: &BTreeSet<(u32, u32)>) -> Vec<((u32, u32),
         let Some((major, minor)) = numbers.split_once(':') else { continue };
         let (Ok(major), Ok(minor)) = (major.parse::<u32>(), minor.parse::<u32>()) else { continue };
         let device = (major, minor);
-        if wanted.contains(&device) && seen.insert(device) {
+        if wanted.contains(&device) {
             out.push((device, PathBuf::from(unescape_mountinfo(mountpoint))));
         }
     }
@@ -141,12 +155,16 @@ broken line
 ";
 
     #[test]
-    fn one_mountpoint_per_device_with_escapes_decoded() {
+    fn every_mountpoint_of_the_wanted_devices_with_escapes_decoded() {
         let wanted = BTreeSet::from([(7, 3), (7, 4), (7, 9)]);
         let mounts = mounts_of(MOUNTINFO, &wanted);
         assert_eq!(
             mounts,
-            vec![((7, 3), PathBuf::from("/mnt/with space")), ((7, 4), PathBuf::from("/var/data"))]
+            vec![
+                ((7, 3), PathBuf::from("/mnt/with space")),
+                ((7, 3), PathBuf::from("/srv/bind")),
+                ((7, 4), PathBuf::from("/var/data")),
+            ]
         );
     }
 
