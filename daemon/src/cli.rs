@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -47,7 +48,12 @@ pub enum Command {
     },
     /// Assemble every volume's device-mapper stack before filesystems are mounted, starting
     /// pending rollbacks; then exit (kernel backend; run by snapback-activate.service).
-    Activate,
+    Activate {
+        /// Wait this long for the pool and the volumes' devices to appear (a disk still being
+        /// probed at boot) before giving up without assembling anything.
+        #[arg(long, value_name = "SECONDS", default_value_t = 90)]
+        device_timeout: u64,
+    },
 }
 
 /// `--backend` values.
@@ -70,6 +76,11 @@ pub enum CliError {
     NoPolkitRefused,
     #[error("the kernel backend is not available here: {0}")]
     KernelUnavailable(String),
+    #[error(
+        "no volume was assembled: devices named in the configuration did not appear within {seconds} s: \
+         {missing}. Check that the disks are attached, or correct the paths in the configuration"
+    )]
+    DevicesMissing { seconds: u64, missing: String },
     #[error(transparent)]
     Service(#[from] service::ServiceError),
     #[error("cannot start the async runtime: {0}")]
@@ -81,7 +92,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     logging::init();
     match cli.command {
         Some(Command::Init { force }) => init(&cli.config, force),
-        Some(Command::Activate) => activate(&cli.config),
+        Some(Command::Activate { device_timeout }) => activate(&cli.config, device_timeout),
         None => serve(&cli),
     }
 }
@@ -97,13 +108,18 @@ fn init(config_path: &Path, force: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-fn activate(config_path: &Path) -> Result<(), CliError> {
+fn activate(config_path: &Path, device_timeout: u64) -> Result<(), CliError> {
     let config = config::load(config_path)?;
     if let Err(why) = kernel_available() {
         return Err(CliError::KernelUnavailable(format!(
             "{why}; with the userspace backend, volumes are assembled when snapbackd starts"
         )));
     }
+    kernel::boot_devices::wait_for(&kernel::boot_devices::configured(&config), Duration::from_secs(device_timeout))
+        .map_err(|missing| CliError::DevicesMissing {
+            seconds: device_timeout,
+            missing: kernel::boot_devices::describe(&missing),
+        })?;
     let pool = open_pool(&config)?;
     let devices = kernel::activate(&config, pool).map_err(|e| CliError::Backend(e.to_string()))?;
     for device in devices {

@@ -8,6 +8,7 @@
 //! back, or plain `linear` over the backing device when it has no snapshots).
 
 pub mod backend;
+pub mod boot_devices;
 pub mod dm;
 pub mod names;
 pub mod stack;

@@ -2,10 +2,19 @@
 # the pool (its linear mapping extended and reloaded) while the volume is in use; Delete removes
 # every device of the set and returns the volume to a plain mapping; a set that fails half-way
 # leaves nothing behind and no origin suspended; devices left by a crashed daemon for sets the
-# registry does not know are removed when it starts again.
+# registry does not know are removed when it starts again. First, a disk that appears late at
+# boot: activate waits for it (bounded), and assembles nothing if it never comes.
 . /scenario/lib.sh
 write_config
-check activate snapbackd activate --config /etc/snapback/snapback.toml
+mv /dev/disk/var /dev/disk/var.late
+check late-disk-times-out sh -c "! snapbackd activate --config /etc/snapback/snapback.toml --device-timeout 1 2>/tmp/late.err"
+check late-disk-named grep -q '/dev/disk/var (volume var)' /tmp/late.err
+check late-disk-nothing-assembled no_device 'snapback-'
+(sleep 2; mv /dev/disk/var.late /dev/disk/var) &
+check activate sh -c "snapbackd activate --config /etc/snapback/snapback.toml 2>/tmp/late.log"
+wait
+check late-disk-waited-for grep -q 'waiting up to 90 s for devices named in the configuration: /dev/disk/var (volume var)' /tmp/late.log
+check late-disk-then-assembled has_device '^snapback-var[[:space:]]'
 mount_vol root
 start_bus
 start_daemon
