@@ -6,7 +6,7 @@ use std::io;
 use std::ops::Range;
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A device the engine reads and writes. Reads and writes are exact (whole buffer or error);
@@ -22,11 +22,13 @@ pub trait BlockIo: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// A regular file or a block device. Like a disk below a file system, it sends what it is
-/// given towards the disk at once: every write starts its own writeback (see `start_writeback`).
+/// A regular file or a block device. It keeps little written data dirty: after every
+/// `WRITE_BEHIND_BYTES` written, it starts writing all of it back (see `start_writeback`).
 #[derive(Debug)]
 pub struct FileIo {
     file: File,
+    /// Bytes written since writeback was last started.
+    written_since_start: AtomicU64,
     block_device: bool,
     logical_block_size: u32,
 }
@@ -37,7 +39,7 @@ impl FileIo {
         let block_device = file.metadata()?.file_type().is_block_device();
         let logical_block_size =
             if block_device { rustix::fs::ioctl_blksszget(&file)? } else { 512 };
-        Ok(FileIo { file, block_device, logical_block_size })
+        Ok(FileIo { file, written_since_start: AtomicU64::new(0), block_device, logical_block_size })
     }
 }
 
@@ -47,7 +49,12 @@ impl BlockIo for FileIo {
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.file.write_all_at(buf, offset)?;
-        start_writeback(&self.file, offset, buf.len());
+        let len = buf.len() as u64;
+        if self.written_since_start.fetch_add(len, Ordering::Relaxed) + len >= WRITE_BEHIND_BYTES {
+            // Two writers racing here may both start writeback: harmless, it is a hint.
+            self.written_since_start.store(0, Ordering::Relaxed);
+            start_writeback(&self.file);
+        }
         Ok(())
     }
     fn flush(&self) -> io::Result<()> {
@@ -66,25 +73,29 @@ impl BlockIo for FileIo {
     }
 }
 
-/// Starts writing `[offset, offset + len)` of `file` back to the disk without waiting
-/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`).
+/// How much a `FileIo` writes before it starts writeback of everything it left dirty (the
+/// write-behind of PostgreSQL's `*_flush_after`). Measured with the engine bench: 1 MiB writes
+/// gain as much at 1, 2 or 4 MiB as from starting each write by itself, while 4 KiB rewrites of
+/// a hot region keep 0.81–0.91 of a plain `pwrite`'s speed at 2 MiB (0.24 if every write were
+/// started alone; 0.73 at 1 MiB).
+pub const WRITE_BEHIND_BYTES: u64 = 2 << 20;
+
+/// Starts writing every dirty page of `file` back to the disk without waiting
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)` over the whole file).
 ///
-/// Whoever writes through the engine has already done their coalescing in their own page
-/// cache (the file system on the volume), so holding the data dirty a second time here only
-/// delays it: the next flush would then write all of it while nothing else runs. Started at
-/// once, the disk writes while the engine copies the next chunks, and a commit or a flush waits
-/// only for what is still in flight. It is a hint: a failure here is ignored, and the write's
-/// own error, if any, is reported by the next `flush` (WRITE alone neither waits nor consumes
-/// the file's write-back error, so no later fsync loses it).
+/// Whoever writes through the engine has already coalesced in their own page cache (the file
+/// system on the volume), so holding the data dirty a second time here mostly delays it: the
+/// next commit or flush would then write all of it while nothing else runs. Started early, the
+/// disk writes the COW copies while the engine copies the next chunks, and a commit or a flush
+/// waits only for what is still in flight. It is a hint: a failure here is ignored, and the
+/// write's own error, if any, is reported by the next `flush` (WRITE alone neither waits nor
+/// consumes the file's write-back error, so no later fsync loses it).
 #[allow(unsafe_code)]
-fn start_writeback(file: &File, offset: u64, len: usize) {
+fn start_writeback(file: &File) {
     use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
-        return;
-    };
     // SAFETY: sync_file_range takes no pointers, and the descriptor, borrowed from `file`,
-    // stays open for the duration of the call.
-    let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
+    // stays open for the duration of the call. Offset 0 and length 0 mean the whole file.
+    let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
 }
 
 /// What happens to writes not yet flushed when `MemIo::power_loss` is called.
