@@ -79,7 +79,7 @@ fn at_most_the_write_behind_window_stays_dirty() {
     let probe = std::fs::File::open(&engine.0).unwrap();
     let window = WRITE_BEHIND_BYTES / PAGE;
     // 1 MiB, then 3 MiB: with the second write the window overflows and the writeback of
-    // all four is started (only a stray `sync` elsewhere could clean pages sooner, which can
+    // all 4 MiB is started (only a stray `sync` elsewhere could clean pages sooner, which can
     // only lower the counts checked here).
     dev.write_at(&data[..1 << 20], 0).unwrap();
     dev.write_at(&data[1 << 20..4 << 20], 1 << 20).unwrap();
