@@ -189,8 +189,13 @@ fn wait_for_event(events: &Events, what: &str, matches: impl Fn(&BackendEvent) -
 
 fn wait_removed(backend: &UserspaceBackend, id: u32) {
     let deadline = Instant::now() + Duration::from_secs(120);
-    while backend.snapshots().iter().any(|s| s.id == id) {
-        let info = backend.snapshot(id).unwrap();
+    // One lookup per turn: a set seen in a listing may be gone by the next call.
+    loop {
+        let info = match backend.snapshot(id) {
+            Ok(info) => info,
+            Err(BackendError::NotFound(_)) => return,
+            Err(err) => panic!("looking up set {id}: {err}"),
+        };
         assert_ne!(info.state, SnapshotState::MergeFailed, "merge failed");
         assert!(Instant::now() < deadline, "merge of {id} did not finish: {info:?}");
         std::thread::sleep(Duration::from_millis(50));
@@ -632,6 +637,30 @@ fn full_cow_grows_or_invalidates_and_the_volume_keeps_working() {
     assert_eq!(updated.userdata.get("dnf").map(String::as_str), Some("42"));
 }
 
+/// Stops a thread that reads a file of the backend's FUSE mount, also when the test panics:
+/// a process that exits with such a file open hangs in FUSE's flush of it once the mount's
+/// serving threads are gone.
+struct StopOnDrop<T> {
+    done: Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<T>>,
+}
+
+impl<T> StopOnDrop<T> {
+    fn finish(mut self) -> T {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.handle.take().expect("started").join().expect("the reader panicked")
+    }
+}
+
+impl<T> Drop for StopOnDrop<T> {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
 /// Figures, not a test: `cargo test --release -p snapbackd --test userspace_backend -- --ignored --nocapture`.
 /// All through the loop device with O_DIRECT (dd), 1 MiB requests, same files, same run.
 #[test]
@@ -678,7 +707,11 @@ fn measure_throughput() {
     // meanwhile: 4 KiB reads of the volume through FUSE (the loop device's path), timed
     let volume_file = env.options().fuse_dir.join("bench");
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let reader = {
+    let mut reader = StopOnDrop {
+        done: done.clone(),
+        handle: None,
+    };
+    reader.handle = Some({
         let done = done.clone();
         std::thread::spawn(move || {
             use std::os::unix::fs::FileExt;
@@ -694,11 +727,10 @@ fn measure_throughput() {
             }
             latencies
         })
-    };
+    });
     wait_removed(&backend, set.id);
     let merge = SIZE_MIB as f64 / started.elapsed().as_secs_f64();
-    done.store(true, std::sync::atomic::Ordering::SeqCst);
-    let mut latencies = reader.join().unwrap();
+    let mut latencies = reader.finish();
     latencies.sort();
     let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
     let (p50, p99, max) = (at(0.5), at(0.99), at(1.0));
