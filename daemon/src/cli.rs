@@ -105,6 +105,11 @@ fn init(config_path: &Path, force: bool) -> Result<(), CliError> {
         config.pool.path.display(),
         pool.size_bytes()
     );
+    // On the terminal (not to the journal, where logs go on a systemd machine): the
+    // administrator running init is there now and can act on it.
+    if let Some(note) = pool::sparse_file_note(&config.pool.path) {
+        eprintln!("snapbackd: warning: {note}");
+    }
     Ok(())
 }
 

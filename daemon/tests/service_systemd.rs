@@ -105,6 +105,31 @@ fn command_line_refusals_say_why() {
         .unwrap();
     assert!(!out.status.success(), "re-init of a formatted pool without --force");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+
+    // init formats a sparse pool file but says, on the terminal, how to write it out; a
+    // written one gets no such warning.
+    let volume = fx.path("init-volume.img");
+    std::fs::File::create(&volume).unwrap().set_len(8 << 20).unwrap();
+    for (name, sparse) in [("init-sparse.img", true), ("init-written.img", false)] {
+        let pool = fx.path(name);
+        if sparse {
+            std::fs::File::create(&pool).unwrap().set_len(64 << 20).unwrap();
+        } else {
+            std::fs::write(&pool, vec![0u8; 64 << 20]).unwrap();
+        }
+        let config = fx.path(&format!("{name}.toml"));
+        let text = format!("[pool]\npath = {pool:?}\n\n[[volume]]\nname = \"v\"\ndevice = {volume:?}\n");
+        std::fs::write(&config, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_snapbackd"))
+            .args(["init", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name}: {stderr}");
+        let warned = stderr.contains("snapbackd: warning: the pool file") && stderr.contains("dd if=/dev/zero");
+        assert_eq!(warned, sparse, "{name}: {stderr}");
+    }
 }
 
 /// Fields of one journald native-protocol datagram: `KEY=value\n`, or `KEY\n` followed by a

@@ -24,7 +24,7 @@ use crate::pool::io::{BlockIo, FileIo};
 use thiserror::Error;
 
 pub use extent_io::ExtentIo;
-pub use format::{detect_contents, format, format_io, FormatOptions};
+pub use format::{detect_contents, format, format_io, sparse_file_note, FormatOptions};
 pub use registry::{CowRecord, Registry, SetState, SnapshotSetRecord, VolumeRecord};
 
 use layout::{SlotError, HEADER_BYTES};

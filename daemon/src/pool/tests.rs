@@ -176,6 +176,19 @@ fn format_refuses_a_tiny_device() {
 }
 
 #[test]
+fn a_sparse_pool_file_is_named_and_a_written_one_is_not() {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let sparse = dir.path().join("sparse.img");
+    std::fs::File::create(&sparse).unwrap().set_len(8 << 20).unwrap();
+    let note = format::sparse_file_note(&sparse).expect("a file of holes is sparse");
+    assert!(note.contains("0 of 8388608 bytes allocated") && note.contains("count=8"), "{note}");
+    let written = dir.path().join("written.img");
+    std::fs::write(&written, vec![0u8; 8 << 20]).unwrap();
+    assert_eq!(format::sparse_file_note(&written), None);
+    assert_eq!(format::sparse_file_note(Path::new("/dev/null")), None, "not a file");
+}
+
+#[test]
 fn open_of_an_empty_device_says_it_is_not_a_pool() {
     let disk = CrashDisk::new(POOL_BYTES);
     let err = Pool::open_io(disk, Path::new("/dev/empty")).unwrap_err();

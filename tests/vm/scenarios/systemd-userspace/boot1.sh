@@ -17,10 +17,11 @@ check_eq state-dir-is-the-fstab-mount "ext4 /etc/fstab" \
   "$(awk '$2 == "/var/lib/snapback" {print $3}' /proc/mounts) $(prop var-lib-snapback.mount SourcePath)"
 
 # --- the administrator's steps (README, "The userspace backend under systemd")
-fallocate -l 64M /var/lib/snapback/pool
+dd if=/dev/zero of=/var/lib/snapback/pool bs=1M count=64 conv=fsync 2>/dev/null
 fallocate -l 32M /var/lib/snapback/files.img
 cp /scenario/snapback.toml /etc/snapback/snapback.toml   # written as README says
-check admin-init /usr/libexec/snapbackd init
+check admin-init sh -c "/usr/libexec/snapbackd init 2>/tmp/init.err"
+check init-no-sparse-warning sh -c "! grep -q sparse /tmp/init.err"
 mkdir -p /etc/systemd/system/snapbackd.service.d
 cp /scenario/backend.conf /etc/systemd/system/snapbackd.service.d/backend.conf
 # the kernel backend's early activation (enabled with snapbackd by Also=) must not assemble
