@@ -297,12 +297,12 @@ pub fn execute<E: fmt::Display>(
     for d in &plan.deletions {
         match delete(d.id) {
             Ok(()) => {
-                tracing::info!(snapshot = d.id, reason = %d.reason, "cleanup: deleted snapshot set");
+                tracing::info!(snapshot_id = d.id, reason = %d.reason, "cleanup: deleted snapshot set");
                 report.deleted.push(d.id);
             }
             Err(e) => {
                 tracing::warn!(
-                    snapshot = d.id,
+                    snapshot_id = d.id,
                     reason = %d.reason,
                     error = %e,
                     "cleanup: could not delete snapshot set"

@@ -6,6 +6,7 @@
 //! method may do blocking device I/O.
 
 pub mod kernel;
+pub mod lifecycle;
 pub mod sets;
 
 pub mod userspace;

@@ -7,10 +7,10 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{
-    BackendError, BackendResult, PoolStatus, RollbackOutcome, SnapshotId, SnapshotRequest,
+    BackendError, BackendResult, PoolStatus, SnapshotId, SnapshotRequest,
     SnapshotSetInfo, SnapshotState,
 };
-use crate::pool::{Pool, PoolError, Registry, SetState, SnapshotSetRecord, VolumeRecord};
+use crate::pool::{CowRecord, Pool, PoolError, Registry, SetState, SnapshotSetRecord, VolumeRecord};
 
 /// Microseconds since the Unix epoch (the `Created` property).
 pub fn now_us() -> u64 {
@@ -52,19 +52,6 @@ pub fn record(pool: &Pool, id: SnapshotId) -> BackendResult<SnapshotSetRecord> {
         .set(id)
         .cloned()
         .ok_or_else(|| BackendError::NotFound(format!("no snapshot set with id {id}")))
-}
-
-/// Sets the state of set `id` (and the message that explains it) in the registry.
-pub fn set_state(pool: &Pool, id: SnapshotId, state: SetState, message: Option<String>) -> BackendResult<()> {
-    pool.update(|registry| {
-        let set = registry
-            .set_mut(id)
-            .ok_or_else(|| PoolError::Invalid(format!("snapshot set {id} vanished")))?;
-        set.state = state;
-        set.message = message;
-        Ok(())
-    })
-    .map_err(pool_error)
 }
 
 /// Records the configured volumes; refuses a volume whose backing device changed while
@@ -134,15 +121,32 @@ pub fn refuse_if_rolling_back(registry: &Registry, volumes: &[String]) -> Backen
         if let Some(set) = registry
             .snapshot_sets
             .iter()
-            .find(|set| set.state.rollback_pending() && set.volumes().contains(volume))
+            .find(|set| super::lifecycle::rollback_under_way(set) && set.volumes().contains(volume))
         {
             return Err(BackendError::Busy(format!(
-                "volume {volume} has a rollback to snapshot {} pending or running; wait for it or cancel it",
-                set.id
+                "volume {volume} has a rollback to snapshot set {} under way ({}); wait for it, or cancel \
+                 a scheduled one",
+                set.id,
+                set.state.as_str()
             )));
         }
     }
     Ok(())
+}
+
+/// The record of a new set: active, as the request describes it.
+pub fn new_record(id: SnapshotId, request: &SnapshotRequest, cows: Vec<CowRecord>) -> SnapshotSetRecord {
+    SnapshotSetRecord {
+        id,
+        description: request.description.clone(),
+        created_us: now_us(),
+        userdata: request.userdata.clone(),
+        important: request.important,
+        state: SetState::Active,
+        merge_started: false,
+        message: None,
+        cows,
+    }
 }
 
 /// Commits a new set, making sure its id is still the next one (ids are never reused).
@@ -158,80 +162,27 @@ pub fn commit_new_set(pool: &Pool, record: &SnapshotSetRecord) -> BackendResult<
     .map_err(pool_error)
 }
 
-/// What a rollback request may do given the set's state: `Ok(Some(Scheduled))` when it is
-/// already scheduled (asking again is idempotent), `Ok(None)` to go on, or why not.
-pub fn rollback_allowed(registry: &Registry, record: &SnapshotSetRecord) -> BackendResult<Option<RollbackOutcome>> {
-    let id = record.id;
-    match record.state {
-        SetState::Invalid => {
-            return Err(BackendError::SnapshotInvalid(format!(
-                "snapshot {id} is invalid ({}); it cannot be rolled back, only deleted",
-                record.message.as_deref().unwrap_or("its COW filled up or failed")
-            )))
-        }
-        SetState::Merging => return Err(BackendError::AlreadyMerging(format!("snapshot {id} is already merging"))),
-        SetState::MergeScheduled => return Ok(Some(RollbackOutcome::Scheduled)),
-        SetState::Active | SetState::Overflow | SetState::MergeFailed => {}
+/// Most userdata entries a set holds, and the longest key and value, in bytes. A set at the
+/// limits takes about 280 KiB of the registry; the pool refuses growth well before its slot is
+/// full (`pool::REGISTRY_GROWTH_LIMIT`), so state changes always fit.
+pub const MAX_USERDATA_ENTRIES: usize = 64;
+pub const MAX_USERDATA_KEY_BYTES: usize = 256;
+pub const MAX_USERDATA_VALUE_BYTES: usize = 4096;
+
+/// Whether a set's whole userdata is within the limits, and why not.
+pub fn check_userdata(userdata: &BTreeMap<String, String>) -> Result<(), String> {
+    if userdata.len() > MAX_USERDATA_ENTRIES {
+        return Err(format!("userdata has {} entries, at most {MAX_USERDATA_ENTRIES} are allowed", userdata.len()));
     }
-    for name in record.volumes() {
-        if let Some(other) = registry
-            .snapshot_sets
-            .iter()
-            .find(|set| set.id != id && set.state.rollback_pending() && set.volumes().contains(&name))
-        {
-            return Err(BackendError::AlreadyMerging(format!(
-                "volume {name} is already rolling back to snapshot {}",
-                other.id
-            )));
+    for (key, value) in userdata {
+        if key.is_empty() || key.len() > MAX_USERDATA_KEY_BYTES {
+            return Err(format!("userdata key '{key}' must be 1..={MAX_USERDATA_KEY_BYTES} bytes"));
+        }
+        if value.len() > MAX_USERDATA_VALUE_BYTES {
+            return Err(format!("userdata value of '{key}' is longer than {MAX_USERDATA_VALUE_BYTES} bytes"));
         }
     }
-    Ok(None)
-}
-
-/// Un-schedules a pending rollback.
-pub fn cancel_rollback(pool: &Pool, id: SnapshotId) -> BackendResult<()> {
-    let record = record(pool, id)?;
-    match record.state {
-        SetState::MergeScheduled => {
-            set_state(pool, id, SetState::Active, None)?;
-            tracing::info!(snapshot = id, "scheduled rollback cancelled");
-            Ok(())
-        }
-        SetState::Merging => Err(BackendError::AlreadyMerging(format!(
-            "the merge of snapshot {id} is running and cannot be cancelled; it finishes on its own"
-        ))),
-        _ => Err(BackendError::InvalidArgument(format!("snapshot {id} has no scheduled rollback"))),
-    }
-}
-
-/// Whether a set may be deleted: not while it merges, nor after a merge failed part way.
-pub fn delete_allowed(record: &SnapshotSetRecord) -> BackendResult<()> {
-    let id = record.id;
-    match record.state {
-        SetState::Merging => Err(BackendError::Busy(format!(
-            "snapshot {id} is merging; it is removed when the merge finishes"
-        ))),
-        // Part of it is already merged: dropping the rest would leave the volumes half
-        // rolled back. The merge resumes with Rollback (and at every start).
-        SetState::MergeFailed => Err(BackendError::Busy(format!(
-            "the merge of snapshot {id} failed part way; deleting it would leave its volumes \
-             half rolled back. Fix the cause ({}) and run Rollback again to finish it",
-            record.message.as_deref().unwrap_or("see the log")
-        ))),
-        SetState::MergeScheduled => Err(BackendError::Busy(format!(
-            "snapshot {id} has a rollback scheduled; cancel it first (CancelRollback)"
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// Removes a set from the registry (its extents become free).
-pub fn forget(pool: &Pool, id: SnapshotId) -> BackendResult<()> {
-    pool.update(|registry| {
-        registry.snapshot_sets.retain(|set| set.id != id);
-        Ok(())
-    })
-    .map_err(pool_error)
+    Ok(())
 }
 
 /// Replaces the description (when given) and merges `userdata` into the set's userdata.
@@ -241,7 +192,10 @@ pub fn update_metadata(
     description: Option<String>,
     userdata: BTreeMap<String, String>,
 ) -> BackendResult<()> {
-    record(pool, id)?;
+    let mut merged = record(pool, id)?.userdata;
+    merged.extend(userdata);
+    check_userdata(&merged)
+        .map_err(|why| BackendError::InvalidArgument(format!("snapshot set {id}: with this update {why}")))?;
     pool.update(|registry| {
         let set = registry
             .set_mut(id)
@@ -249,7 +203,7 @@ pub fn update_metadata(
         if let Some(description) = description {
             set.description = description;
         }
-        set.userdata.extend(userdata);
+        set.userdata = merged;
         Ok(())
     })
     .map_err(pool_error)
@@ -265,6 +219,8 @@ pub fn volume_state(registry: &Registry, volume: &str, assembled: bool) -> &'sta
         .collect();
     if states.contains(&SetState::Merging) {
         "merging"
+    } else if states.contains(&SetState::MergeFailed) {
+        "merge-failed"
     } else if states.contains(&SetState::MergeScheduled) {
         "merge-scheduled"
     } else if assembled {
@@ -302,6 +258,7 @@ mod tests {
             userdata: BTreeMap::new(),
             important: false,
             state,
+            merge_started: false,
             message: None,
             cows: volumes
                 .iter()
@@ -332,26 +289,23 @@ mod tests {
     }
 
     #[test]
-    fn rollback_rules_follow_the_state() {
-        let reg = registry(vec![set(1, SetState::Active, &["root"]), set(2, SetState::Merging, &["var"])]);
-        assert_eq!(rollback_allowed(&reg, &set(1, SetState::Active, &["root"])), Ok(None));
-        assert_eq!(rollback_allowed(&reg, &set(1, SetState::MergeScheduled, &["root"])), Ok(Some(RollbackOutcome::Scheduled)));
-        assert!(matches!(rollback_allowed(&reg, &set(1, SetState::Invalid, &["root"])), Err(BackendError::SnapshotInvalid(_))));
-        assert!(matches!(rollback_allowed(&reg, &set(2, SetState::Merging, &["var"])), Err(BackendError::AlreadyMerging(_))));
-        // another set of the same volume is merging
-        assert!(matches!(rollback_allowed(&reg, &set(3, SetState::Active, &["var"])), Err(BackendError::AlreadyMerging(m)) if m.contains("snapshot 2")));
-        assert!(matches!(refuse_if_rolling_back(&reg, &["var".to_string()]), Err(BackendError::Busy(_))));
+    fn new_sets_are_refused_on_a_volume_whose_rollback_is_under_way() {
+        let mut failed = set(2, SetState::MergeFailed, &["var"]);
+        failed.merge_started = true;
+        let reg = registry(vec![set(1, SetState::Active, &["root"]), failed]);
+        assert!(matches!(refuse_if_rolling_back(&reg, &["var".to_string()]), Err(BackendError::Busy(m)) if m.contains("merge-failed")));
         assert_eq!(refuse_if_rolling_back(&reg, &["root".to_string()]), Ok(()));
     }
 
     #[test]
-    fn deletes_are_refused_while_a_rollback_is_pending_running_or_half_done() {
-        for state in [SetState::Merging, SetState::MergeFailed, SetState::MergeScheduled] {
-            assert!(matches!(delete_allowed(&set(1, state, &["root"])), Err(BackendError::Busy(_))), "{state:?}");
+    fn merged_userdata_stays_within_the_limits() {
+        let mut many = BTreeMap::new();
+        for i in 0..MAX_USERDATA_ENTRIES {
+            many.insert(format!("k{i}"), "v".to_string());
         }
-        for state in [SetState::Active, SetState::Invalid, SetState::Overflow] {
-            assert_eq!(delete_allowed(&set(1, state, &["root"])), Ok(()), "{state:?}");
-        }
+        assert_eq!(check_userdata(&many), Ok(()));
+        many.insert("one-more".into(), "v".into());
+        assert!(check_userdata(&many).is_err_and(|why| why.contains("65 entries")));
     }
 
     #[test]
@@ -359,6 +313,7 @@ mod tests {
         let reg = registry(vec![set(1, SetState::MergeScheduled, &["root"]), set(2, SetState::Merging, &["root"])]);
         assert_eq!(volume_state(&reg, "root", true), "merging");
         assert_eq!(volume_state(&registry(vec![set(1, SetState::MergeScheduled, &["root"])]), "root", true), "merge-scheduled");
+        assert_eq!(volume_state(&registry(vec![set(1, SetState::MergeFailed, &["root"])]), "root", true), "merge-failed");
         assert_eq!(volume_state(&reg, "var", true), "active");
         assert_eq!(volume_state(&reg, "var", false), "inactive");
     }

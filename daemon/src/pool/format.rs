@@ -120,8 +120,9 @@ pub fn format_io(
     let extent_count = (size - DATA_OFFSET) / options.extent_bytes;
     let registry = Registry::new(options.extent_bytes, DATA_OFFSET, extent_count);
     // Both slots get a valid copy, so an old pool's copies can never win on the next load.
+    let payload = super::serialize(&registry)?;
     for sequence in [1u64, 2] {
-        super::write_slot(dev.as_ref(), sequence, &registry)?;
+        super::write_slot(dev.as_ref(), sequence, &payload)?;
     }
     tracing::info!(pool = %path.display(), extent_count, extent_bytes = options.extent_bytes, "formatted pool");
     Pool::open_io(dev, path)

@@ -48,8 +48,11 @@ pub enum PoolError {
     TooSmall { path: PathBuf, size: u64, needed: u64 },
     #[error("pool is full: {wanted} extents of {extent_bytes} bytes wanted, {free} free")]
     NoSpace { wanted: u64, free: u64, extent_bytes: u64 },
-    #[error("registry is {bytes} bytes, more than a registry slot holds")]
-    RegistryTooLarge { bytes: usize },
+    #[error(
+        "the registry would grow to {bytes} bytes, more than the {limit} that leave room for \
+         every later state change; delete snapshot sets or shorten their userdata"
+    )]
+    RegistryTooLarge { bytes: usize, limit: usize },
     #[error("{0}")]
     Invalid(String),
 }
@@ -65,7 +68,14 @@ impl PoolError {
 struct Committed {
     registry: Registry,
     sequence: u64,
+    /// Size of the committed registry's JSON.
+    payload_bytes: usize,
 }
+
+/// A change that grows the registry past this is refused. The rest of the slot is headroom
+/// for changes that do not grow it much (a state, a merge-failure message, a finished merge),
+/// so that a registry full of sets and userdata can never block a rollback's bookkeeping.
+pub const REGISTRY_GROWTH_LIMIT: usize = layout::MAX_PAYLOAD / 4 * 3;
 
 /// An open pool. Registry updates are serialized by an internal lock.
 #[derive(Debug)]
@@ -117,10 +127,11 @@ impl Pool {
                 tracing::warn!(pool = %path.display(), slot, %problem, "ignoring unusable registry copy");
             }
         }
+        let payload_bytes = serialize(&registry)?.len();
         Ok(Pool {
             path: path.to_path_buf(),
             dev,
-            committed: Mutex::new(Committed { registry, sequence }),
+            committed: Mutex::new(Committed { registry, sequence, payload_bytes }),
         })
     }
 
@@ -171,10 +182,17 @@ impl Pool {
         let mut registry = committed.registry.clone();
         let result = change(&mut registry)?;
         registry.validate().map_err(PoolError::Invalid)?;
+        let payload = serialize(&registry)?;
+        let growing = payload.len() > committed.payload_bytes;
+        if (growing && payload.len() > REGISTRY_GROWTH_LIMIT) || payload.len() > layout::MAX_PAYLOAD {
+            let limit = if growing { REGISTRY_GROWTH_LIMIT } else { layout::MAX_PAYLOAD };
+            return Err(PoolError::RegistryTooLarge { bytes: payload.len(), limit });
+        }
         let sequence = committed.sequence + 1;
-        write_slot(self.dev.as_ref(), sequence, &registry)?;
+        write_slot(self.dev.as_ref(), sequence, &payload)?;
         committed.registry = registry;
         committed.sequence = sequence;
+        committed.payload_bytes = payload.len();
         Ok(result)
     }
 
@@ -232,13 +250,12 @@ fn read_slot(dev: &dyn BlockIo, slot: u64) -> Result<(u64, Registry), SlotProble
     Ok((frame.sequence, registry))
 }
 
-fn write_slot(dev: &dyn BlockIo, sequence: u64, registry: &Registry) -> Result<(), PoolError> {
-    let payload = serde_json::to_vec(registry)
-        .map_err(|err| PoolError::Invalid(format!("registry does not serialize: {err}")))?;
-    if payload.len() > layout::MAX_PAYLOAD {
-        return Err(PoolError::RegistryTooLarge { bytes: payload.len() });
-    }
-    let image = layout::encode_slot(sequence, &payload);
+fn serialize(registry: &Registry) -> Result<Vec<u8>, PoolError> {
+    serde_json::to_vec(registry).map_err(|err| PoolError::Invalid(format!("registry does not serialize: {err}")))
+}
+
+fn write_slot(dev: &dyn BlockIo, sequence: u64, payload: &[u8]) -> Result<(), PoolError> {
+    let image = layout::encode_slot(sequence, payload);
     dev.write_at(&image, layout::slot_offset(sequence))
         .map_err(|err| PoolError::io(format!("writing registry copy {sequence}"), err))?;
     dev.flush()

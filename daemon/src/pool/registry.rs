@@ -25,9 +25,22 @@ pub enum SetState {
 }
 
 impl SetState {
-    /// Whether a rollback was requested and not yet finished (both mean "merge on assembly").
-    pub fn rollback_pending(self) -> bool {
-        matches!(self, SetState::MergeScheduled | SetState::Merging)
+    /// The bus `State` string (also the registry's JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SetState::Active => "active",
+            SetState::Invalid => "invalid",
+            SetState::Overflow => "overflow",
+            SetState::MergeScheduled => "merge-scheduled",
+            SetState::Merging => "merging",
+            SetState::MergeFailed => "merge-failed",
+        }
+    }
+
+    /// Whether a rollback was asked for and has not finished: the set is to be merged when its
+    /// volumes are next assembled (a failed merge is retried too).
+    pub fn rollback_requested(self) -> bool {
+        matches!(self, SetState::MergeScheduled | SetState::Merging | SetState::MergeFailed)
     }
 }
 
@@ -54,6 +67,10 @@ pub struct CowRecord {
 mod extent_runs {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+    /// 2^24 extents of the smallest extent (4 KiB) is 64 GiB, of the default 4 MiB 64 TiB: no
+    /// COW needs more, and the decoded list then stays within 128 MiB of memory.
+    const MAX_COW_EXTENTS: u64 = 1 << 24;
+
     pub fn serialize<S: Serializer>(extents: &[u64], serializer: S) -> Result<S::Ok, S::Error> {
         let mut runs: Vec<[u64; 2]> = Vec::new();
         for &extent in extents {
@@ -72,9 +89,11 @@ mod extent_runs {
             let end = first
                 .checked_add(count)
                 .ok_or_else(|| serde::de::Error::custom(format!("extent run {first}+{count} overflows")))?;
-            // A run longer than any pool is corrupt; refuse before allocating for it.
-            if count > (1 << 32) {
-                return Err(serde::de::Error::custom(format!("extent run of {count} extents")));
+            // More extents than any pool has is corrupt; refuse before allocating for them.
+            if count > MAX_COW_EXTENTS - extents.len() as u64 {
+                return Err(serde::de::Error::custom(format!(
+                    "a COW of more than {MAX_COW_EXTENTS} extents (run {first}+{count})"
+                )));
             }
             extents.extend(first..end);
         }
@@ -91,6 +110,11 @@ pub struct SnapshotSetRecord {
     pub userdata: BTreeMap<String, String>,
     pub important: bool,
     pub state: SetState,
+    /// Set once a merge of this set has been started on any volume, and never cleared: from
+    /// then on the volumes may hold part of the snapshot's data, and only finishing the merge
+    /// makes them whole again (see `backend::lifecycle`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub merge_started: bool,
     /// Why the merge failed (state merge-failed), for the user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -148,11 +172,11 @@ impl Registry {
         self.volumes.iter().find(|volume| volume.name == name)
     }
 
-    /// Ids of sets whose rollback is pending or running.
+    /// Ids of sets whose rollback is pending, running or failed part way.
     pub fn pending_rollbacks(&self) -> Vec<u32> {
         self.snapshot_sets
             .iter()
-            .filter(|set| set.state.rollback_pending())
+            .filter(|set| set.state.rollback_requested() || set.merge_started)
             .map(|set| set.id)
             .collect()
     }
@@ -243,6 +267,7 @@ mod tests {
             userdata: BTreeMap::new(),
             important: false,
             state: SetState::Active,
+            merge_started: false,
             message: None,
             cows: vec![CowRecord { volume: "root".into(), chunk_sectors: 8, extents }],
         });
@@ -288,11 +313,35 @@ mod tests {
         assert_eq!(back.extents, vec![3, 4, 5, 9, 0, 1]);
         let bad = r#"{"volume":"v","chunk_sectors":8,"extents":[[18446744073709551615,2]]}"#;
         assert!(serde_json::from_str::<CowRecord>(bad).is_err());
+        // Many runs that each pass alone but add up to more than any pool: refused, quickly.
+        let runs: Vec<String> = (0..64).map(|i| format!("[{},{}]", (i as u64) << 40, 1u64 << 20)).collect();
+        let huge = format!(r#"{{"volume":"v","chunk_sectors":8,"extents":[{}]}}"#, runs.join(","));
+        let err = serde_json::from_str::<CowRecord>(&huge).unwrap_err().to_string();
+        assert!(err.contains("more than 16777216 extents"), "{err}");
     }
 
     #[test]
     fn state_strings_match_the_bus() {
-        let json = serde_json::to_string(&SetState::MergeScheduled).unwrap();
-        assert_eq!(json, "\"merge-scheduled\"");
+        for state in [
+            SetState::Active,
+            SetState::Invalid,
+            SetState::Overflow,
+            SetState::MergeScheduled,
+            SetState::Merging,
+            SetState::MergeFailed,
+        ] {
+            assert_eq!(serde_json::to_string(&state).unwrap(), format!("\"{}\"", state.as_str()));
+        }
+    }
+
+    #[test]
+    fn merge_started_is_kept_and_old_registries_read_without_it() {
+        let mut registry = registry_with_set(vec![0]);
+        let json = serde_json::to_string(&registry).unwrap();
+        assert!(!json.contains("merge_started"), "{json}");
+        assert!(!serde_json::from_str::<Registry>(&json).unwrap().snapshot_sets[0].merge_started);
+        registry.snapshot_sets[0].merge_started = true;
+        let json = serde_json::to_string(&registry).unwrap();
+        assert!(serde_json::from_str::<Registry>(&json).unwrap().snapshot_sets[0].merge_started);
     }
 }

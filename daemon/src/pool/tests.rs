@@ -126,6 +126,7 @@ fn add_set(pool: &Pool, volume: &str, extents: u64) -> u32 {
             userdata: BTreeMap::from([("k".to_string(), "v".to_string())]),
             important: false,
             state: SetState::Active,
+            merge_started: false,
             message: None,
             cows: vec![CowRecord { volume: volume.into(), chunk_sectors: 8, extents: picked[0].clone() }],
         });
@@ -231,6 +232,42 @@ fn full_pool_is_no_space_and_changes_nothing() {
         .unwrap_err();
     assert!(matches!(err, PoolError::NoSpace { wanted: 7, free: 6, .. }), "{err}");
     assert_eq!((pool.registry(), pool.sequence()), before);
+}
+
+#[test]
+fn a_full_registry_refuses_growth_but_keeps_taking_state_changes() {
+    let (disk, pool) = new_pool();
+    let id = add_set(&pool, "root", 1);
+    // Grow one set's userdata until the pool refuses; nothing of the refused change lands.
+    let chunk = "x".repeat(64 * 1024);
+    let mut grown = 0;
+    let refused = loop {
+        let key = format!("k{grown}");
+        match pool.update(|registry| {
+            registry.set_mut(id).unwrap().userdata.insert(key.clone(), chunk.clone());
+            Ok(())
+        }) {
+            Ok(()) => grown += 1,
+            Err(err) => break err,
+        }
+        assert!(grown < 64, "the registry never stopped growing");
+    };
+    assert!(matches!(refused, PoolError::RegistryTooLarge { limit: REGISTRY_GROWTH_LIMIT, .. }), "{refused}");
+    assert!(refused.to_string().contains("delete snapshot sets"), "{refused}");
+    assert_eq!(pool.registry().set(id).unwrap().userdata.len(), grown + 1);
+    // A rollback's bookkeeping still commits, with a long message, and survives a reopen.
+    let message = "m".repeat(4096);
+    pool.update(|registry| {
+        let set = registry.set_mut(id).unwrap();
+        set.state = SetState::MergeFailed;
+        set.merge_started = true;
+        set.message = Some(message.clone());
+        Ok(())
+    })
+    .unwrap();
+    let reopened = Pool::open_io(disk, Path::new("mem")).unwrap();
+    let set = reopened.registry().set(id).cloned().unwrap();
+    assert_eq!((set.state, set.merge_started), (SetState::MergeFailed, true));
 }
 
 #[test]

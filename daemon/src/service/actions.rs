@@ -19,7 +19,7 @@ use super::manager::Manager;
 use super::options::{self, OptionDict};
 use super::publish::{manager_emitter, publish, refresh, unpublish};
 use super::shared::Shared;
-use crate::backend::{RollbackOutcome, SnapshotId, SnapshotSetInfo, SnapshotState};
+use crate::backend::{RollbackOutcome, SnapshotId, SnapshotSetInfo};
 
 /// The set id of a snapshot object path; any other path is NotFound.
 pub fn resolve(path: &ObjectPath<'_>) -> Result<SnapshotId, Error> {
@@ -74,25 +74,9 @@ pub async fn rollback(
     existing(shared, id).await?;
     shared.authorizer.check(header, ACTION_ROLLBACK).await?;
     let _mutation = shared.mutations.lock().await;
-    // Re-read under the lock: the state may have changed while polkit was asked.
+    // Re-read under the lock: the state may have changed while polkit was asked. Which state
+    // allows what is the lifecycle's to say (backend::lifecycle), not this layer's.
     let info = existing(shared, id).await?;
-    match info.state {
-        SnapshotState::Merging => {
-            return Err(Error::AlreadyMerging(format!(
-                "snapshot set {id} is already merging ({:.0}% done)",
-                info.merge_progress * 100.0
-            )))
-        }
-        // Asking again for what is already arranged is not an error.
-        SnapshotState::MergeScheduled => return Ok(RollbackOutcome::Scheduled.as_str().into()),
-        SnapshotState::Invalid => {
-            return Err(Error::SnapshotInvalid(format!(
-                "snapshot set {id} is invalid (its COW overflowed or failed) and cannot be \
-                 rolled back; delete it with Delete"
-            )))
-        }
-        SnapshotState::Active | SnapshotState::Overflow | SnapshotState::MergeFailed => {}
-    }
     let outcome = shared.call(move |backend| backend.rollback(id)).await?;
     refresh(shared, connection, id).await?;
     let path = snapshot_path(id);
@@ -128,28 +112,15 @@ pub async fn cancel_rollback(
     header: &Header<'_>,
     id: SnapshotId,
 ) -> Result<(), Error> {
-    require_scheduled(&existing(shared, id).await?)?;
+    existing(shared, id).await?;
     shared.authorizer.check(header, ACTION_ROLLBACK).await?;
     let _mutation = shared.mutations.lock().await;
-    require_scheduled(&existing(shared, id).await?)?;
     shared
         .call(move |backend| backend.cancel_rollback(id))
         .await?;
     refresh(shared, connection, id).await?;
     tracing::info!(snapshot_id = id, "scheduled rollback of snapshot set {id} cancelled");
     Ok(())
-}
-
-fn require_scheduled(info: &SnapshotSetInfo) -> Result<(), Error> {
-    if info.state == SnapshotState::MergeScheduled {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!(
-            "snapshot set {} has no scheduled rollback to cancel (state: {})",
-            info.id,
-            info.state.as_str()
-        )))
-    }
 }
 
 pub async fn delete(
@@ -161,13 +132,6 @@ pub async fn delete(
     existing(shared, id).await?;
     shared.authorizer.check(header, ACTION_DELETE).await?;
     let _mutation = shared.mutations.lock().await;
-    let info = existing(shared, id).await?;
-    if info.state == SnapshotState::Merging {
-        return Err(Error::Busy(format!(
-            "snapshot set {id} is merging into its origin and cannot be deleted until the \
-             merge finishes"
-        )));
-    }
     shared.call(move |backend| backend.delete(id)).await?;
     unpublish(shared, connection, id).await;
     tracing::info!(snapshot_id = id, "snapshot set {id} deleted");

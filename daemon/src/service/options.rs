@@ -15,10 +15,7 @@ pub type OptionDict = HashMap<String, OwnedVariant>;
 
 /// Longest description accepted, in bytes (the registry lives in a bounded metadata slot).
 pub const MAX_DESCRIPTION_BYTES: usize = 4096;
-/// Most userdata entries per set, and the longest key and value, in bytes.
-pub const MAX_USERDATA_ENTRIES: usize = 64;
-pub const MAX_USERDATA_KEY_BYTES: usize = 256;
-pub const MAX_USERDATA_VALUE_BYTES: usize = 4096;
+pub use crate::backend::sets::{MAX_USERDATA_ENTRIES, MAX_USERDATA_KEY_BYTES, MAX_USERDATA_VALUE_BYTES};
 
 /// Arguments of `Manager.Snapshot`, checked and turned into a backend request.
 pub fn snapshot_request(
@@ -118,25 +115,7 @@ fn check_description(description: &str) -> Result<(), Error> {
 }
 
 fn check_userdata(userdata: &BTreeMap<String, String>) -> Result<(), Error> {
-    if userdata.len() > MAX_USERDATA_ENTRIES {
-        return Err(Error::InvalidArgument(format!(
-            "userdata has {} entries, at most {MAX_USERDATA_ENTRIES} are allowed",
-            userdata.len()
-        )));
-    }
-    for (key, value) in userdata {
-        if key.is_empty() || key.len() > MAX_USERDATA_KEY_BYTES {
-            return Err(Error::InvalidArgument(format!(
-                "userdata key '{key}' must be 1..={MAX_USERDATA_KEY_BYTES} bytes"
-            )));
-        }
-        if value.len() > MAX_USERDATA_VALUE_BYTES {
-            return Err(Error::InvalidArgument(format!(
-                "userdata value of '{key}' is longer than {MAX_USERDATA_VALUE_BYTES} bytes"
-            )));
-        }
-    }
-    Ok(())
+    crate::backend::sets::check_userdata(userdata).map_err(Error::InvalidArgument)
 }
 
 fn expect_signature(key: &str, value: &OwnedVariant, want: &str, meaning: &str) -> Result<(), Error> {

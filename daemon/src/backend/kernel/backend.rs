@@ -22,6 +22,7 @@ use crate::backend::{
     Backend, BackendError, BackendEvent, BackendKind, BackendResult, EventSink, PoolStatus,
     RollbackOutcome, SnapshotId, SnapshotRequest, SnapshotSetInfo, VolumeInfo,
 };
+use crate::backend::lifecycle::{self, Effect, Input};
 use crate::backend::sets::{self, lock, pool_error};
 use crate::config::Config;
 use crate::pool::{CowRecord, Pool, PoolError, Registry, SetState, SnapshotSetRecord, VolumeRecord};
@@ -125,8 +126,14 @@ impl Inner {
         sets::record(&self.pool, id)
     }
 
-    fn set_state(&self, id: SnapshotId, state: SetState, message: Option<String>) -> BackendResult<()> {
-        sets::set_state(&self.pool, id, state, message)
+    /// Runs a lifecycle input on set `id` and reports a state change on the bus.
+    fn apply(&self, id: SnapshotId, input: &Input) -> BackendResult<(SnapshotSetRecord, Effect)> {
+        let before = self.record(id)?.state;
+        let result = lifecycle::apply(&self.pool, id, input)?;
+        if result.0.state != before {
+            self.emit(BackendEvent::SnapshotChanged(id));
+        }
+        Ok(result)
     }
 
     fn cow_spec(&self, registry: &Registry, id: SnapshotId, cow: &CowRecord) -> CowSpec {
@@ -144,19 +151,39 @@ impl Inner {
         }
     }
 
-    /// Builds (or checks) every volume's stack from the registry. Pending rollbacks become
-    /// running merges here.
+    /// Builds (or checks) every volume's stack from the registry. Rollbacks that were asked
+    /// for become running merges here (the lifecycle's `Start`, committed before the devices
+    /// change), and a volume that is already merging is never turned back into a plain origin:
+    /// its `-real` device holds part of the snapshot's data.
     fn assemble_all(&self) -> BackendResult<()> {
+        lifecycle::check_start(&self.pool.registry(), |name| self.volumes.contains_key(name))?;
         let registry = self.pool.registry();
         self.remove_strays(&registry);
-        let deferred = self.deferred_rollbacks(&registry)?;
+        for id in registry.pending_rollbacks() {
+            let Some(set) = registry.set(id) else { continue };
+            let missing = lifecycle::missing_volumes(set, |name| self.volumes.contains_key(name));
+            let defer = !self.must_wait(set)?.is_empty();
+            let (record, effect) = self.apply(id, &Input::Start { defer, missing })?;
+            match effect {
+                Effect::Merge if set.state == SetState::Merging => {
+                    tracing::info!(snapshot_id = id, "merge of snapshot set {id} is running; following it")
+                }
+                Effect::Merge => tracing::info!(snapshot_id = id, "pending rollback of snapshot set {id} started"),
+                _ => tracing::warn!(snapshot_id = id, state = record.state.as_str(),
+                    "a volume of snapshot set {id} is in use or not configured: its rollback waits for the next boot"),
+            }
+        }
+        let registry = self.pool.registry();
         for (name, volume) in &self.volumes {
+            let already_merging = self.merging_now(volume)?;
             let mut snapshots = Vec::new();
             let mut merging = None;
             for set in &registry.snapshot_sets {
                 let Some(cow) = set.cows.iter().find(|c| &c.volume == name) else { continue };
                 let spec = self.cow_spec(&registry, set.id, cow);
-                if set.state.rollback_pending() && !deferred.contains(&set.id) {
+                let merge_here = set.state == SetState::Merging
+                    || (already_merging && lifecycle::rollback_under_way(set));
+                if merge_here {
                     merging = Some(spec);
                 } else {
                     snapshots.push(spec);
@@ -167,41 +194,28 @@ impl Inner {
             tracing::info!(volume = %name, device = %device.display(), merging = merging.is_some(),
                 "volume {name} assembled at {}{}", device.display(), if merging.is_some() { " (merging)" } else { "" });
         }
-        for set in registry.snapshot_sets.iter().filter(|s| s.state.rollback_pending()) {
-            let wanted = if deferred.contains(&set.id) { SetState::MergeScheduled } else { SetState::Merging };
-            let was = set.state;
-            if was != wanted {
-                self.set_state(set.id, wanted, None)?;
-            }
-            if wanted == SetState::Merging && was != SetState::Merging {
-                tracing::info!(snapshot = set.id, "pending rollback of snapshot set {} started", set.id);
-            } else if wanted == SetState::Merging {
-                tracing::info!(snapshot = set.id, "merge of snapshot set {} is running; following it", set.id);
-            } else {
-                tracing::warn!(snapshot = set.id, "a volume of the set is in use: its rollback stays scheduled for the next boot");
-            }
-        }
         Ok(())
     }
 
-    /// Pending rollbacks that must not start now: the daemon restarting while a volume of the
-    /// set is mounted (and not already merging) would change data under a mounted filesystem.
-    /// A set is deferred as a whole, so it never rolls back halfway. At boot (`activate`) no
-    /// volume exists yet, so nothing is deferred.
-    fn deferred_rollbacks(&self, registry: &Registry) -> BackendResult<BTreeSet<SnapshotId>> {
-        let mut deferred = BTreeSet::new();
-        for set in registry.snapshot_sets.iter().filter(|s| s.state.rollback_pending()) {
-            for cow in &set.cows {
-                let volume = self.volume(&cow.volume)?;
-                let busy = stack::origin_busy(&self.dm, &volume.spec).map_err(dm_error)?;
-                let merging = stack::origin_target(&self.dm, &volume.spec).map_err(dm_error)?.as_deref()
-                    == Some("snapshot-merge");
-                if busy && !merging {
-                    deferred.insert(set.id);
-                }
+    /// Whether the volume's device is already `snapshot-merge`.
+    fn merging_now(&self, volume: &Volume) -> BackendResult<bool> {
+        Ok(stack::origin_target(&self.dm, &volume.spec).map_err(dm_error)?.as_deref() == Some("snapshot-merge"))
+    }
+
+    /// The volumes of `set` a merge cannot start on now: in use (mounted) and not already
+    /// merging. Starting a merge under a mounted file system would change its data under it;
+    /// a volume already merging shows the snapshot's data whatever its table is reloaded with.
+    /// At boot (`activate`) no volume is open yet, so nothing waits.
+    fn must_wait(&self, set: &SnapshotSetRecord) -> BackendResult<Vec<String>> {
+        let mut wait = Vec::new();
+        for name in set.volumes() {
+            let Some(volume) = self.volumes.get(&name) else { continue };
+            let busy = stack::origin_busy(&self.dm, &volume.spec).map_err(dm_error)?;
+            if busy && !self.merging_now(volume)? {
+                wait.push(name);
             }
         }
-        Ok(deferred)
+        Ok(wait)
     }
 
     /// Removes dm devices of this pool that the registry does not know (left by a crash
@@ -255,6 +269,8 @@ impl Inner {
             match set.state {
                 SetState::Merging => self.follow_merge(&registry, set),
                 SetState::Active | SetState::Overflow => self.watch_snapshot(&registry, set),
+                // Its snapshot still takes copies until the next boot and can fill up meanwhile.
+                SetState::MergeScheduled if !set.merge_started => self.watch_snapshot(&registry, set),
                 _ => {}
             }
         }
@@ -277,13 +293,14 @@ impl Inner {
                 Ok(KernelSnapshotStatus::MergeFailed) | Ok(KernelSnapshotStatus::Invalid) => {
                     let message = format!(
                         "the kernel reports the merge into volume {} failed; the snapshot is kept: check the \
-                         kernel log (journalctl -k), then retry the rollback or delete the snapshot",
+                         kernel log (journalctl -k), then run Rollback again to resume it",
                         cow.volume
                     );
-                    tracing::error!(snapshot = set.id, volume = %cow.volume, "merge failed");
-                    let _ = self.set_state(set.id, SetState::MergeFailed, Some(message.clone()));
+                    tracing::error!(snapshot_id = set.id, volume = %cow.volume, "merge failed");
+                    if let Err(e) = self.apply(set.id, &Input::MergeFailed(message.clone())) {
+                        tracing::error!(snapshot_id = set.id, error = %e, "recording the failed merge");
+                    }
                     self.emit(BackendEvent::MergeFinished { id: set.id, ok: false, message });
-                    self.emit(BackendEvent::SnapshotChanged(set.id));
                     return;
                 }
                 Ok(_) | Err(_) => {}
@@ -300,7 +317,13 @@ impl Inner {
         }
     }
 
+    /// Every volume merged: plain mappings again (devices first: redone at the next start if
+    /// we die before the registry forgets the set), then the set goes.
     fn finish_merge(&self, registry: &Registry, set: &SnapshotSetRecord) {
+        if let Err(e) = lifecycle::next(registry, set, &Input::MergeFinished) {
+            tracing::error!(snapshot_id = set.id, error = %e, "finishing the merge");
+            return;
+        }
         for cow in &set.cows {
             let Ok(volume) = self.volume(&cow.volume) else { continue };
             let others = registry
@@ -308,19 +331,16 @@ impl Inner {
                 .iter()
                 .any(|s| s.id != set.id && s.cows.iter().any(|c| c.volume == cow.volume));
             if let Err(e) = stack::finish_merge(&self.dm, &volume.spec, set.id, others) {
-                tracing::error!(snapshot = set.id, volume = %cow.volume, error = %e, "returning the volume to a plain mapping");
+                tracing::error!(snapshot_id = set.id, volume = %cow.volume, error = %e, "returning the volume to a plain mapping");
                 return;
             }
         }
-        if let Err(e) = self.pool.update(|registry| {
-            registry.snapshot_sets.retain(|s| s.id != set.id);
-            Ok(())
-        }) {
-            tracing::error!(snapshot = set.id, error = %e, "removing the merged snapshot set from the registry");
+        if let Err(e) = lifecycle::forget(&self.pool, set.id) {
+            tracing::error!(snapshot_id = set.id, error = %e, "removing the merged snapshot set from the registry");
             return;
         }
         lock(&self.progress).remove(&set.id);
-        tracing::info!(snapshot = set.id, "merge finished; snapshot set removed");
+        tracing::info!(snapshot_id = set.id, "merge finished; snapshot set removed");
         self.emit(BackendEvent::MergeFinished { id: set.id, ok: true, message: String::new() });
         self.emit(BackendEvent::SnapshotRemoved(set.id));
     }
@@ -331,15 +351,16 @@ impl Inner {
             match stack::snapshot_status(&self.dm, &volume.spec, set.id) {
                 Ok(KernelSnapshotStatus::Invalid) => {
                     let reason = format!("the snapshot of volume {} filled up or failed; the volume keeps working", cow.volume);
-                    tracing::warn!(snapshot = set.id, volume = %cow.volume, "snapshot invalidated");
-                    let _ = self.set_state(set.id, SetState::Invalid, Some(reason.clone()));
-                    self.emit(BackendEvent::SnapshotInvalidated { id: set.id, volume: cow.volume.clone(), reason });
-                    self.emit(BackendEvent::SnapshotChanged(set.id));
+                    tracing::warn!(snapshot_id = set.id, volume = %cow.volume, "snapshot invalidated");
+                    if let Ok((record, _)) = self.apply(set.id, &Input::Invalidated(reason.clone())) {
+                        if record.state == SetState::Invalid {
+                            self.emit(BackendEvent::SnapshotInvalidated { id: set.id, volume: cow.volume.clone(), reason });
+                        }
+                    }
                     return;
                 }
                 Ok(KernelSnapshotStatus::Overflow) if set.state != SetState::Overflow => {
-                    let _ = self.set_state(set.id, SetState::Overflow, None);
-                    self.emit(BackendEvent::SnapshotChanged(set.id));
+                    let _ = self.apply(set.id, &Input::Overflowed);
                 }
                 Ok(KernelSnapshotStatus::Usage { allocated, total, .. })
                     if total > 0 && allocated as f64 / total as f64 > AUTOEXTEND_THRESHOLD =>
@@ -357,7 +378,7 @@ impl Inner {
         let picked = match registry.pick_free_extents(&[more]) {
             Ok(mut picked) => picked.pop().unwrap_or_default(),
             Err(e) => {
-                tracing::warn!(snapshot = id, volume = %cow.volume, error = %e, "COW nearly full and the pool has no room to grow it");
+                tracing::warn!(snapshot_id = id, volume = %cow.volume, error = %e, "COW nearly full and the pool has no room to grow it");
                 return;
             }
         };
@@ -379,10 +400,10 @@ impl Inner {
             });
         match result {
             Ok(()) => {
-                tracing::warn!(snapshot = id, volume = %cow.volume, extents = grown.extents.len(), "COW nearly full: grown from the pool");
+                tracing::warn!(snapshot_id = id, volume = %cow.volume, extents = grown.extents.len(), "COW nearly full: grown from the pool");
                 self.emit(BackendEvent::SnapshotChanged(id));
             }
-            Err(e) => tracing::error!(snapshot = id, volume = %cow.volume, error = %e, "growing the COW"),
+            Err(e) => tracing::error!(snapshot_id = id, volume = %cow.volume, error = %e, "growing the COW"),
         }
     }
 }
@@ -539,17 +560,8 @@ impl Backend for KernelBackend {
             })
             .collect();
         let held = stack::take_snapshot_set(&inner.dm, &members, OnFull::Invalidate).map_err(dm_error)?;
-        tracing::info!(snapshot = id, suspended_us = held.as_micros() as u64, "origins suspended while taking the set");
-        let record = SnapshotSetRecord {
-            id,
-            description: request.description.clone(),
-            created_us: sets::now_us(),
-            userdata: request.userdata.clone(),
-            important: request.important,
-            state: SetState::Active,
-            message: None,
-            cows,
-        };
+        tracing::info!(snapshot_id = id, suspended_us = held.as_micros() as u64, "origins suspended while taking the set");
+        let record = sets::new_record(id, &request, cows);
         if let Err(e) = sets::commit_new_set(&inner.pool, &record) {
             for member in &members {
                 let others = registry.snapshot_sets.iter().any(|s| s.volumes().contains(&member.volume.name));
@@ -564,54 +576,48 @@ impl Backend for KernelBackend {
         let inner = &self.inner;
         let _ops = lock(&inner.ops);
         let record = inner.record(id)?;
-        if let Some(outcome) = sets::rollback_allowed(&inner.pool.registry(), &record)? {
-            return Ok(outcome);
-        }
-        let registry = inner.pool.registry();
-        // The kernel may have invalidated a COW the monitor has not reported yet: a set with
-        // an invalid member is never merged (nor scheduled), not even in part.
-        for name in record.volumes() {
-            let volume = inner.volume(&name)?;
-            if let Ok(KernelSnapshotStatus::Invalid) = stack::snapshot_status(&inner.dm, &volume.spec, id) {
-                let message = format!("the snapshot of volume {name} filled up or failed");
-                inner.set_state(id, SetState::Invalid, Some(message.clone()))?;
-                inner.emit(BackendEvent::SnapshotChanged(id));
-                return Err(BackendError::SnapshotInvalid(format!(
-                    "snapshot {id} is invalid ({message}); it cannot be rolled back, only deleted"
-                )));
-            }
-        }
-        let mut busy = Vec::new();
-        for name in record.volumes() {
-            let volume = inner.volume(&name)?;
-            if stack::origin_busy(&inner.dm, &volume.spec).map_err(dm_error)? {
-                busy.push(name);
-            }
-        }
-        if !busy.is_empty() {
-            inner.set_state(id, SetState::MergeScheduled, None)?;
-            tracing::info!(snapshot = id, busy = ?busy, "volumes in use: rollback scheduled for next boot");
-            inner.emit(BackendEvent::SnapshotChanged(id));
+        let missing = lifecycle::missing_volumes(&record, |name| inner.volumes.contains_key(name));
+        // Refusals and the idempotent repeat come before any device is touched.
+        lifecycle::next(&inner.pool.registry(), &record, &Input::Rollback { defer: true, missing: missing.clone() })?;
+        if record.state == SetState::MergeScheduled {
             return Ok(RollbackOutcome::Scheduled);
         }
-        // Registry first: if we crash after starting some merges, activation finishes the set.
-        inner.set_state(id, SetState::Merging, None)?;
+        // The kernel may have invalidated a COW the monitor has not reported yet: a set with
+        // an invalid member is never merged (nor scheduled), not even in part.
+        if !record.merge_started {
+            for name in record.volumes() {
+                let volume = inner.volume(&name)?;
+                if let Ok(KernelSnapshotStatus::Invalid) = stack::snapshot_status(&inner.dm, &volume.spec, id) {
+                    let why = format!("the snapshot of volume {name} filled up or failed");
+                    let (record, _) = inner.apply(id, &Input::Invalidated(why))?;
+                    return Err(lifecycle::invalid_error(&record));
+                }
+            }
+        }
+        let wait = inner.must_wait(&record)?;
+        let (_, effect) = inner.apply(id, &Input::Rollback { defer: !wait.is_empty(), missing })?;
+        if effect != Effect::Merge {
+            tracing::info!(snapshot_id = id, busy = ?wait, "volumes in use: rollback scheduled for next boot");
+            return Ok(RollbackOutcome::Scheduled);
+        }
+        // The registry says merging before any table changes: if we die after starting some
+        // merges, the next start (or activation) finishes the set.
+        let registry = inner.pool.registry();
         for cow in &record.cows {
             let volume = inner.volume(&cow.volume)?;
             let spec = inner.cow_spec(&registry, id, cow);
             if let Err(e) = stack::start_merge(&inner.dm, &volume.spec, &spec) {
                 let message = format!("starting the merge into volume {}: {e}", cow.volume);
-                let _ = inner.set_state(id, SetState::MergeFailed, Some(message.clone()));
+                inner.apply(id, &Input::MergeFailed(message.clone()))?;
                 return Err(BackendError::Backend(message));
             }
         }
-        inner.emit(BackendEvent::SnapshotChanged(id));
         Ok(RollbackOutcome::Merging)
     }
 
     fn cancel_rollback(&self, id: SnapshotId) -> BackendResult<()> {
         let _ops = lock(&self.inner.ops);
-        sets::cancel_rollback(&self.inner.pool, id)?;
+        self.inner.apply(id, &Input::CancelRollback)?;
         self.inner.emit(BackendEvent::SnapshotChanged(id));
         Ok(())
     }
@@ -619,16 +625,17 @@ impl Backend for KernelBackend {
     fn delete(&self, id: SnapshotId) -> BackendResult<()> {
         let inner = &self.inner;
         let _ops = lock(&inner.ops);
-        let record = inner.record(id)?;
-        sets::delete_allowed(&record)?;
+        let (record, _) = inner.apply(id, &Input::Delete)?;
         let registry = inner.pool.registry();
+        // Devices first; removing them again after a crash before the registry update is
+        // harmless (and remove_strays would do it).
         for name in record.volumes() {
-            let volume = inner.volume(&name)?;
+            let Some(volume) = inner.volumes.get(&name) else { continue };
             let others = registry.snapshot_sets.iter().any(|s| s.id != id && s.volumes().contains(&name));
             stack::remove_snapshot(&inner.dm, &volume.spec, id, others).map_err(dm_error)?;
         }
-        sets::forget(&inner.pool, id)?;
-        tracing::info!(snapshot = id, "snapshot set deleted");
+        lifecycle::forget(&inner.pool, id)?;
+        tracing::info!(snapshot_id = id, "snapshot set deleted");
         inner.emit(BackendEvent::SnapshotRemoved(id));
         Ok(())
     }

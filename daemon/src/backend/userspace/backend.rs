@@ -13,6 +13,7 @@ use super::loop_device;
 use super::merge;
 use super::monitor;
 use super::state::{lock, pool_error, Shared, UserspaceOptions};
+use crate::backend::lifecycle::{self, Effect, Input};
 use crate::backend::sets;
 use super::volume::{Volume, CHUNK_SECTORS};
 use crate::backend::{
@@ -60,6 +61,7 @@ impl UserspaceBackend {
             volumes.insert(volume.name.clone(), Arc::new(opened));
         }
         register_volumes(&pool, &volumes)?;
+        lifecycle::check_start(&pool.registry(), |name| volumes.contains_key(name))?;
         let shared = Arc::new(Shared::new(pool, options, volumes));
         let backend = UserspaceBackend { shared: shared.clone(), fuse: Mutex::new(None) };
 
@@ -132,21 +134,24 @@ fn register_volumes(pool: &Pool, volumes: &BTreeMap<String, Arc<Volume>>) -> Bac
     sets::register_volumes(pool, &records)
 }
 
-/// Attaches every registered COW to its volume's origin. A COW that cannot be attached makes
-/// its set invalid (the volume keeps working).
+/// Attaches every registered COW to its configured volume's origin. A set naming a volume
+/// that is not configured keeps its state and its other COWs (a configuration change never
+/// costs a set); a COW that cannot be attached makes its set invalid, unless its merge has
+/// begun (the merge then reports the failure and the set stays whole for a retry).
 fn attach_registered_snapshots(shared: &Shared) {
     let registry = shared.pool.registry();
     for set in &registry.snapshot_sets {
         let mut problem = None;
         for cow in &set.cows {
             let Some(volume) = shared.volumes.get(&cow.volume) else {
-                tracing::error!(snapshot = set.id, volume = %cow.volume, "snapshot of a volume that is no longer configured");
-                problem = Some(format!("volume {} is not configured", cow.volume));
+                tracing::warn!(snapshot_id = set.id, volume = %cow.volume,
+                    "snapshot set {} includes volume {} that is not configured; the set is kept as it is",
+                    set.id, cow.volume);
                 continue;
             };
             let io = Arc::new(shared.pool.extent_io(&cow.extents));
             if let Err(err) = volume.attach(set.id, io) {
-                tracing::error!(snapshot = set.id, volume = %cow.volume, %err, "cannot attach snapshot");
+                tracing::error!(snapshot_id = set.id, volume = %cow.volume, %err, "cannot attach snapshot");
                 problem = Some(err.to_string());
             }
         }
@@ -158,10 +163,8 @@ fn attach_registered_snapshots(shared: &Shared) {
             }
         }
         if let Some(problem) = problem {
-            if set.state != SetState::Invalid {
-                if let Err(err) = shared.set_state(set.id, SetState::Invalid, Some(problem)) {
-                    tracing::error!(snapshot = set.id, %err, "cannot record invalid snapshot");
-                }
+            if let Err(err) = lifecycle::apply(&shared.pool, set.id, &Input::Invalidated(problem)) {
+                tracing::error!(snapshot_id = set.id, %err, "cannot record invalid snapshot");
             }
         }
     }
@@ -194,66 +197,68 @@ fn detach_stale_loops(shared: &Shared) {
 
 /// Starts the merges of sets whose rollback was scheduled, running when snapbackd stopped, or
 /// failed (a half-merged volume is only whole again through its snapshot, so it is retried).
-/// A scheduled one waits while a volume of its set is still mounted from before this start.
+/// A rollback that has not begun waits while a volume of its set is still mounted from before
+/// this start; one that has begun always resumes, since the engine's merge is also what makes
+/// the volume read as the snapshot while the rest is still in the COW.
 fn resume_pending_rollbacks(shared: &Arc<Shared>) {
     let registry = shared.pool.registry();
-    let retry = registry.snapshot_sets.iter().filter(|set| set.state == SetState::MergeFailed).map(|set| set.id);
-    for id in registry.pending_rollbacks().into_iter().chain(retry) {
-        let set = registry.snapshot_sets.iter().find(|set| set.id == id);
-        if let Some(set) = set.filter(|set| set.state == SetState::MergeScheduled) {
-            let busy: Vec<String> =
-                set.volumes().into_iter().filter(|name| shared.stale_device_in_use(name).is_some()).collect();
-            if !busy.is_empty() {
-                tracing::info!(snapshot = id, busy = ?busy,
-                    "rollback of snapshot set {id} stays scheduled: volumes still mounted from before this start");
-                continue;
+    for id in registry.pending_rollbacks() {
+        let Some(set) = registry.set(id) else { continue };
+        let missing = lifecycle::missing_volumes(set, |name| shared.volumes.contains_key(name));
+        let busy: Vec<String> =
+            set.volumes().into_iter().filter(|name| shared.stale_device_in_use(name).is_some()).collect();
+        let defer = !set.merge_started && !busy.is_empty();
+        match lifecycle::apply(&shared.pool, id, &Input::Start { defer, missing: missing.clone() }) {
+            Ok((_, Effect::Merge)) => {
+                tracing::info!(snapshot_id = id, "starting pending rollback of snapshot set {id}");
+                if let Err(err) = start_merges(shared, id) {
+                    tracing::error!(snapshot_id = id, %err, "cannot start pending rollback");
+                }
             }
-        }
-        tracing::info!(snapshot = id, "starting pending rollback");
-        if let Err(err) = start_merges(shared, id) {
-            tracing::error!(snapshot = id, %err, "cannot start pending rollback");
-            let _ = shared.set_state(id, SetState::MergeFailed, Some(err.to_string()));
+            Ok(_) if !missing.is_empty() => tracing::warn!(snapshot_id = id, ?missing,
+                "rollback of snapshot set {id} waits: a volume of it is not configured"),
+            Ok(_) => tracing::info!(snapshot_id = id, ?busy,
+                "rollback of snapshot set {id} stays scheduled: volumes still mounted from before this start"),
+            Err(err) => tracing::error!(snapshot_id = id, %err, "cannot resume rollback"),
         }
     }
 }
 
-/// Marks the set merging, starts the engine merges and the merge threads.
+/// The engine side of a merge the lifecycle has committed (state `merging`): starts the engine
+/// merge of every volume and the merge threads. A failure is recorded as `merge-failed`.
 fn start_merges(shared: &Arc<Shared>, id: SnapshotId) -> BackendResult<()> {
     let record = shared.record(id)?;
-    let volumes: Vec<Arc<Volume>> = record
+    let started = record
         .volumes()
         .iter()
         .map(|name| shared.volume(name).cloned())
-        .collect::<BackendResult<_>>()?;
-    // A set never rolls back halfway: every member must be mergeable before any merge starts.
-    // The engine may have invalidated a COW the monitor has not reported yet.
-    if let Some(volume) = volumes.iter().find(|v| v.figures(id).is_some_and(|f| f.invalid)) {
-        let message = format!("the snapshot of volume {} filled up or failed", volume.name);
-        shared.set_state(id, SetState::Invalid, Some(message.clone()))?;
-        shared.emit(BackendEvent::SnapshotChanged(id));
-        return Err(BackendError::SnapshotInvalid(format!(
-            "snapshot {id} is invalid ({message}); it cannot be rolled back, only deleted"
-        )));
-    }
-    if record.state != SetState::Merging {
-        shared.set_state(id, SetState::Merging, None)?;
-    }
-    for volume in &volumes {
-        match volume.start_merge(id) {
-            Ok(()) => {}
-            // Resuming after a failure or restart: the engine may already be merging it.
-            Err(BackendError::AlreadyMerging(_)) if record.state.rollback_pending() || record.state == SetState::MergeFailed => {}
-            Err(err) => {
-                // Whatever started is resumed by the next Rollback or start (merge-failed
-                // keeps the set, and Delete refuses a half-merged set).
-                let _ = shared.set_state(id, SetState::MergeFailed, Some(err.to_string()));
-                shared.emit(BackendEvent::SnapshotChanged(id));
-                return Err(err);
+        .collect::<BackendResult<Vec<_>>>()
+        .and_then(|volumes| {
+            for volume in &volumes {
+                volume.start_merge(id)?;
             }
+            Ok(volumes)
+        });
+    match started {
+        Ok(volumes) => {
+            merge::spawn(shared, id, volumes);
+            Ok(())
+        }
+        Err(err) => {
+            // Whatever started is resumed by the next Rollback or start: merge-failed keeps
+            // the set, and Delete refuses a set whose merge has begun.
+            merge::fail(shared, id, err.to_string());
+            Err(err)
         }
     }
-    merge::spawn(shared, id, volumes);
-    Ok(())
+}
+
+/// Whether the engine already found a snapshot of the set invalid (the monitor may not have
+/// reported it yet). A set never rolls back halfway: every member must be mergeable first.
+fn invalid_member(shared: &Shared, record: &SnapshotSetRecord) -> Option<String> {
+    record.volumes().into_iter().find(|name| {
+        shared.volumes.get(name).and_then(|v| v.figures(record.id)).is_some_and(|f| f.invalid)
+    })
 }
 
 impl Backend for UserspaceBackend {
@@ -345,27 +350,19 @@ impl Backend for UserspaceBackend {
         if let Some(err) = failure {
             return Err(err);
         }
-        tracing::info!(snapshot = id, suspended_us = suspended.as_micros() as u64, frozen_filesystems = frozen_count,
+        tracing::info!(snapshot_id = id, suspended_us = suspended.as_micros() as u64, frozen_filesystems = frozen_count,
             "origins suspended while taking the set");
         // 4. One registry commit makes the set real.
-        let record = SnapshotSetRecord {
-            id,
-            description: request.description.clone(),
-            created_us: sets::now_us(),
-            userdata: request.userdata.clone(),
-            important: request.important,
-            state: SetState::Active,
-            message: None,
-            cows: volumes
-                .iter()
-                .zip(&picked)
-                .map(|(volume, extents)| CowRecord {
-                    volume: volume.name.clone(),
-                    chunk_sectors: CHUNK_SECTORS,
-                    extents: extents.clone(),
-                })
-                .collect(),
-        };
+        let cows = volumes
+            .iter()
+            .zip(&picked)
+            .map(|(volume, extents)| CowRecord {
+                volume: volume.name.clone(),
+                chunk_sectors: CHUNK_SECTORS,
+                extents: extents.clone(),
+            })
+            .collect();
+        let record = sets::new_record(id, &request, cows);
         if let Err(err) = sets::commit_new_set(&self.shared.pool, &record) {
             for volume in &volumes {
                 let _ = volume.detach(id);
@@ -374,15 +371,26 @@ impl Backend for UserspaceBackend {
         }
         let names = record.volumes();
         self.publish_snapshot_files(id, &names);
-        tracing::info!(snapshot = id, volumes = ?names, description = %record.description, "snapshot set created");
+        tracing::info!(snapshot_id = id, volumes = ?names, description = %record.description, "snapshot set created");
         Ok(self.shared.info(&record))
     }
 
     fn rollback(&self, id: SnapshotId) -> BackendResult<RollbackOutcome> {
         let _ops = lock(&self.shared.ops);
         let record = self.shared.record(id)?;
-        if let Some(outcome) = sets::rollback_allowed(&self.shared.pool.registry(), &record)? {
-            return Ok(outcome);
+        let missing = lifecycle::missing_volumes(&record, |name| self.shared.volumes.contains_key(name));
+        // Refusals and the idempotent repeat come before any device is touched.
+        lifecycle::next(&self.shared.pool.registry(), &record, &Input::Rollback { defer: true, missing: missing.clone() })?;
+        if record.state == SetState::MergeScheduled {
+            return Ok(RollbackOutcome::Scheduled);
+        }
+        if !record.merge_started {
+            if let Some(volume) = invalid_member(&self.shared, &record) {
+                let why = format!("the snapshot of volume {volume} filled up or failed");
+                let (record, _) = lifecycle::apply(&self.shared.pool, id, &Input::Invalidated(why))?;
+                self.shared.emit(BackendEvent::SnapshotChanged(id));
+                return Err(lifecycle::invalid_error(&record));
+            }
         }
         // Busy = a volume's device is mounted or held exclusively: then the whole set waits
         // for the next assembly. Holding every device exclusively keeps it unmounted until the
@@ -404,9 +412,9 @@ impl Backend for UserspaceBackend {
                 }
             }
         }
-        if !busy.is_empty() {
-            self.shared.set_state(id, SetState::MergeScheduled, None)?;
-            tracing::info!(snapshot = id, busy = ?busy, "volumes in use: rollback scheduled for the next start");
+        let (_, effect) = lifecycle::apply(&self.shared.pool, id, &Input::Rollback { defer: !busy.is_empty(), missing })?;
+        if effect != Effect::Merge {
+            tracing::info!(snapshot_id = id, busy = ?busy, "volumes in use: rollback scheduled for the next start");
             self.shared.emit(BackendEvent::SnapshotChanged(id));
             return Ok(RollbackOutcome::Scheduled);
         }
@@ -415,35 +423,35 @@ impl Backend for UserspaceBackend {
                 tracing::warn!(device = %device.display(), %err, "dropping the buffer cache before the merge");
             }
         }
-        start_merges(&self.shared, id)?;
+        let started = start_merges(&self.shared, id);
         drop(holds);
-        tracing::info!(snapshot = id, "rollback merging");
         self.shared.emit(BackendEvent::SnapshotChanged(id));
+        started?;
+        tracing::info!(snapshot_id = id, "rollback merging");
         Ok(RollbackOutcome::Merging)
     }
 
     fn cancel_rollback(&self, id: SnapshotId) -> BackendResult<()> {
         let _ops = lock(&self.shared.ops);
-        sets::cancel_rollback(&self.shared.pool, id)?;
+        lifecycle::apply(&self.shared.pool, id, &Input::CancelRollback)?;
         self.shared.emit(BackendEvent::SnapshotChanged(id));
         Ok(())
     }
 
     fn delete(&self, id: SnapshotId) -> BackendResult<()> {
         let _ops = lock(&self.shared.ops);
-        let record = self.shared.record(id)?;
-        sets::delete_allowed(&record)?;
+        let (record, _) = lifecycle::apply(&self.shared.pool, id, &Input::Delete)?;
         // Registry first: the extents are only reused after this (under the same lock).
-        sets::forget(&self.shared.pool, id)?;
+        lifecycle::forget(&self.shared.pool, id)?;
         for name in record.volumes() {
             self.shared.files.remove(&Self::snapshot_file_name(&name, id));
             if let Some(volume) = self.shared.volumes.get(&name) {
                 if let Err(err) = volume.detach(id) {
-                    tracing::warn!(snapshot = id, volume = %name, %err, "detaching deleted snapshot");
+                    tracing::warn!(snapshot_id = id, volume = %name, %err, "detaching deleted snapshot");
                 }
             }
         }
-        tracing::info!(snapshot = id, "snapshot set deleted");
+        tracing::info!(snapshot_id = id, "snapshot set deleted");
         self.shared.emit(BackendEvent::SnapshotRemoved(id));
         Ok(())
     }
@@ -474,7 +482,9 @@ impl Backend for UserspaceBackend {
         }
         let mut problems = Vec::new();
         for volume in self.shared.volumes.values() {
-            if let Err(err) = volume.flush() {
+            // Closed before anything else: a volume still mounted keeps being served by FUSE
+            // until its last user goes, and must not take writes its snapshots would miss.
+            if let Err(err) = volume.close() {
                 problems.push(err.to_string());
             }
             if let Some(device) = volume.device() {
@@ -490,11 +500,8 @@ impl Backend for UserspaceBackend {
         if let Some(mut mount) = lock(&self.fuse).take() {
             mount.unmount();
         }
-        for volume in self.shared.volumes.values() {
-            for set in self.shared.pool.registry().snapshot_sets.iter().filter(|s| s.volumes().contains(&volume.name)) {
-                let _ = volume.detach(set.id);
-            }
-        }
+        // Snapshots are never detached here: their COWs are committed by the flush above, and
+        // an engine origin without them would no longer copy before writing.
         tracing::info!("userspace backend shut down");
         if problems.is_empty() {
             Ok(())

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use super::state::{lock, Shared, VolumeProgress};
 use super::volume::Volume;
+use crate::backend::lifecycle::{self, Input};
 use crate::backend::{BackendEvent, SnapshotId};
-use crate::pool::{PoolError, SetState};
 
 /// How often a merging set reports progress on the bus.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
@@ -31,6 +31,7 @@ pub fn spawn(shared: &Arc<Shared>, id: SnapshotId, volumes: Vec<Arc<Volume>>) {
             threads.retain(|thread| !thread.is_finished());
             threads.push(handle);
         }
+        // Called from start_merges, whose caller holds `ops`.
         Err(err) => fail(shared, id, format!("cannot start the merge thread: {err}")),
     }
 }
@@ -61,9 +62,10 @@ fn coordinate(shared: &Arc<Shared>, id: SnapshotId, volumes: Vec<Arc<Volume>>) {
         }
     }
     if !failures.is_empty() {
+        let _ops = lock(&shared.ops);
         fail(shared, id, failures.join("; "));
     } else if stopped {
-        tracing::info!(snapshot = id, "merge paused for shutdown; it resumes when snapbackd starts again");
+        tracing::info!(snapshot_id = id, "merge paused for shutdown; it resumes when snapbackd starts again");
     } else {
         finish(shared, id, &volumes, started.elapsed());
     }
@@ -116,40 +118,43 @@ fn step_until_done(shared: &Shared, id: SnapshotId, volume: &Volume) -> Outcome 
     }
 }
 
-/// Every volume merged: detach the snapshots, free the COW, forget the set.
+/// Every volume merged: detach the snapshots, free the COW, forget the set. The devices go
+/// first: a crash before the registry update finds the set merging at the next start, whose
+/// merge then has nothing left to copy and finishes again.
 fn finish(shared: &Shared, id: SnapshotId, volumes: &[Arc<Volume>], took: Duration) {
     let outcome = {
         let _ops = lock(&shared.ops);
-        for volume in volumes {
-            shared.files.remove(&format!("{}@{id}", volume.name));
-            if let Err(err) = volume.detach(id) {
-                tracing::warn!(snapshot = id, volume = %volume.name, %err, "detaching merged snapshot");
+        lifecycle::apply(&shared.pool, id, &Input::MergeFinished).and_then(|_| {
+            for volume in volumes {
+                shared.files.remove(&format!("{}@{id}", volume.name));
+                if let Err(err) = volume.detach(id) {
+                    tracing::warn!(snapshot_id = id, volume = %volume.name, %err, "detaching merged snapshot");
+                }
             }
-        }
-        shared.pool.update(|registry| {
-            registry.snapshot_sets.retain(|set| set.id != id);
-            Ok::<_, PoolError>(())
+            lifecycle::forget(&shared.pool, id)
         })
     };
     lock(&shared.progress).remove(&id);
     match outcome {
         Ok(()) => {
-            tracing::info!(snapshot = id, seconds = took.as_secs_f64(), "merge finished; snapshot set removed");
+            tracing::info!(snapshot_id = id, seconds = took.as_secs_f64(), "merge finished; snapshot set removed");
             shared.emit(BackendEvent::MergeFinished { id, ok: true, message: String::new() });
             shared.emit(BackendEvent::SnapshotRemoved(id));
         }
-        Err(err) => fail(shared, id, format!("merge finished but the registry update failed: {err}")),
+        Err(err) => {
+            let _ops = lock(&shared.ops);
+            fail(shared, id, format!("merge finished but the registry update failed: {err}"));
+        }
     }
 }
 
-fn fail(shared: &Shared, id: SnapshotId, message: String) {
-    tracing::error!(snapshot = id, %message, "merge failed");
+/// Records a failed (or unstartable) merge as `merge-failed` and tells the bus. The caller
+/// holds `Shared::ops`.
+pub fn fail(shared: &Shared, id: SnapshotId, message: String) {
+    tracing::error!(snapshot_id = id, %message, "merge failed");
     let message = format!("{message}. The merge resumes where it stopped with another Rollback.");
-    {
-        let _ops = lock(&shared.ops);
-        if let Err(err) = shared.set_state(id, SetState::MergeFailed, Some(message.clone())) {
-            tracing::error!(snapshot = id, %err, "recording the failed merge");
-        }
+    if let Err(err) = lifecycle::apply(&shared.pool, id, &Input::MergeFailed(message.clone())) {
+        tracing::error!(snapshot_id = id, %err, "recording the failed merge");
     }
     shared.emit(BackendEvent::MergeFinished { id, ok: false, message });
     shared.emit(BackendEvent::SnapshotChanged(id));

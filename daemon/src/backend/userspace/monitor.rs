@@ -8,6 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::state::{lock, pool_error, Shared};
+use crate::backend::lifecycle::{self, Input};
 use crate::backend::{BackendError, BackendEvent, SnapshotId};
 use crate::pool::{PoolError, SetState};
 
@@ -62,7 +63,10 @@ pub fn check_once(shared: &Shared, reported: &mut BTreeMap<SnapshotId, u64>, poo
     let registry = shared.pool.registry();
     reported.retain(|id, _| registry.set(*id).is_some());
     for set in &registry.snapshot_sets {
-        if !matches!(set.state, SetState::Active | SetState::Overflow) {
+        // A scheduled rollback's snapshot still takes copies until the next start, and can
+        // fill up meanwhile; a set whose merge has begun is the merge's to report.
+        let scheduled = set.state == SetState::MergeScheduled && !set.merge_started;
+        if !matches!(set.state, SetState::Active | SetState::Overflow) && !scheduled {
             continue;
         }
         let mut used = 0;
@@ -82,12 +86,12 @@ pub fn check_once(shared: &Shared, reported: &mut BTreeMap<SnapshotId, u64>, poo
                 match grow(shared, set.id, &cow.volume, figures.total_bytes) {
                     Ok(added) => {
                         *pool_full_warned = false;
-                        tracing::warn!(snapshot = set.id, volume = %cow.volume, percent_full = full * 100.0, added_bytes = added,
+                        tracing::warn!(snapshot_id = set.id, volume = %cow.volume, percent_full = full * 100.0, added_bytes = added,
                             "snapshot COW nearly full: grown from the pool");
                     }
                     Err(err) => {
                         if !*pool_full_warned {
-                            tracing::warn!(snapshot = set.id, volume = %cow.volume, %err,
+                            tracing::warn!(snapshot_id = set.id, volume = %cow.volume, %err,
                                 "snapshot COW nearly full and cannot grow; it is invalidated when full");
                             *pool_full_warned = true;
                         }
@@ -133,15 +137,12 @@ fn grow(shared: &Shared, id: SnapshotId, volume: &str, current_bytes: u64) -> Re
 fn invalidate(shared: &Shared, id: SnapshotId, volume: &str, reason: &str) {
     let changed = {
         let _ops = lock(&shared.ops);
-        match shared.record(id) {
-            Ok(record) if record.state != SetState::Invalid && !record.state.rollback_pending() => {
-                shared.set_state(id, SetState::Invalid, Some(reason.to_string())).is_ok()
-            }
-            _ => false,
-        }
+        let before = shared.record(id).map(|record| record.state);
+        matches!(lifecycle::apply(&shared.pool, id, &Input::Invalidated(reason.to_string())),
+            Ok((record, _)) if record.state == SetState::Invalid && before != Ok(SetState::Invalid))
     };
     if changed {
-        tracing::warn!(snapshot = id, volume, reason, "snapshot invalidated; the volume keeps working");
+        tracing::warn!(snapshot_id = id, volume, reason, "snapshot invalidated; the volume keeps working");
         shared.emit(BackendEvent::SnapshotInvalidated { id, volume: volume.to_string(), reason: reason.to_string() });
         shared.emit(BackendEvent::SnapshotChanged(id));
     }
@@ -150,11 +151,12 @@ fn invalidate(shared: &Shared, id: SnapshotId, volume: &str, reason: &str) {
 fn mark_overflow(shared: &Shared, id: SnapshotId, volume: &str) {
     let changed = {
         let _ops = lock(&shared.ops);
-        matches!(shared.record(id), Ok(record) if record.state == SetState::Active)
-            && shared.set_state(id, SetState::Overflow, None).is_ok()
+        let before = shared.record(id).map(|record| record.state);
+        matches!(lifecycle::apply(&shared.pool, id, &Input::Overflowed),
+            Ok((record, _)) if record.state == SetState::Overflow && before != Ok(SetState::Overflow))
     };
     if changed {
-        tracing::warn!(snapshot = id, volume, "snapshot overflowed: its writes fail, reads still work");
+        tracing::warn!(snapshot_id = id, volume, "snapshot overflowed: its writes fail, reads still work");
         shared.emit(BackendEvent::SnapshotChanged(id));
     }
 }

@@ -12,7 +12,7 @@ use crate::backend::{
     BackendError, BackendEvent, EventSink, SnapshotId, SnapshotSetInfo,
 };
 pub use crate::backend::sets::{self, lock, pool_error};
-use crate::pool::{Pool, SetState, SnapshotSetRecord};
+use crate::pool::{Pool, SnapshotSetRecord};
 
 /// Tunables of the userspace backend.
 #[derive(Debug, Clone)]
@@ -137,11 +137,6 @@ impl Shared {
 
     pub fn record(&self, id: SnapshotId) -> Result<SnapshotSetRecord, BackendError> {
         sets::record(&self.pool, id)
-    }
-
-    /// Sets the state of set `id` in the registry (and its message).
-    pub fn set_state(&self, id: SnapshotId, state: SetState, message: Option<String>) -> Result<(), BackendError> {
-        sets::set_state(&self.pool, id, state, message)
     }
 
     pub fn merge_progress(&self, id: SnapshotId) -> f64 {

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use snapback_engine::io::{BlockIo, FileIo};
@@ -55,6 +56,10 @@ pub struct Volume {
     origin: Arc<Origin>,
     attached: Mutex<BTreeMap<SnapshotId, AttachedCow>>,
     device: Mutex<Option<PathBuf>>,
+    /// Set when the backend shuts down: from then on the volume refuses writes, so nothing
+    /// reaches the origin that its snapshots did not see (FUSE may go on serving a volume
+    /// that is still mounted).
+    closed: Arc<AtomicBool>,
 }
 
 pub fn engine_error(context: &str, err: EngineError) -> BackendError {
@@ -90,6 +95,7 @@ impl Volume {
             origin: Arc::new(origin),
             attached: Mutex::new(BTreeMap::new()),
             device: Mutex::new(None),
+            closed: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -107,7 +113,14 @@ impl Volume {
 
     /// The file FUSE serves for the volume itself.
     pub fn served_file(&self) -> Arc<dyn ServedFile> {
-        Arc::new(OriginFile { origin: self.origin.clone(), size: self.size_bytes })
+        Arc::new(OriginFile { origin: self.origin.clone(), size: self.size_bytes, closed: self.closed.clone() })
+    }
+
+    /// Refuses every later write (EIO), then writes back and flushes what was written before.
+    /// Snapshots stay attached: a write already inside the engine is still copied on write.
+    pub fn close(&self) -> Result<(), BackendError> {
+        self.closed.store(true, Ordering::SeqCst);
+        self.flush()
     }
 
     /// A read-only view of the volume as snapshot `set` holds it.
@@ -186,13 +199,23 @@ impl Volume {
             .map_err(|err| engine_error(&format!("volume {}: flush", self.name), err))
     }
 
+    /// Starts (or resumes) merging set `set` into this volume. Already merging that very
+    /// snapshot is fine; merging another one is `AlreadyMerging`.
     pub fn start_merge(&self, set: SnapshotId) -> Result<(), BackendError> {
         let attached = self.attached(set).ok_or_else(|| {
             BackendError::Backend(format!("volume {}: snapshot {set} is not attached", self.name))
         })?;
-        self.origin
-            .start_merge(attached.engine_id)
-            .map_err(|err| engine_error(&format!("volume {}: starting the merge of {set}", self.name), err))
+        match self.origin.start_merge(attached.engine_id) {
+            Err(EngineError::AlreadyMerging)
+                if self.origin.snapshot_status(attached.engine_id).is_ok_and(|status| {
+                    status.state == snapback_engine::origin::SnapshotState::Merging
+                }) =>
+            {
+                Ok(())
+            }
+            result => result
+                .map_err(|err| engine_error(&format!("volume {}: starting the merge of {set}", self.name), err)),
+        }
     }
 
     pub fn merge_step(&self) -> Result<MergeStep, BackendError> {
@@ -213,6 +236,7 @@ impl Volume {
 struct OriginFile {
     origin: Arc<Origin>,
     size: u64,
+    closed: Arc<AtomicBool>,
 }
 
 fn to_io(err: EngineError) -> io::Error {
@@ -230,6 +254,9 @@ impl ServedFile for OriginFile {
         self.origin.read(offset, buf).map_err(to_io)
     }
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(rustix::io::Errno::IO.raw_os_error()));
+        }
         self.origin.write(offset, data).map_err(to_io)
     }
     fn flush(&self) -> io::Result<()> {
