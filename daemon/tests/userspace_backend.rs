@@ -916,3 +916,182 @@ fn the_volume_stays_usable_during_an_online_merge() {
     assert!(read_file(Path::new(&device), 0, 16 << 20) == expected, "merged content plus the later write");
     assert!(read_file(Path::new(&device), 20 * MIB, 1 << 20) == late);
 }
+
+/// Holds a block device open with O_EXCL, as a mount does: the backend then sees it busy.
+fn hold_busy(device: &str) -> fs::File {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::EXCL.bits() as i32).open(device).unwrap()
+}
+
+/// Makes every COW read fail (the pool file ends where its data area begins) until the
+/// returned bytes are written back with `restore_pool`.
+fn cut_pool(env: &Env) -> (Vec<u8>, u64) {
+    let pool_path = &env.config.pool.path;
+    let bytes = fs::read(pool_path).unwrap();
+    let data_offset = Pool::open(pool_path).unwrap().registry().data_offset;
+    OpenOptions::new().write(true).open(pool_path).unwrap().set_len(data_offset).unwrap();
+    (bytes, data_offset)
+}
+
+fn restore_pool(env: &Env, (bytes, data_offset): &(Vec<u8>, u64)) {
+    let file = OpenOptions::new().write(true).open(&env.config.pool.path).unwrap();
+    file.set_len(bytes.len() as u64).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &bytes[*data_offset as usize..], *data_offset).unwrap();
+    file.sync_all().unwrap();
+}
+
+fn wait_state(backend: &UserspaceBackend, id: u32, state: SnapshotState) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while backend.snapshot(id).unwrap().state != state {
+        assert!(Instant::now() < deadline, "set {id} never became {state:?}: {:?}", backend.snapshot(id));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A loop device over a volume's backing file, so the test can turn it read-only under the
+/// backend (`blockdev --setro`: writes through open descriptors then fail with EPERM).
+struct BackingLoop(PathBuf);
+
+impl BackingLoop {
+    fn attach(env: &mut Env, volume: &str) -> BackingLoop {
+        let config = env.config.volumes.iter_mut().find(|v| v.name == volume).unwrap();
+        let device = snapbackd::backend::userspace::loop_device::attach(&config.device).unwrap();
+        config.device = device.clone();
+        BackingLoop(device)
+    }
+
+    fn set_read_only(&self, read_only: bool) {
+        sh("blockdev", &[if read_only { "--setro" } else { "--setrw" }, self.0.to_str().unwrap()]);
+    }
+}
+
+impl Drop for BackingLoop {
+    fn drop(&mut self) {
+        let _ = Command::new("blockdev").arg("--setrw").arg(&self.0).status();
+        let _ = snapbackd::backend::userspace::loop_device::detach(&self.0);
+    }
+}
+
+#[test]
+fn a_half_merged_set_stays_whole_whatever_is_pressed() {
+    let mut env = Env::new(&[("a", 16 * MIB), ("b", 16 * MIB)], 96 * MIB);
+    let backing_a = BackingLoop::attach(&mut env, "a");
+    let backend = env.open_with(UserspaceOptions {
+        merge_step_bytes: Some(256 << 10),
+        merge_step_pause: Some(Duration::from_millis(20)),
+        ..env.options()
+    });
+    let (dev_a, dev_b) = (device_of(&backend, "a"), device_of(&backend, "b"));
+    let (original_a, original_b) = (pattern(8 << 20, 71), pattern(8 << 20, 72));
+    write_device(&dev_a, 0, &original_a);
+    write_device(&dev_b, 0, &original_b);
+    let request = SnapshotRequest { cow_size_bytes: Some(12 * MIB), ..SnapshotRequest::default() };
+    let set = backend.create_snapshot(request.clone()).unwrap();
+    write_device(&dev_b, 0, &pattern(4 << 20, 73));
+    let second = backend
+        .create_snapshot(SnapshotRequest { volumes: vec!["b".into()], ..request.clone() })
+        .unwrap();
+    let second_view = read_file(Path::new(&dev_b), 0, 8 << 20);
+    write_device(&dev_a, 0, &pattern(4 << 20, 74));
+    write_device(&dev_b, 1 << 20, &pattern(2 << 20, 75));
+
+    // The merge into a fails part way: its backing device turns read-only under it.
+    assert_eq!(backend.rollback(set.id).unwrap(), RollbackOutcome::Merging);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while backend.snapshot(set.id).unwrap().merge_progress < 0.1 {
+        assert!(Instant::now() < deadline, "the merge made no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    backing_a.set_read_only(true);
+    wait_state(&backend, set.id, SnapshotState::MergeFailed);
+    // Whatever is merged or not, a reads as the snapshot, never as a mix.
+    assert!(read_file(Path::new(&dev_a), 0, 8 << 20) == original_a, "volume a mixes two states");
+
+    // A retry while a volume is busy is scheduled, and cancelling it goes back to
+    // merge-failed, never to active; the set can be neither deleted nor cancelled again.
+    let held = hold_busy(&dev_b);
+    assert_eq!(backend.rollback(set.id).unwrap(), RollbackOutcome::Scheduled);
+    assert_eq!(backend.snapshot(set.id).unwrap().state, SnapshotState::MergeScheduled);
+    backend.cancel_rollback(set.id).unwrap();
+    assert_eq!(backend.snapshot(set.id).unwrap().state, SnapshotState::MergeFailed);
+    match backend.delete(set.id) {
+        Err(BackendError::Busy(message)) => assert!(message.contains("half rolled back"), "{message}"),
+        other => panic!("delete of a half-merged set: {other:?}"),
+    }
+    assert!(matches!(backend.cancel_rollback(set.id), Err(BackendError::InvalidArgument(_))));
+    // One rollback per volume: the other set over b is refused and left as it was.
+    match backend.rollback(second.id) {
+        Err(BackendError::AlreadyMerging(message)) => {
+            assert!(message.contains("volume b") && message.contains(&format!("set {}", set.id)), "{message}")
+        }
+        other => panic!("rollback of a second set over a half-merged volume: {other:?}"),
+    }
+    assert_eq!(backend.snapshot(second.id).unwrap().state, SnapshotState::Active);
+    drop(held);
+
+    // The device comes back; the next start resumes the failed merge by itself.
+    backing_a.set_read_only(false);
+    drop(backend);
+    let backend = env.open();
+    wait_removed(&backend, set.id);
+    let (dev_a, dev_b) = (device_of(&backend, "a"), device_of(&backend, "b"));
+    assert!(read_file(Path::new(&dev_a), 0, 8 << 20) == original_a, "volume a is the snapshot's");
+    assert!(read_file(Path::new(&dev_b), 0, 8 << 20) == original_b, "volume b is the snapshot's");
+    // The other set's snapshot kept its own content through the merge.
+    let view = env.dir.path().join("fuse").join(format!("b@{}", second.id));
+    assert!(read_file(&view, 0, 8 << 20) == second_view, "the second snapshot of b changed");
+    assert_eq!(backend.snapshot(second.id).unwrap().state, SnapshotState::Active);
+}
+
+#[test]
+fn a_volume_missing_from_the_configuration_costs_no_set() {
+    let env = Env::new(&[("a", 16 * MIB), ("b", 16 * MIB)], 96 * MIB);
+    let without_b = Config {
+        pool: env.config.pool.clone(),
+        volumes: env.config.volumes.iter().filter(|v| v.name != "b").cloned().collect(),
+    };
+    let open = |config: &Config| UserspaceBackend::open_with(config, Pool::open(&config.pool.path).unwrap(), env.options());
+    let backend = env.open();
+    let (dev_a, dev_b) = (device_of(&backend, "a"), device_of(&backend, "b"));
+    let (original_a, original_b) = (pattern(4 << 20, 81), pattern(4 << 20, 82));
+    write_device(&dev_a, 0, &original_a);
+    write_device(&dev_b, 0, &original_b);
+    let request = SnapshotRequest { cow_size_bytes: Some(12 * MIB), ..SnapshotRequest::default() };
+    let kept = backend.create_snapshot(request.clone()).unwrap();
+    write_device(&dev_a, 0, &pattern(2 << 20, 83));
+    write_device(&dev_b, 0, &pattern(2 << 20, 84));
+    drop(backend);
+
+    // b commented out: the set is kept as it was, and its rollback names what is missing.
+    let backend = open(&without_b).unwrap();
+    assert_eq!(backend.snapshot(kept.id).unwrap().state, SnapshotState::Active);
+    match backend.rollback(kept.id) {
+        Err(BackendError::NotFound(message)) => assert!(message.contains("volume b"), "{message}"),
+        other => panic!("rollback without volume b: {other:?}"),
+    }
+    assert_eq!(backend.snapshot(kept.id).unwrap().state, SnapshotState::Active);
+    drop(backend);
+
+    // b is back: the set rolls both volumes back.
+    let backend = env.open();
+    assert_eq!(backend.rollback(kept.id).unwrap(), RollbackOutcome::Merging);
+    wait_removed(&backend, kept.id);
+    let (dev_a, dev_b) = (device_of(&backend, "a"), device_of(&backend, "b"));
+    assert!(read_file(Path::new(&dev_a), 0, 4 << 20) == original_a);
+    assert!(read_file(Path::new(&dev_b), 0, 4 << 20) == original_b);
+
+    // A set whose merge began is never served without one of its volumes: the start is
+    // refused, naming it, and a start with the whole configuration finishes the merge.
+    let begun = backend.create_snapshot(request).unwrap();
+    write_device(&dev_b, 0, &pattern(2 << 20, 85));
+    let cut = cut_pool(&env);
+    assert_eq!(backend.rollback(begun.id).unwrap(), RollbackOutcome::Merging);
+    wait_state(&backend, begun.id, SnapshotState::MergeFailed);
+    drop(backend);
+    restore_pool(&env, &cut);
+    let err = open(&without_b).unwrap_err();
+    assert!(err.to_string().contains("volume b is not in the configuration"), "{err}");
+    let backend = env.open();
+    wait_removed(&backend, begun.id);
+    assert!(read_file(Path::new(&device_of(&backend, "b")), 0, 4 << 20) == original_b);
+}
