@@ -507,3 +507,129 @@ async fn crash_mid_merge_resumes_and_finishes() {
     fx.umount(&mnt);
     assert_eq!(after, before, "the merge resumed after a crash and restored the tree");
 }
+
+/// `busctl call` on snapbackd; panics with the daemon's log when the call fails.
+fn busctl_call(fx: &Fixture, path: &str, interface: &str, method: &str, args: &[&str]) -> String {
+    let mut argv = vec!["call", "org.snapback.Snapback1", path, interface, method];
+    argv.extend_from_slice(args);
+    let out = fx.busctl(&argv);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "busctl {argv:?}: {}\n{}", String::from_utf8_lossy(&out.stderr), fx.all_daemon_logs());
+    stdout
+}
+
+/// The D-Bus error a call fails with, as dbus-send prints it (busctl prints only the message).
+fn call_error(fx: &Fixture, path: &str, member: &str, args: &[&str]) -> String {
+    let out = Command::new("dbus-send")
+        .arg(format!("--bus={}", fx.bus_address))
+        .args(["--print-reply", "--dest=org.snapback.Snapback1", path, member])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{member} succeeded: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn state_of(fx: &Fixture, set: &str) -> String {
+    let out = fx.busctl(&["get-property", "org.snapback.Snapback1", set, "org.snapback.Snapback1.Snapshot", "State"]);
+    String::from_utf8_lossy(&out.stdout).trim().trim_start_matches("s ").trim_matches('"').to_string()
+}
+
+/// Issue 12's sequence through the bus, with busctl as the client: a merge that fails half way
+/// (the volume's backing loop device turned read-only), Rollback again while the volume is
+/// mounted, CancelRollback, Delete — the set stays merge-failed and whole, and once the device
+/// is writable again Rollback finishes with the snapshot's tree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_merged_set_survives_busctl_pressing_every_button() {
+    let mut fx = Fixture::start(Options {
+        volumes: vec![VolumeSpec { name: "root", bytes: 96 * MIB, auto: true }],
+        pool_bytes: 256 * MIB,
+        merge_step_bytes: Some(256 << 10),
+        ..Options::default()
+    });
+    // The volume's backing device becomes a loop device over its image, so that it can be
+    // made read-only under the running daemon.
+    fx.stop_daemon();
+    let image = fx.path("root.img");
+    let backing = String::from_utf8(run("losetup", &["--find", "--show", image.to_str().unwrap()]).stdout).unwrap();
+    let backing = backing.trim().to_string();
+    struct Detach(String);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            let _ = Command::new("blockdev").args(["--setrw", &self.0]).status();
+            let _ = Command::new("losetup").args(["-d", &self.0]).status();
+        }
+    }
+    let _detach = Detach(backing.clone());
+    let config = fs::read_to_string(&fx.config_path).unwrap().replace(image.to_str().unwrap(), &backing);
+    fs::write(&fx.config_path, config).unwrap();
+    fx.start_daemon();
+
+    let connection = fx.connect().await;
+    let device = fx.device_of(&connection, "root").await;
+    fx.mkfs(&device);
+    let mnt = fx.mount(&device, "mnt");
+    populate(&mnt, 7, 24 << 20);
+    run("sync", &[]);
+    let before = full_tree(&mnt);
+    let out = busctl_call(&fx, "/org/snapback/Snapback1", "org.snapback.Snapback1.Manager", "Snapshot",
+        &["assa{sv}", "0", "before upgrade", "1", "cow-size", "t", &(64 * MIB).to_string()]);
+    let set = out.split('"').nth(1).unwrap().to_string();
+    churn(&mnt, 70, 24 << 20);
+    fx.umount(&mnt);
+
+    let out = busctl_call(&fx, &set, "org.snapback.Snapback1.Snapshot", "Rollback", &["a{sv}", "0"]);
+    assert!(out.contains("\"merging\""), "{out}");
+    // Let part of it merge, then fail the rest.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = fx.busctl(&["get-property", "org.snapback.Snapback1", &set, "org.snapback.Snapback1.Snapshot", "MergeProgress"]);
+        let progress: f64 = String::from_utf8_lossy(&out.stdout).trim().trim_start_matches("d ").parse().unwrap_or(0.0);
+        if progress > 0.05 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the merge made no progress: {}", fx.all_daemon_logs());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    run("blockdev", &["--setro", &backing]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while state_of(&fx, &set) != "merge-failed" {
+        assert!(Instant::now() < deadline, "state {}: {}", state_of(&fx, &set), fx.all_daemon_logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Mounted (read-only: the volume reads as the snapshot already), Rollback is scheduled;
+    // cancelling goes back to merge-failed; Delete and a second cancel are refused.
+    let mnt = fx.path("mnt");
+    run("mount", &["-o", "ro,noload", &device, mnt.to_str().unwrap()]);
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let mounted = Unmount(mnt.clone());
+    assert_eq!(full_tree(&mnt), before, "the half-merged volume reads as the snapshot");
+    let out = busctl_call(&fx, &set, "org.snapback.Snapback1.Snapshot", "Rollback", &["a{sv}", "0"]);
+    assert!(out.contains("\"scheduled\""), "{out}");
+    assert_eq!(state_of(&fx, &set), "merge-scheduled");
+    busctl_call(&fx, "/org/snapback/Snapback1", "org.snapback.Snapback1.Manager", "CancelRollback", &["o", &set]);
+    assert_eq!(state_of(&fx, &set), "merge-failed");
+    let refused = call_error(&fx, &set, "org.snapback.Snapback1.Snapshot.Delete", &[]);
+    assert!(refused.contains("org.snapback.Snapback1.Error.Busy") && refused.contains("half rolled back"), "{refused}");
+    let object = format!("objpath:{set}");
+    let refused = call_error(&fx, "/org/snapback/Snapback1", "org.snapback.Snapback1.Manager.CancelRollback", &[&object]);
+    assert!(refused.contains("org.snapback.Snapback1.Error.InvalidArgument"), "{refused}");
+    assert_eq!(state_of(&fx, &set), "merge-failed");
+    drop(mounted);
+
+    // The device is writable again: Rollback resumes and the set goes when it is done.
+    run("blockdev", &["--setrw", &backing]);
+    let out = busctl_call(&fx, &set, "org.snapback.Snapback1.Snapshot", "Rollback", &["a{sv}", "0"]);
+    assert!(out.contains("\"merging\""), "{out}");
+    let manager = fx.manager(&connection).await;
+    wait_merge_end(&fx, &manager, &OwnedObjectPath::try_from(set.as_str()).unwrap(), Duration::from_secs(120)).await;
+    let mnt = fx.mount(&device, "mnt");
+    assert_eq!(full_tree(&mnt), before, "after the resumed merge");
+    fx.umount(&mnt);
+}

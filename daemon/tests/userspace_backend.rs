@@ -1095,3 +1095,36 @@ fn a_volume_missing_from_the_configuration_costs_no_set() {
     wait_removed(&backend, begun.id);
     assert!(read_file(Path::new(&device_of(&backend, "b")), 0, 4 << 20) == original_b);
 }
+
+#[test]
+fn a_volume_still_open_at_shutdown_takes_no_write_its_snapshots_would_miss() {
+    use std::os::unix::fs::FileExt;
+    let env = Env::new(&[("held", 16 * MIB)], 64 * MIB);
+    let backend = env.open();
+    let device = device_of(&backend, "held");
+    let original = pattern(4 << 20, 91);
+    write_device(&device, 0, &original);
+    let set = backend
+        .create_snapshot(SnapshotRequest { cow_size_bytes: Some(8 * MIB), ..SnapshotRequest::default() })
+        .unwrap();
+    let changed = pattern(1 << 20, 92);
+    write_device(&device, 0, &changed);
+
+    // Someone still has the volume open when the daemon stops (a mount would, too): the loop
+    // device and FUSE keep serving it after shutdown.
+    let held = OpenOptions::new().read(true).write(true).open(&device).unwrap();
+    backend.shutdown().unwrap();
+    let late = pattern(1 << 20, 93);
+    let wrote = held.write_all_at(&late, 2 << 20).and_then(|()| held.sync_all());
+    assert!(wrote.is_err(), "a write after shutdown was taken while snapshots may be detached");
+    drop(held);
+    drop(backend);
+
+    let _backend = env.open();
+    // Read through FUSE: the old loop device's number may be the new one's, with its pages.
+    let volume = read_file(&env.dir.path().join("fuse").join("held"), 0, 4 << 20);
+    assert!(volume[..1 << 20] == changed[..], "the write before shutdown is kept");
+    assert!(volume[2 << 20..3 << 20] == original[2 << 20..3 << 20], "the refused write did not land");
+    let view = env.dir.path().join("fuse").join(format!("held@{}", set.id));
+    assert!(read_file(&view, 0, 4 << 20) == original, "the snapshot is whole");
+}
