@@ -490,9 +490,17 @@ impl Origin {
     }
 
     /// Commits what is staged, writes the buffered origin data, then flushes the origin and
-    /// every COW. Reports, once, a failure since the last flush that may have lost data
-    /// written before it (see `State::unreported_error`), even if a retry succeeded, as fsync
-    /// reports a writeback error.
+    /// the COW of every valid snapshot. Reports, once, a failure since the last flush that may
+    /// have lost data written before it (see `State::unreported_error`), even if a retry
+    /// succeeded, as fsync reports a writeback error.
+    ///
+    /// Only the origin and the merging snapshot's COW can fail it: the merging COW holds the
+    /// origin's data for every chunk not merged yet. Any other snapshot whose COW fails its
+    /// flush is invalidated instead, as dm-snapshot invalidates a snapshot whose COW fails a
+    /// write and still completes the origin's I/O: its writes since its last flush may be
+    /// lost, so its content can no longer be vouched for, and what it had to protect (the
+    /// copies and their metadata) was made durable by its commits, not by this flush. Invalid
+    /// snapshots are not flushed at all: nothing of them is kept.
     pub fn flush(&self) -> Result<()> {
         let unreported = {
             let mut st = self.write_state();
@@ -501,20 +509,47 @@ impl Origin {
             st.write_back.release();
             st.unreported_error.take()
         };
-        // Everything this flush covers is on the devices now: reads go on while they flush.
-        let flushed = self.flush_devices(&self.read_state());
+        let flushed = self.flush_devices();
         match unreported {
             Some(e) => Err(e),
             None => flushed,
         }
     }
 
-    fn flush_devices(&self, st: &State) -> Result<()> {
-        self.dev.flush().map_err(io_err("flushing the origin"))?;
-        for snap in st.snapshots.values() {
-            snap.store.cow().flush().map_err(io_err("flushing a COW"))?;
+    fn flush_devices(&self) -> Result<()> {
+        let (mut first_error, failed) = {
+            // Everything this flush covers is on the devices now: reads go on while they flush.
+            let st = self.read_state();
+            let merging = st.merge.as_ref().map(|m| m.id);
+            let mut first_error = self.dev.flush().map_err(io_err("flushing the origin")).err();
+            let mut failed = Vec::new();
+            for (&id, snap) in &st.snapshots {
+                if !snap.store.is_valid() {
+                    continue;
+                }
+                if let Err(e) = snap.store.cow().flush() {
+                    if Some(id) == merging {
+                        first_error.get_or_insert(EngineError::io("flushing the merging snapshot's COW", e));
+                    } else {
+                        failed.push((id, e));
+                    }
+                }
+            }
+            (first_error, failed)
+        };
+        if !failed.is_empty() {
+            let mut st = self.write_state();
+            for (id, e) in failed {
+                // A merge may have started on it while it was flushed: then the origin's
+                // data is in it, and the failure is the flush's to report.
+                if st.merge.as_ref().map(|m| m.id) == Some(id) {
+                    first_error.get_or_insert(EngineError::io("flushing the merging snapshot's COW", e));
+                } else if let Some(snap) = st.snapshots.get_mut(&id) {
+                    invalidate(snap);
+                }
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Opens the store on `cow` (formatting an all-zero one) and attaches it. Refused with
