@@ -118,6 +118,10 @@ struct Faults {
     /// After this many more writes + flushes, every I/O fails (the device died).
     dead_after: Option<u64>,
     dead: bool,
+    /// An injected write failure still lands the write (unflushed).
+    failed_writes_land: bool,
+    /// An injected flush failure forgets the unflushed writes.
+    failed_flushes_forget: bool,
 }
 
 #[derive(Debug)]
@@ -209,6 +213,19 @@ impl MemIo {
     /// Fails every write touching `range` (byte offsets).
     pub fn fail_writes_in(&self, range: Range<u64>) {
         self.lock().faults.fail_write_range = Some(range);
+    }
+    /// From now on an injected write failure (`fail_nth_write`, `fail_writes_in`) still
+    /// carries the write out, unflushed: a device may report an error for a write that reached
+    /// the medium in whole or in part, so after a failed write either content may be there.
+    pub fn failed_writes_land(&self) {
+        self.lock().faults.failed_writes_land = true;
+    }
+    /// From now on an injected flush failure (`fail_nth_flush`) also forgets every unflushed
+    /// write: reads still return it, but it never becomes durable, not even by a later flush
+    /// that succeeds. That is Linux's page cache after a writeback error: the pages are marked
+    /// clean, the error goes to one fsync, and the next fsync succeeds without them.
+    pub fn failed_flushes_forget(&self) {
+        self.lock().faults.failed_flushes_forget = true;
     }
     /// After `n` more successful writes and flushes, every I/O fails: simulates the machine
     /// stopping at that instant. Follow with `power_loss` and reopen.
@@ -317,13 +334,15 @@ impl BlockIo for MemIo {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let mut s = self.lock();
         s.writes += 1;
-        if s.faults.fail_write_nth == Some(s.writes) {
-            return Err(injected("write"));
-        }
-        if let Some(r) = &s.faults.fail_write_range {
-            if offset < r.end && offset + buf.len() as u64 > r.start {
-                return Err(injected("write"));
+        let in_failing_range =
+            s.faults.fail_write_range.as_ref().is_some_and(|r| offset < r.end && offset + buf.len() as u64 > r.start);
+        if s.faults.fail_write_nth == Some(s.writes) || in_failing_range {
+            if s.faults.failed_writes_land {
+                let start = check_range(buf.len(), offset, s.current.len())?;
+                s.current[start..start + buf.len()].copy_from_slice(buf);
+                s.unflushed.push((offset, buf.to_vec()));
             }
+            return Err(injected("write"));
         }
         if s.tick_dead() {
             return Err(injected("write (device dead)"));
@@ -338,6 +357,9 @@ impl BlockIo for MemIo {
         let mut s = self.lock();
         s.flushes += 1;
         if s.faults.fail_flush_nth == Some(s.flushes) {
+            if s.faults.failed_flushes_forget {
+                s.unflushed.clear();
+            }
             return Err(injected("flush"));
         }
         if s.tick_dead() {
@@ -412,5 +434,26 @@ mod tests {
         assert!(m.read_at(&mut [0; 512], 0).is_err());
         let mut buf = [0u8; 8];
         assert!(MemIo::new(4).read_at(&mut buf, 0).is_err(), "reads past the end fail");
+    }
+
+    #[test]
+    fn failed_writes_can_land_and_failed_flushes_can_forget() {
+        let m = MemIo::new(4096);
+        m.failed_writes_land();
+        m.fail_nth_write(1);
+        assert!(m.write_at(&[3; 512], 0).is_err());
+        let mut buf = [0u8; 512];
+        m.read_at(&mut buf, 0).unwrap();
+        assert_eq!(buf, [3; 512], "the failed write was carried out");
+        m.flush().unwrap();
+        assert_eq!(&m.durable_bytes()[..512], &[3; 512], "and a flush makes it durable");
+        m.failed_flushes_forget();
+        m.write_at(&[4; 512], 512).unwrap();
+        m.fail_nth_flush(1);
+        assert!(m.flush().is_err());
+        m.read_at(&mut buf, 512).unwrap();
+        assert_eq!(buf, [4; 512], "still read back after the failed flush");
+        m.flush().unwrap();
+        assert_eq!(&m.durable_bytes()[512..1024], &[0; 512], "but a later flush no longer saves it");
     }
 }

@@ -18,7 +18,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::error::{EngineError, Result};
 use crate::format::{Entry, Usage};
 use crate::io::BlockIo;
-use crate::store::{MergeRun, PersistentStore};
+use crate::store::{MergeCommitError, MergeRun, PersistentStore};
 use crate::writeback::WriteBack;
 
 /// Identifies a snapshot attached to an origin.
@@ -91,9 +91,13 @@ struct State {
     scratch: Vec<u8>,
     /// New origin data waiting for the exceptions staged for it to be committed.
     write_back: WriteBack,
-    /// The first failure writing buffered data to the origin since the last `flush`, which
-    /// reports it (as the page cache reports a writeback error at the next fsync).
-    write_back_error: Option<std::io::Error>,
+    /// The first failure since the last `flush` that may have lost data users wrote before
+    /// it, which the next `flush` reports (as the page cache reports a writeback error at the
+    /// next fsync): a failed write of buffered data to the origin, or a merge step's failed
+    /// flush of the origin or of the merging COW. A failed flush may have dropped what it was
+    /// to make durable (Linux marks such pages clean), and the next flush, succeeding, would
+    /// not know.
+    unreported_error: Option<EngineError>,
 }
 
 #[derive(Debug, Default)]
@@ -256,6 +260,14 @@ fn copy_out(
     store.stage(&entries)
 }
 
+/// Returns `e` as an engine error now, and keeps it (the first one only) for the next `flush`
+/// to report: a failure that may have lost data users wrote before it.
+fn report_now_and_at_flush(unreported: &mut Option<EngineError>, context: &str, e: std::io::Error) -> EngineError {
+    let now = std::io::Error::new(e.kind(), e.to_string());
+    unreported.get_or_insert(EngineError::io(context, e));
+    EngineError::io(context, now)
+}
+
 /// Marks a snapshot invalid on disk, best effort: if even that fails, it is invalid in memory.
 fn invalidate(snap: &mut Snapshot) {
     let _ = snap.store.invalidate();
@@ -368,6 +380,7 @@ impl Origin {
     }
 
     fn write_locked(&self, st: &mut State, offset: u64, buf: &[u8]) -> Result<()> {
+        Self::settle_merge_before_write(st, offset, buf.len() as u64)?;
         let Some((mid, mstore)) = Self::merging_store(st) else {
             return self.origin_write(st, None, offset, buf);
         };
@@ -383,6 +396,24 @@ impl Origin {
                 }
                 Source::Origin(at) => self.origin_write(st, Some(mid), at, data)?,
             }
+        }
+        Ok(())
+    }
+
+    /// A merge step whose metadata commit failed after its area write was issued leaves its
+    /// chunks listed in memory but maybe not on disk. They read the same from the COW and
+    /// the origin, but a write must land where a restart will look: the COW if the disk lists
+    /// the chunk (a resumed merge copies it over the origin), the origin if not. So a write to
+    /// one of them first finishes that commit; if it cannot, the write fails and changes nothing.
+    fn settle_merge_before_write(st: &mut State, offset: u64, len: u64) -> Result<()> {
+        let Some(m) = st.merge.as_ref() else { return Ok(()) };
+        let Some(snap) = st.snapshots.get_mut(&m.id) else { return Ok(()) };
+        if len == 0 || !snap.store.is_valid() {
+            return Ok(());
+        }
+        let cb = snap.store.chunk_bytes();
+        if snap.store.merge_unsettled_in(offset / cb..=(offset + len - 1) / cb) {
+            snap.store.settle_merge()?;
         }
         Ok(())
     }
@@ -441,14 +472,9 @@ impl Origin {
                 invalidate(snap);
             }
         }
-        match st.write_back.write_out(self.dev.as_ref()) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let returned = std::io::Error::new(e.kind(), e.to_string());
-                st.write_back_error.get_or_insert(e);
-                Err(EngineError::io("writing buffered data to the origin", returned))
-            }
-        }
+        st.write_back
+            .write_out(self.dev.as_ref())
+            .map_err(|e| report_now_and_at_flush(&mut st.unreported_error, "writing buffered data to the origin", e))
     }
 
     /// Commits what is staged and writes the buffered origin data, without flushing any
@@ -464,30 +490,66 @@ impl Origin {
     }
 
     /// Commits what is staged, writes the buffered origin data, then flushes the origin and
-    /// every COW. Reports a failed write of buffered origin data since the last flush even if
-    /// a retry succeeded (once, as fsync reports a writeback error).
+    /// the COW of every valid snapshot. Reports, once, a failure since the last flush that may
+    /// have lost data written before it (see `State::unreported_error`), even if a retry
+    /// succeeded, as fsync reports a writeback error.
+    ///
+    /// Only the origin and the merging snapshot's COW can fail it: the merging COW holds the
+    /// origin's data for every chunk not merged yet. Any other snapshot whose COW fails its
+    /// flush is invalidated instead, as dm-snapshot invalidates a snapshot whose COW fails a
+    /// write and still completes the origin's I/O: its writes since its last flush may be
+    /// lost, so its content can no longer be vouched for, and what it had to protect (the
+    /// copies and their metadata) was made durable by its commits, not by this flush. Invalid
+    /// snapshots are not flushed at all: nothing of them is kept.
     pub fn flush(&self) -> Result<()> {
-        let write_back_error = {
+        let unreported = {
             let mut st = self.write_state();
-            // A failure is recorded in `write_back_error`, reported below.
+            // A failure is recorded in `unreported_error`, reported below.
             let _ = self.drain(&mut st);
             st.write_back.release();
-            st.write_back_error.take()
+            st.unreported_error.take()
         };
-        // Everything this flush covers is on the devices now: reads go on while they flush.
-        let flushed = self.flush_devices(&self.read_state());
-        match write_back_error {
-            Some(e) => Err(EngineError::io("writing buffered data to the origin", e)),
+        let flushed = self.flush_devices();
+        match unreported {
+            Some(e) => Err(e),
             None => flushed,
         }
     }
 
-    fn flush_devices(&self, st: &State) -> Result<()> {
-        self.dev.flush().map_err(io_err("flushing the origin"))?;
-        for snap in st.snapshots.values() {
-            snap.store.cow().flush().map_err(io_err("flushing a COW"))?;
+    fn flush_devices(&self) -> Result<()> {
+        let (mut first_error, failed) = {
+            // Everything this flush covers is on the devices now: reads go on while they flush.
+            let st = self.read_state();
+            let merging = st.merge.as_ref().map(|m| m.id);
+            let mut first_error = self.dev.flush().map_err(io_err("flushing the origin")).err();
+            let mut failed = Vec::new();
+            for (&id, snap) in &st.snapshots {
+                if !snap.store.is_valid() {
+                    continue;
+                }
+                if let Err(e) = snap.store.cow().flush() {
+                    if Some(id) == merging {
+                        first_error.get_or_insert(EngineError::io("flushing the merging snapshot's COW", e));
+                    } else {
+                        failed.push((id, e));
+                    }
+                }
+            }
+            (first_error, failed)
+        };
+        if !failed.is_empty() {
+            let mut st = self.write_state();
+            for (id, e) in failed {
+                // A merge may have started on it while it was flushed: then the origin's
+                // data is in it, and the failure is the flush's to report.
+                if st.merge.as_ref().map(|m| m.id) == Some(id) {
+                    first_error.get_or_insert(EngineError::io("flushing the merging snapshot's COW", e));
+                } else if let Some(snap) = st.snapshots.get_mut(&id) {
+                    invalidate(snap);
+                }
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Opens the store on `cow` (formatting an all-zero one) and attaches it. Refused with
@@ -746,8 +808,15 @@ impl Origin {
     }
 
     /// Copies merge runs COW → origin, flushes the origin once, commits with one area write.
+    ///
+    /// On failure the merged entries stay in the table (the store changes memory only after
+    /// its commit is durable), so reads and writes of their chunks keep going to the COW and a
+    /// resumed merge copies them again, now or after a restart. A failed flush of the origin
+    /// or of the merging COW is also kept for the next `flush` to report: it may have lost
+    /// writes users made before the step.
     fn copy_runs_back(&self, st: &mut State, mid: SnapshotId, runs: &[MergeRun], buf: &mut Vec<u8>) -> Result<()> {
-        let snap = st.snapshots.get_mut(&mid).ok_or(EngineError::NoSuchSnapshot(mid))?;
+        let State { snapshots, unreported_error, .. } = st;
+        let snap = snapshots.get_mut(&mid).ok_or(EngineError::NoSuchSnapshot(mid))?;
         let cb = snap.store.chunk_bytes();
         let mut merged = 0;
         for run in runs {
@@ -764,8 +833,15 @@ impl Origin {
             snap.store.cow().read_at(piece, run.new * cb).map_err(io_err("reading a COW to merge"))?;
             self.dev.write_at(piece, from).map_err(io_err("writing merged data to the origin"))?;
         }
-        self.dev.flush().map_err(io_err("flushing the origin after a merge step"))?;
-        snap.store.commit_merge(merged)
+        self.dev
+            .flush()
+            .map_err(|e| report_now_and_at_flush(unreported_error, "flushing the origin after a merge step", e))?;
+        snap.store.commit_merge(merged).map_err(|e| match e {
+            MergeCommitError::DataFlush(e) => {
+                report_now_and_at_flush(unreported_error, "flushing the merging COW before a merge commit", e)
+            }
+            other => other.into(),
+        })
     }
 }
 

@@ -63,6 +63,54 @@ pub struct PersistentStore {
     table: ExceptionTable,
     /// Last known COW size; re-read when an allocation would not fit (COWs grow at run time).
     cow_bytes: u64,
+    /// How many entries at the tail of the current area a failed `commit_merge` may have
+    /// dropped on disk: its area write was issued, so until an area write succeeds the disk
+    /// may hold the area with them or without them (or, torn, without a tail of them). Memory
+    /// still maps them. See `settle_merge`.
+    unsettled_merge: u64,
+}
+
+/// Why `commit_merge` failed; each says what the COW may now hold.
+#[derive(Debug)]
+pub enum MergeCommitError {
+    /// The store is invalid; nothing was written.
+    Invalid,
+    /// Flushing the COW before the area write failed: the area was not written and the disk
+    /// still lists the entries, but writes to the COW since its last flush may be lost.
+    DataFlush(std::io::Error),
+    /// Writing the area, or the flush after it, failed: the disk may list the entries or
+    /// not, until an area write succeeds.
+    Area(EngineError),
+}
+
+impl From<MergeCommitError> for EngineError {
+    fn from(e: MergeCommitError) -> EngineError {
+        match e {
+            MergeCommitError::Invalid => EngineError::Invalid,
+            MergeCommitError::DataFlush(e) => EngineError::io(DATA_FLUSH, e),
+            MergeCommitError::Area(e) => e,
+        }
+    }
+}
+
+/// What a failed flush before an area write was doing.
+const DATA_FLUSH: &str = "flushing exception data";
+
+/// How far a durable area write got before it failed.
+enum AreaWriteError {
+    /// The flush before the area write: the area was not written.
+    DataFlush(std::io::Error),
+    /// The area write or the flush after it: the old or the new area may be on disk.
+    Area(EngineError),
+}
+
+impl From<AreaWriteError> for EngineError {
+    fn from(e: AreaWriteError) -> EngineError {
+        match e {
+            AreaWriteError::DataFlush(e) => EngineError::io(DATA_FLUSH, e),
+            AreaWriteError::Area(e) => e,
+        }
+    }
 }
 
 fn io_err(context: &str) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
@@ -303,6 +351,7 @@ impl PersistentStore {
             staged: Vec::new(),
             table: ExceptionTable::default(),
             cow_bytes,
+            unsettled_merge: 0,
         }
     }
 
@@ -436,13 +485,15 @@ impl PersistentStore {
     }
 
     /// Writes the in-memory area with flush before and after (the kernel's PREFLUSH + FUA):
-    /// the data it points at is durable before it, and it is durable when this returns.
-    fn write_area_durably(&self) -> Result<()> {
-        self.cow.flush().map_err(io_err("flushing exception data"))?;
-        self.cow
-            .write_at(&self.area, self.area_offset(self.current_area))
-            .map_err(io_err("writing a metadata area"))?;
-        self.cow.flush().map_err(io_err("flushing a metadata area"))
+    /// the data it points at is durable before it, and it is durable when this returns. Then
+    /// the disk holds the current area exactly as memory does: nothing is unsettled any more.
+    fn write_area_durably(&mut self) -> std::result::Result<(), AreaWriteError> {
+        self.cow.flush().map_err(AreaWriteError::DataFlush)?;
+        let area = |context: &'static str| move |e| AreaWriteError::Area(EngineError::io(context, e));
+        self.cow.write_at(&self.area, self.area_offset(self.current_area)).map_err(area("writing a metadata area"))?;
+        self.cow.flush().map_err(area("flushing a metadata area"))?;
+        self.unsettled_merge = 0;
+        Ok(())
     }
 
     /// Records allocated exceptions whose data is written, without writing metadata: lookups
@@ -490,7 +541,7 @@ impl PersistentStore {
                 self.cow
                     .write_at(&zeros, self.area_offset(self.current_area + 1))
                     .map_err(io_err("zeroing the next metadata area"))?;
-                self.write_area_durably()?;
+                self.write_area_durably().map_err(EngineError::from)?;
                 self.current_area += 1;
                 self.current_committed = 0;
                 self.area.fill(0);
@@ -498,7 +549,7 @@ impl PersistentStore {
             }
         }
         if dirty {
-            self.write_area_durably()?;
+            self.write_area_durably().map_err(EngineError::from)?;
         }
         self.pending = self.pending.saturating_sub(entries.len() as u64);
         Ok(())
@@ -558,25 +609,59 @@ impl PersistentStore {
     }
 
     /// Drops the last `count` entries of the current area after their data reached the
-    /// origin durably (kernel `commit_merge`).
-    pub fn commit_merge(&mut self, count: u64) -> Result<()> {
+    /// origin durably (kernel `commit_merge`). Memory changes only once the area without them
+    /// is durable, as the kernel's `merge_callback` drops exceptions only after its
+    /// `commit_merge` succeeded: while the disk lists an entry, a resumed merge copies its COW
+    /// chunk over the origin, so the chunk's writes must keep going to the COW until then.
+    pub fn commit_merge(&mut self, count: u64) -> std::result::Result<(), MergeCommitError> {
         if !self.valid {
-            return Err(EngineError::Invalid);
+            return Err(MergeCommitError::Invalid);
         }
         let count = count.min(self.current_committed);
-        for i in 0..count {
-            let idx = (self.current_committed - 1 - i) as usize;
-            let e = read_entry(&self.area, idx);
-            self.table.remove(e.old);
-            write_entry(&mut self.area, idx, Entry { old: 0, new: 0 });
+        let keep = self.current_committed - count;
+        let dropped: Vec<Entry> = (keep..self.current_committed).map(|i| read_entry(&self.area, i as usize)).collect();
+        for i in keep..self.current_committed {
+            write_entry(&mut self.area, i as usize, Entry { old: 0, new: 0 });
         }
-        // Update the in-memory position first: should the area write fail, the entries are
-        // still zeroed in memory and the next commit writes them; their data is already in the
-        // origin, so dropping them is safe either way, and they are never merged twice from
-        // zeroed slots.
-        self.current_committed -= count;
+        if let Err(e) = self.write_area_durably() {
+            for (i, &entry) in dropped.iter().enumerate() {
+                write_entry(&mut self.area, keep as usize + i, entry);
+            }
+            return Err(match e {
+                AreaWriteError::DataFlush(e) => MergeCommitError::DataFlush(e),
+                AreaWriteError::Area(e) => {
+                    // The tail the disk may lack grows to this commit's; it never shrinks
+                    // but by an area write that succeeds (this very area, whole).
+                    self.unsettled_merge = self.unsettled_merge.max(count);
+                    MergeCommitError::Area(e)
+                }
+            });
+        }
+        for entry in dropped {
+            self.table.remove(entry.old);
+        }
+        self.current_committed = keep;
         self.next_free = area_location(self.epa, self.current_area) + self.current_committed + 1;
-        self.write_area_durably()
+        Ok(())
+    }
+
+    /// True when a failed `commit_merge` left an origin chunk in `chunks` listed in memory but
+    /// maybe not on disk.
+    pub fn merge_unsettled_in(&self, chunks: std::ops::RangeInclusive<u64>) -> bool {
+        let cc = self.current_committed;
+        (cc - self.unsettled_merge.min(cc)..cc).any(|i| chunks.contains(&read_entry(&self.area, i as usize).old))
+    }
+
+    /// Finishes the commit a failed `commit_merge` left unsettled: writes the area without
+    /// those entries durably, then drops them. Their data is in the origin (the merge step
+    /// flushed it there before committing) as well as in the COW, so either is right to read
+    /// until now; but a write must go to the one place the disk will use after a restart, and
+    /// only a successful area write says which.
+    pub fn settle_merge(&mut self) -> Result<()> {
+        if self.unsettled_merge == 0 {
+            return Ok(());
+        }
+        self.commit_merge(self.unsettled_merge).map_err(EngineError::from)
     }
 }
 
