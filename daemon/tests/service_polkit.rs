@@ -263,10 +263,6 @@ async fn root_mutates_without_polkitd_nobody_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn root_mutates_while_polkitd_hangs_nobody_is_refused_in_bounded_time() {
-    let tag = format!("snapback-test-hang-{}", std::process::id());
-    let policy = fs::read_to_string(repo_root().join("systemd/org.snapback.policy")).unwrap();
-    let _actions =
-        Installed::new(PathBuf::from(format!("/usr/share/polkit-1/actions/{tag}.policy")), &policy);
     let mut fx = Fixture::start(Options { polkit: true, ..Options::default() });
     let connection = fx.connect().await;
     let manager = fx.manager(&connection).await;
@@ -276,8 +272,8 @@ async fn root_mutates_while_polkitd_hangs_nobody_is_refused_in_bounded_time() {
     fx.hang_polkitd();
     assert!(fx.name_has_owner("org.freedesktop.PolicyKit1"));
 
-    // nobody asks first (non-interactive, as dnf's plugin and scripts call); both clients wait
-    // longer than the daemon's 15 s bound on a polkit check.
+    // nobody's calls go out first, non-interactive; both clients wait longer (60 s) than the
+    // daemon's 15 s bound on a polkit check, so the answer they get is the daemon's.
     let started = Instant::now();
     let snapshot_by_nobody = fx
         .busctl_as_nobody_command(&[
@@ -311,8 +307,8 @@ async fn root_mutates_while_polkitd_hangs_nobody_is_refused_in_bounded_time() {
         .spawn()
         .unwrap();
 
-    // Meanwhile root's calls are answered at once (10 s: a liveness bound, far below the 15 s
-    // that nobody's calls wait for polkit).
+    // Meanwhile root's calls are answered without polkit (10 s each: a liveness bound; asking
+    // the stopped polkitd, they would never be).
     let root = Duration::from_secs(10);
     let set = tokio::time::timeout(root, manager.snapshot(&["data"], "by root", HashMap::new()))
         .await
@@ -331,7 +327,6 @@ async fn root_mutates_while_polkitd_hangs_nobody_is_refused_in_bounded_time() {
         .expect("root's Delete waited for the hung polkitd")
         .unwrap();
     assert_eq!(manager.status().await.unwrap().volumes["data"].snapshots, vec![kept.clone()]);
-    let root_done = started.elapsed();
 
     let (snapshot_out, delete_out) = tokio::task::spawn_blocking(move || {
         (snapshot_by_nobody.wait_with_output().unwrap(), delete_by_nobody.wait_with_output().unwrap())
@@ -350,7 +345,6 @@ async fn root_mutates_while_polkitd_hangs_nobody_is_refused_in_bounded_time() {
     assert!(!delete_out.status.success(), "{}", text(&delete_out));
     assert!(text(&delete_out).contains(NOT_AUTHORIZED), "{}", text(&delete_out));
     assert!(text(&delete_out).contains("(no answer within 15 s)"), "{}", text(&delete_out));
-    assert!(root_done < Duration::from_secs(15), "root's calls took {root_done:?}");
     assert!(
         nobody_done >= Duration::from_secs(14) && nobody_done < Duration::from_secs(45),
         "nobody's calls ended after {nobody_done:?}, expected the 15 s bound"
