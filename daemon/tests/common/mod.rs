@@ -53,6 +53,9 @@ pub struct Options {
     pub pool_bytes: u64,
     /// Start polkitd and let snapbackd ask it (else `--no-polkit` with SNAPBACK_TESTING=1).
     pub polkit: bool,
+    /// With `polkit`: start no polkitd, so org.freedesktop.PolicyKit1 has no owner and
+    /// snapbackd asks a polkit that is not there (as on a machine without polkitd).
+    pub polkitd_absent: bool,
     /// Slow merges down to this many bytes per committed step.
     pub merge_step_bytes: Option<u64>,
     /// More environment for snapbackd (NOTIFY_SOCKET, WATCHDOG_USEC, ...).
@@ -70,6 +73,7 @@ impl Default for Options {
             volumes: vec![VolumeSpec { name: "data", bytes: 64 * MIB, auto: true }],
             pool_bytes: 256 * MIB,
             polkit: false,
+            polkitd_absent: false,
             merge_step_bytes: None,
             daemon_env: Vec::new(),
             extra_config: String::new(),
@@ -165,7 +169,7 @@ impl Fixture {
             fixture.journal = Some(socket);
             fixture.made_journal_dir = !Path::new("/run/systemd/journal").exists();
         }
-        if fixture.options.polkit {
+        if fixture.options.polkit && !fixture.options.polkitd_absent {
             fixture.start_polkitd();
         }
         fixture.start_daemon();
@@ -188,6 +192,14 @@ impl Fixture {
             .unwrap();
         self.polkitd = Some(child);
         self.wait_for_name("org.freedesktop.PolicyKit1", Duration::from_secs(30));
+    }
+
+    /// SIGSTOP polkitd: it keeps its bus name and queues every question unanswered, as a hung
+    /// polkitd would. Drop's SIGKILL ends a stopped process too.
+    pub fn hang_polkitd(&self) {
+        let child = self.polkitd.as_ref().expect("polkitd not running");
+        let pid = rustix::process::Pid::from_child(child);
+        rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
     }
 
     /// Start snapbackd and wait until it owns its name.
@@ -343,23 +355,33 @@ impl Fixture {
 
     /// `busctl` as the unprivileged user `nobody` (uid/gid 65534, no groups).
     pub fn busctl_as_nobody(&self, args: &[&str]) -> Output {
-        Command::new("setpriv")
+        self.busctl_as_nobody_command(args).output().unwrap()
+    }
+
+    /// The command of [`Fixture::busctl_as_nobody`], to start now and collect later.
+    pub fn busctl_as_nobody_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("setpriv");
+        command
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "busctl"])
             .arg(format!("--address={}", self.bus_address))
-            .args(args)
-            .output()
-            .unwrap()
+            .args(args);
+        command
     }
 
     /// `dbus-send --print-reply` as `nobody`: prints the error *name* of a failed call.
     pub fn dbus_send_as_nobody(&self, args: &[&str]) -> Output {
-        Command::new("setpriv")
+        self.dbus_send_as_nobody_command(args).output().unwrap()
+    }
+
+    /// The command of [`Fixture::dbus_send_as_nobody`], to start now and collect later.
+    pub fn dbus_send_as_nobody_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("setpriv");
+        command
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "dbus-send"])
             .arg(format!("--bus={}", self.bus_address))
             .arg("--print-reply")
-            .args(args)
-            .output()
-            .unwrap()
+            .args(args);
+        command
     }
 
     pub async fn connect(&self) -> Connection {
