@@ -3,6 +3,7 @@
 //! Dependencies flow one way: service → backend → engine.
 
 pub mod backend;
+pub mod boot;
 pub mod cleanup;
 pub mod cli;
 pub mod config;

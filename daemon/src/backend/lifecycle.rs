@@ -268,10 +268,11 @@ pub fn apply(pool: &Pool, id: SnapshotId, input: &Input) -> BackendResult<(Snaps
     Ok((record, transition.effect))
 }
 
-/// Forgets a set whose removal [`next`] allowed (its extents become free).
+/// Forgets a set whose removal [`next`] allowed (its extents, and boot blobs no other set
+/// names, become free).
 pub fn forget(pool: &Pool, id: SnapshotId) -> BackendResult<()> {
     pool.update(|registry| {
-        registry.snapshot_sets.retain(|set| set.id != id);
+        registry.forget_set(id);
         Ok(())
     })
     .map_err(super::sets::pool_error)

@@ -145,6 +145,9 @@ pub fn new_record(id: SnapshotId, request: &SnapshotRequest, cows: Vec<CowRecord
         state: SetState::Active,
         merge_started: false,
         message: None,
+        boot: None,
+        boot_undo: None,
+        boot_restore: None,
         cows,
     }
 }
@@ -260,6 +263,9 @@ mod tests {
             state,
             merge_started: false,
             message: None,
+            boot: None,
+            boot_undo: None,
+            boot_restore: None,
             cows: volumes
                 .iter()
                 .map(|v| crate::pool::CowRecord { volume: v.to_string(), chunk_sectors: 32, extents: vec![] })

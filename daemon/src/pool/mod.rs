@@ -25,7 +25,9 @@ use thiserror::Error;
 
 pub use extent_io::ExtentIo;
 pub use format::{detect_contents, format, format_io, sparse_file_note, FormatOptions};
-pub use registry::{CowRecord, Registry, SetState, SnapshotSetRecord, VolumeRecord};
+pub use registry::{
+    BlobRecord, BootFile, BootRecord, BootRestore, BootRoot, CowRecord, Registry, SetState, SnapshotSetRecord, VolumeRecord,
+};
 
 use layout::{SlotError, HEADER_BYTES};
 

@@ -119,9 +119,68 @@ pub struct SnapshotSetRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     pub cows: Vec<CowRecord>,
+    /// The boot configuration at snapshot time (sets that include the root volume).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<BootRecord>,
+    /// The boot configuration a scheduled rollback replaced, put back if it is cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_undo: Option<BootRecord>,
+    /// A restore of the boot files was started and has not finished (redone at start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_restore: Option<BootRestore>,
+}
+
+/// Which boot configuration a pending restore puts in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BootRestore {
+    /// The snapshot's (`boot`): a rollback.
+    Snapshot,
+    /// The one the rollback replaced (`boot_undo`): a cancelled rollback.
+    Undo,
+}
+
+/// The partition a boot file lives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BootRoot {
+    /// `/boot` (kernels, initramfs images, GRUB's BLS entries and grubenv).
+    Boot,
+    /// The EFI system partition (systemd-boot's entries and loader.conf).
+    Esp,
+}
+
+/// One file of a boot configuration: where it is and which blob holds its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BootFile {
+    pub root: BootRoot,
+    /// Relative to the root, `/`-separated, no `..`.
+    pub path: String,
+    pub sha256: String,
+    pub mode: u32,
+}
+
+/// A boot configuration: every managed file of the boot partitions at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootRecord {
+    pub files: Vec<BootFile>,
+}
+
+/// File contents kept in the pool, by their SHA-256, shared by every record naming them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRecord {
+    pub sha256: String,
+    pub size: u64,
+    #[serde(with = "extent_runs")]
+    pub extents: Vec<u64>,
 }
 
 impl SnapshotSetRecord {
+    /// The blobs this set's boot records name.
+    pub fn boot_blobs(&self) -> impl Iterator<Item = &str> {
+        self.boot.iter().chain(self.boot_undo.iter()).flat_map(|record| record.files.iter().map(|f| f.sha256.as_str()))
+    }
+
     pub fn volumes(&self) -> Vec<String> {
         self.cows.iter().map(|cow| cow.volume.clone()).collect()
     }
@@ -145,6 +204,9 @@ pub struct Registry {
     pub next_snapshot_id: u32,
     pub volumes: Vec<VolumeRecord>,
     pub snapshot_sets: Vec<SnapshotSetRecord>,
+    /// Boot files kept for the sets' boot records (deduplicated by content).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub boot_blobs: Vec<BlobRecord>,
 }
 
 impl Registry {
@@ -157,7 +219,25 @@ impl Registry {
             next_snapshot_id: 1,
             volumes: Vec::new(),
             snapshot_sets: Vec::new(),
+            boot_blobs: Vec::new(),
         }
+    }
+
+    pub fn blob(&self, sha256: &str) -> Option<&BlobRecord> {
+        self.boot_blobs.iter().find(|blob| blob.sha256 == sha256)
+    }
+
+    /// Removes set `id` and the blobs no remaining set names (their extents become free).
+    pub fn forget_set(&mut self, id: u32) {
+        self.snapshot_sets.retain(|set| set.id != id);
+        self.drop_unnamed_blobs();
+    }
+
+    /// Drops blobs no set's boot record names.
+    pub fn drop_unnamed_blobs(&mut self) {
+        let named: BTreeSet<String> =
+            self.snapshot_sets.iter().flat_map(|set| set.boot_blobs().map(str::to_string)).collect();
+        self.boot_blobs.retain(|blob| named.contains(&blob.sha256));
     }
 
     pub fn set(&self, id: u32) -> Option<&SnapshotSetRecord> {
@@ -186,11 +266,18 @@ impl Registry {
             .iter()
             .flat_map(|set| set.cows.iter())
             .flat_map(|cow| cow.extents.iter().copied())
+            .chain(self.boot_blobs.iter().flat_map(|blob| blob.extents.iter().copied()))
             .collect()
     }
 
     pub fn used_extent_count(&self) -> u64 {
-        self.snapshot_sets.iter().map(SnapshotSetRecord::extent_count).sum()
+        self.snapshot_sets.iter().map(SnapshotSetRecord::extent_count).sum::<u64>()
+            + self.boot_blob_extent_count()
+    }
+
+    /// Extents holding boot files (counted in the pool's usage).
+    pub fn boot_blob_extent_count(&self) -> u64 {
+        self.boot_blobs.iter().map(|blob| blob.extents.len() as u64).sum()
     }
 
     pub fn free_extent_count(&self) -> u64 {
@@ -220,6 +307,23 @@ impl Registry {
         }
         let mut seen_extents = BTreeSet::new();
         let mut seen_ids = BTreeSet::new();
+        let mut blobs = BTreeSet::new();
+        for blob in &self.boot_blobs {
+            if !blobs.insert(blob.sha256.as_str()) {
+                return Err(format!("boot blob {} appears twice", blob.sha256));
+            }
+            if blob.extents.len() as u64 * self.extent_bytes < blob.size {
+                return Err(format!("boot blob {} has too few extents for {} bytes", blob.sha256, blob.size));
+            }
+            for &extent in &blob.extents {
+                if extent >= self.extent_count {
+                    return Err(format!("boot blob {} uses extent {extent} beyond the pool", blob.sha256));
+                }
+                if !seen_extents.insert(extent) {
+                    return Err(format!("extent {extent} is used twice"));
+                }
+            }
+        }
         for set in &self.snapshot_sets {
             if !seen_ids.insert(set.id) {
                 return Err(format!("snapshot set id {} appears twice", set.id));
@@ -229,6 +333,9 @@ impl Registry {
                     "snapshot set id {} is not below next id {}",
                     set.id, self.next_snapshot_id
                 ));
+            }
+            if let Some(sha256) = set.boot_blobs().find(|sha256| !blobs.contains(sha256)) {
+                return Err(format!("set {} names boot blob {sha256} that the pool does not hold", set.id));
             }
             for cow in &set.cows {
                 if self.volume(&cow.volume).is_none() {
@@ -269,6 +376,9 @@ mod tests {
             state: SetState::Active,
             merge_started: false,
             message: None,
+            boot: None,
+            boot_undo: None,
+            boot_restore: None,
             cows: vec![CowRecord { volume: "root".into(), chunk_sectors: 8, extents }],
         });
         registry.next_snapshot_id = 2;

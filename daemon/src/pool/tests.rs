@@ -128,6 +128,9 @@ fn add_set(pool: &Pool, volume: &str, extents: u64) -> u32 {
             state: SetState::Active,
             merge_started: false,
             message: None,
+            boot: None,
+            boot_undo: None,
+            boot_restore: None,
             cows: vec![CowRecord { volume: volume.into(), chunk_sectors: 8, extents: picked[0].clone() }],
         });
         Ok(id)
