@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
 
+use crate::boot::BootConfig;
 use crate::cleanup::CleanupConfig;
 
 /// Where the daemon looks when `--config` is not given.
@@ -30,6 +31,8 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/snapback/snapback.toml";
 pub struct Config {
     pub pool: PoolConfig,
     pub volumes: Vec<VolumeConfig>,
+    /// The `[boot]` table (defaults when absent): see `crate::boot::BootConfig`.
+    pub boot: BootConfig,
 }
 
 /// The `[pool]` table.
@@ -70,6 +73,8 @@ struct RawConfig {
     /// The automatic cleanup policy (see `crate::cleanup`); every key optional.
     #[serde(default)]
     cleanup: CleanupConfig,
+    #[serde(default)]
+    boot: BootConfig,
 }
 
 /// Why a configuration could not be used.
@@ -166,10 +171,16 @@ pub fn parse_with_cleanup(text: &str, origin: &Path) -> Result<(Config, CleanupC
             )));
         }
     }
+    if let Some(root) = &raw.boot.root_volume {
+        if !raw.volumes.iter().any(|volume| &volume.name == root) {
+            return Err(invalid(format!("[boot] root_volume '{root}' is not a declared volume")));
+        }
+    }
     Ok((
         Config {
             pool: raw.pool,
             volumes: raw.volumes,
+            boot: raw.boot,
         },
         raw.cleanup,
     ))

@@ -43,7 +43,7 @@ impl Env {
                 VolumeConfig { name: name.to_string(), device, auto: true, cow_size: None }
             })
             .collect();
-        Env { config: Config { pool: PoolConfig { path: pool_path }, volumes }, dir }
+        Env { config: Config { pool: PoolConfig { path: pool_path }, volumes, boot: Default::default() }, dir }
     }
 
     fn options(&self) -> UserspaceOptions {
@@ -1047,8 +1047,8 @@ fn a_half_merged_set_stays_whole_whatever_is_pressed() {
 fn a_volume_missing_from_the_configuration_costs_no_set() {
     let env = Env::new(&[("a", 16 * MIB), ("b", 16 * MIB)], 96 * MIB);
     let without_b = Config {
-        pool: env.config.pool.clone(),
         volumes: env.config.volumes.iter().filter(|v| v.name != "b").cloned().collect(),
+        ..env.config.clone()
     };
     let open = |config: &Config| UserspaceBackend::open_with(config, Pool::open(&config.pool.path).unwrap(), env.options());
     let backend = env.open();

@@ -17,7 +17,7 @@
 //!   has started (serving the rest of such a set would hide that it is half rolled back).
 
 use super::{BackendError, BackendResult, SnapshotId};
-use crate::pool::{Pool, PoolError, Registry, SetState, SnapshotSetRecord};
+use crate::pool::{BootRestore, Pool, PoolError, Registry, SetState, SnapshotSetRecord};
 
 /// What happens to a set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,19 +63,26 @@ pub struct Transition {
     pub merge_started: bool,
     pub message: Option<String>,
     pub effect: Effect,
+    /// The boot configuration the boot side must put in place after this commit: a
+    /// rollback of a set that recorded one restores the snapshot's, a cancelled one the
+    /// configuration the rollback replaced (see `backend::boot_side`).
+    pub boot_restore: Option<BootRestore>,
 }
 
 impl Transition {
     fn keep(set: &SnapshotSetRecord, effect: Effect) -> Transition {
-        Transition { state: set.state, merge_started: set.merge_started, message: set.message.clone(), effect }
+        Transition::to(set.state, set.merge_started, set.message.clone(), effect)
     }
 
     fn to(state: SetState, merge_started: bool, message: Option<String>, effect: Effect) -> Transition {
-        Transition { state, merge_started, message, effect }
+        Transition { state, merge_started, message, effect, boot_restore: None }
     }
 
     fn changes(&self, set: &SnapshotSetRecord) -> bool {
-        self.state != set.state || self.merge_started != set.merge_started || self.message != set.message
+        self.state != set.state
+            || self.merge_started != set.merge_started
+            || self.message != set.message
+            || self.boot_restore != set.boot_restore
     }
 }
 
@@ -107,6 +114,18 @@ fn reason(set: &SnapshotSetRecord) -> &str {
 /// The transition of `set` (a record of `registry`) under `input`, or why it is refused.
 /// Pure: nothing is written.
 pub fn next(registry: &Registry, set: &SnapshotSetRecord, input: &Input) -> BackendResult<Transition> {
+    let mut transition = next_state(registry, set, input)?;
+    transition.boot_restore = match input {
+        // Committed with the state, so a crash before the files are back redoes them at start.
+        Input::Rollback { .. } if transition.state != set.state && set.boot.is_some() => Some(BootRestore::Snapshot),
+        Input::CancelRollback if set.boot_undo.is_some() => Some(BootRestore::Undo),
+        Input::CancelRollback => None,
+        _ => set.boot_restore,
+    };
+    Ok(transition)
+}
+
+fn next_state(registry: &Registry, set: &SnapshotSetRecord, input: &Input) -> BackendResult<Transition> {
     let id = set.id;
     let started = set.merge_started;
     match input {
@@ -257,12 +276,14 @@ pub fn apply(pool: &Pool, id: SnapshotId, input: &Input) -> BackendResult<(Snaps
             live.state = transition.state;
             live.merge_started = transition.merge_started;
             live.message = transition.message.clone();
+            live.boot_restore = transition.boot_restore;
             Ok(())
         })
         .map_err(super::sets::pool_error)?;
         record.state = transition.state;
         record.merge_started = transition.merge_started;
         record.message = transition.message.clone();
+        record.boot_restore = transition.boot_restore;
         tracing::debug!(snapshot_id = id, ?input, from = set.state.as_str(), to = record.state.as_str(), "set state");
     }
     Ok((record, transition.effect))
