@@ -77,3 +77,32 @@ kernel_cow_status() {
   areas=$((e / per_area))
   echo "$(((2 + e + areas) * cs))/$total $(((areas + 2) * cs))"
 }
+
+# The kernel modules of the harness image, in load order (the guest init insmods
+# modules/load-order), and those in the image but loaded only for scenarios whose `modules` file
+# names them: fuse, loop (the userspace backend: systemd-userspace); fat, vfat, its code pages
+# and efivarfs (UEFI scenarios mount the ESP and read systemd-boot's EFI variables).
+vm_modules=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk
+            dm-mod dm-bufio dm-snapshot dm-flakey dm-delay nbd)
+vm_optional_modules=(fuse loop fat vfat nls_cp437 nls_ascii nls_utf8 efivarfs)
+
+# vm_copy_module KVER NAME DIR : DIR/NAME.ko, uncompressed
+vm_copy_module() {
+  local path
+  path="$(modinfo -k "$1" -n "$2" 2>/dev/null)" || die "kernel module $2 not found for $1"
+  case "$path" in
+    *.ko)     cp "$path" "$3/$2.ko" ;;
+    *.ko.xz)  xz -dc "$path" > "$3/$2.ko" ;;
+    *.ko.zst) zstd -qdc "$path" > "$3/$2.ko" ;;
+    *.ko.gz)  gzip -dc "$path" > "$3/$2.ko" ;;
+    *) die "unexpected module file $path" ;;
+  esac
+}
+
+# vm_copy_modules KVER DIR : every harness module for KVER into DIR, and DIR/load-order
+vm_copy_modules() {
+  local m
+  : > "$2/load-order"
+  for m in "${vm_modules[@]}"; do vm_copy_module "$1" "$m" "$2"; echo "$m" >> "$2/load-order"; done
+  for m in "${vm_optional_modules[@]}"; do vm_copy_module "$1" "$m" "$2"; done
+}
