@@ -326,6 +326,15 @@ cow_size = "512M"
         let err = parse_str(bad).unwrap_err().to_string();
         assert!(err.contains("contains '/'"), "{err}");
 
+        // Names built from volume names stay unambiguous because of these two: the userspace
+        // backend's FUSE files `<volume>` and `<volume>@<id>`, and dm uuids split at `.`.
+        for (name, bad) in [("data@1", '@'), ("data.1", '.')] {
+            let text =
+                format!("[pool]\npath = \"/p\"\n[[volume]]\nname = \"{name}\"\ndevice = \"/d\"\n");
+            let err = parse_str(&text).unwrap_err().to_string();
+            assert!(err.contains(&format!("contains '{bad}'")), "{err}");
+        }
+
         let empty = "[pool]\npath = \"/p\"\n[[volume]]\nname = \"\"\ndevice = \"/d\"\n";
         assert!(parse_str(empty).unwrap_err().to_string().contains("empty"));
 
