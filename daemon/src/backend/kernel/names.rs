@@ -70,10 +70,10 @@ impl std::fmt::Display for NameClash {
 /// Only an origin name can be another volume's name. Every other name ends in `real`, `cow`
 /// or a digit, which tells its role, and the volume is what is left once that role's suffix
 /// is cut off (an id has no `-`, so `-<id>` starts at the last `-`): two different volumes
-/// never share a `-real`, `-<id>-cow` or `-<id>` name. An origin
-/// `snapback-<b>` is a device of `<a>` exactly when `<b>` is `<a>-real`, `<a>-<id>-cow` or
-/// `<a>-<id>`, with `<id>` written as [`dm_name`] writes ids (no sign, no leading zero, in
-/// range of [`SnapshotId`]): `data-01` or `data-realm` are no one's device but their own.
+/// never share a `-real`, `-<id>-cow` or `-<id>` name. An origin `snapback-<b>` is a device
+/// of `<a>` exactly when `<b>` is `<a>-real`, `<a>-<id>-cow` or `<a>-<id>`, with `<id>`
+/// written as [`dm_name`] writes ids (no sign, no leading zero, in range of [`SnapshotId`]):
+/// `data-01` or `data-realm` are no one's device but their own.
 pub fn clash(a: &str, b: &str) -> Option<NameClash> {
     if a == b {
         return None;
