@@ -179,8 +179,10 @@ pub enum CowCommand {
 
     /// Merge the store into its origin offline; resumable after interruption.
     ///
-    /// Refuses an invalid store and leaves the origin untouched then. Shows a progress bar on a
-    /// terminal.
+    /// Refuses an invalid store and leaves the origin untouched then; refuses as well, writing
+    /// nothing, an origin or COW that is in use: a mounted (or otherwise exclusively opened)
+    /// block device, a file under a mounted loop device, a file another process has locked.
+    /// Shows a progress bar on a terminal.
     Merge {
         /// The snapshot's origin (file or block device); written in place.
         #[arg(long)]

@@ -6,6 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -32,7 +33,13 @@ fn expected(chunk: u32) -> BTreeMap<String, String> {
 fn unpack(zst: &Path, dir: &Path, name: &str) -> PathBuf {
     require("zstd", "zstd");
     let out = dir.join(name);
-    let status = Command::new("zstd").arg("-qdf").arg(zst).arg("-o").arg(&out).status().unwrap();
+    let status = Command::new("zstd")
+        .arg("-qdf")
+        .arg(zst)
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .unwrap();
     assert!(status.success(), "zstd -d {}", zst.display());
     out
 }
@@ -50,7 +57,12 @@ fn fixture(chunk: u32) -> Fixture {
     let sub = fixtures().join(format!("kernel-cow-chunk{chunk}"));
     let cow = unpack(&sub.join("cow.img.zst"), dir.path(), "cow.img");
     let origin = unpack(&sub.join("origin-final.img.zst"), dir.path(), "origin.img");
-    Fixture { dir, cow, origin, expected: expected(chunk) }
+    Fixture {
+        dir,
+        cow,
+        origin,
+        expected: expected(chunk),
+    }
 }
 
 fn ctl(args: &[&str]) -> Output {
@@ -63,7 +75,11 @@ fn text(out: &[u8]) -> String {
 
 fn sha256(path: &Path) -> String {
     let out = run(Command::new("sha256sum").arg(path));
-    text(&out.stdout).split_whitespace().next().unwrap().to_owned()
+    text(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
 }
 
 fn json(out: &Output) -> serde_json::Value {
@@ -85,15 +101,29 @@ fn inspect_reports_the_kernels_status_numbers() {
         assert_eq!(v["schema"], "snapbackctl/1");
         assert_eq!(v["valid"], true);
         assert_eq!(v["version"], 1);
-        for key in ["chunk_sectors", "exceptions", "allocated_sectors", "total_sectors", "metadata_sectors"] {
+        for key in [
+            "chunk_sectors",
+            "exceptions",
+            "allocated_sectors",
+            "total_sectors",
+            "metadata_sectors",
+        ] {
             assert_eq!(v[key].to_string(), f.expected[key], "chunk {chunk}: {key}");
         }
         // Human form: the kernel's status line numbers, in its order.
         let out = ctl(&["cow", "inspect", p(&f.cow)]);
         assert_eq!(out.status.code(), Some(0));
         let status = &f.expected["status"];
-        let usage = status.split_whitespace().skip(3).collect::<Vec<_>>().join(" ");
-        assert!(text(&out.stdout).contains(&format!("Usage: {usage} ")), "{}", text(&out.stdout));
+        let usage = status
+            .split_whitespace()
+            .skip(3)
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            text(&out.stdout).contains(&format!("Usage: {usage} ")),
+            "{}",
+            text(&out.stdout)
+        );
         assert!(text(&out.stdout).contains(&format!("Exceptions: {}\n", f.expected["exceptions"])));
     }
 }
@@ -103,7 +133,13 @@ fn check_passes_kernel_stores() {
     for chunk in CHUNK_SIZES {
         let f = fixture(chunk);
         let out = ctl(&["cow", "check", p(&f.cow)]);
-        assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
         assert_eq!(text(&out.stdout), format!("{}: clean\n", f.cow.display()));
         let v = json(&ctl(&["cow", "check", "--json", p(&f.cow)]));
         assert_eq!(v["clean"], true);
@@ -117,9 +153,20 @@ fn export_gives_the_kernels_snapshot_view() {
         let f = fixture(chunk);
         let out_path = f.dir.path().join("view.img");
         let origin_before = sha256(&f.origin);
-        let out = ctl(&["cow", "export", "--origin", p(&f.origin), p(&f.cow), p(&out_path)]);
+        let out = ctl(&[
+            "cow",
+            "export",
+            "--origin",
+            p(&f.origin),
+            p(&f.cow),
+            p(&out_path),
+        ]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-        assert_eq!(sha256(&out_path), f.expected["snapshot_view_sha256"], "chunk {chunk}");
+        assert_eq!(
+            sha256(&out_path),
+            f.expected["snapshot_view_sha256"],
+            "chunk {chunk}"
+        );
         // Export only reads.
         assert_eq!(sha256(&f.origin), origin_before);
         assert_eq!(sha256(&f.cow), f.expected["cow_sha256"]);
@@ -140,7 +187,11 @@ fn merge_gives_the_kernels_merged_origin_and_empties_the_store() {
                 f.origin.display()
             )
         );
-        assert_eq!(sha256(&f.origin), f.expected["merged_origin_sha256"], "chunk {chunk}");
+        assert_eq!(
+            sha256(&f.origin),
+            f.expected["merged_origin_sha256"],
+            "chunk {chunk}"
+        );
         let v = json(&ctl(&["cow", "inspect", "--json", p(&f.cow)]));
         assert_eq!(v["exceptions"], 0);
         // The kernel's status after its own merge: `<allocated>/<total> <metadata>`.
@@ -150,7 +201,14 @@ fn merge_gives_the_kernels_merged_origin_and_empties_the_store() {
         assert_eq!(v["total_sectors"].to_string(), total);
         assert_eq!(v["metadata_sectors"].to_string(), merged[4]);
         // Merging again is a no-op that succeeds (what a resumed, finished merge looks like).
-        let again = ctl(&["cow", "merge", "--json", "--origin", p(&f.origin), p(&f.cow)]);
+        let again = ctl(&[
+            "cow",
+            "merge",
+            "--json",
+            "--origin",
+            p(&f.origin),
+            p(&f.cow),
+        ]);
         assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
         assert_eq!(json(&again)["exceptions_left"], 0);
         assert_eq!(sha256(&f.origin), f.expected["merged_origin_sha256"]);
@@ -176,15 +234,34 @@ fn an_invalid_store_is_reported_and_never_merged() {
 
     let out = ctl(&["cow", "check", p(&f.cow)]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stdout).contains("marked invalid"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("marked invalid"),
+        "{}",
+        text(&out.stdout)
+    );
 
     let out = ctl(&["cow", "merge", "--origin", p(&f.origin), p(&f.cow)]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("invalid"), "{}", text(&out.stderr));
-    assert_eq!(sha256(&f.origin), origin_before, "a refused merge touched the origin");
+    assert!(
+        text(&out.stderr).contains("invalid"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        sha256(&f.origin),
+        origin_before,
+        "a refused merge touched the origin"
+    );
 
     let view = f.dir.path().join("view.img");
-    let out = ctl(&["cow", "export", "--origin", p(&f.origin), p(&f.cow), p(&view)]);
+    let out = ctl(&[
+        "cow",
+        "export",
+        "--origin",
+        p(&f.origin),
+        p(&f.cow),
+        p(&view),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(!view.exists(), "a refused export created its output");
 }
@@ -199,8 +276,16 @@ fn damage_is_named_with_its_offset() {
     std::fs::write(&f.cow, &bytes).unwrap();
     let out = ctl(&["cow", "check", p(&f.cow)]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stdout).contains("wrong magic"), "{}", text(&out.stdout));
-    assert!(text(&out.stderr).contains("not clean"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("wrong magic"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains("not clean"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = ctl(&["cow", "inspect", p(&f.cow)]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("wrong magic"));
@@ -219,7 +304,10 @@ fn damage_is_named_with_its_offset() {
     let problems = v["problems"].as_array().unwrap();
     assert!(
         problems.iter().any(|p| p["offset"] == area as u64 + 16
-            && p["message"].as_str().unwrap().contains("repeats origin chunk")),
+            && p["message"]
+                .as_str()
+                .unwrap()
+                .contains("repeats origin chunk")),
         "{problems:?}"
     );
 }
@@ -231,13 +319,21 @@ fn an_all_zero_cow_holds_no_store() {
     std::fs::write(&cow, vec![0u8; 1 << 20]).unwrap();
     let out = ctl(&["cow", "inspect", p(&cow)]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("holds no snapshot store"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("holds no snapshot store"),
+        "{}",
+        text(&out.stderr)
+    );
     // And nothing was formatted.
     assert!(std::fs::read(&cow).unwrap().iter().all(|&b| b == 0));
     let missing = dir.path().join("missing.img");
     let out = ctl(&["cow", "check", p(&missing)]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("cannot open"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot open"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -262,10 +358,253 @@ fn merge_draws_a_progress_bar_only_on_a_terminal() {
     let out = run(Command::new("script").args(["-qec", &cmd, "/dev/null"]));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     let shown = text(&out.stdout);
-    assert!(shown.contains("merging") && shown.contains("0%"), "no bar drawn:\n{shown:?}");
-    assert!(shown.contains("\u{1b}[2K"), "the bar is not redrawn in place:\n{shown:?}");
+    assert!(
+        shown.contains("merging") && shown.contains("0%"),
+        "no bar drawn:\n{shown:?}"
+    );
+    assert!(
+        shown.contains("\u{1b}[2K"),
+        "the bar is not redrawn in place:\n{shown:?}"
+    );
     assert!(shown.contains("merged 1017 chunks into"), "{shown:?}");
     assert_eq!(sha256(&f.origin), f.expected["merged_origin_sha256"]);
     // Without a terminal (every other test here), stdout is only the result line: checked
     // exactly by merge_gives_the_kernels_merged_origin_and_empties_the_store.
+}
+
+/// Fails loudly, never passes silently, when not root (loop devices, mount).
+fn require_root() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test needs root: loop devices and mount"
+    );
+}
+
+/// A loop device over a file, detached when dropped.
+struct Loop(PathBuf);
+
+impl Loop {
+    fn attach(file: &Path) -> Loop {
+        require("losetup", "mount");
+        let out = common::run_ok(Command::new("losetup").args(["--find", "--show"]).arg(file));
+        Loop(PathBuf::from(text(&out.stdout).trim()))
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+    }
+}
+
+/// A file system mounted on a directory, unmounted when dropped (or by `unmount`).
+struct Mounted(Option<PathBuf>);
+
+impl Mounted {
+    fn new(device: &Path, at: &Path) -> Mounted {
+        common::run_ok(Command::new("mount").arg(device).arg(at));
+        Mounted(Some(at.to_owned()))
+    }
+    fn unmount(&mut self) {
+        if let Some(at) = self.0.take() {
+            common::run_ok(Command::new("umount").arg(&at));
+        }
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(at) = self.0.take() {
+            let _ = Command::new("umount").arg(&at).status();
+        }
+    }
+}
+
+/// An ext4 image the size of `like`, with every table written at once (no lazy init writing
+/// behind the test's back while it is mounted).
+fn ext4_image(like: &Path, path: &Path) {
+    require("mkfs.ext4", "e2fsprogs");
+    let size = std::fs::metadata(like).unwrap().len();
+    std::fs::File::create(path).unwrap().set_len(size).unwrap();
+    common::run_ok(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0"])
+            .arg(path),
+    );
+}
+
+#[test]
+fn merge_refuses_a_mounted_origin_and_writes_nothing() {
+    require_root();
+    let f = fixture(32);
+    // The fixture's store is merged into an ext4 instead of its own origin: what a merge would
+    // write there is the store's chunks, all of them visible in the image's bytes.
+    let image = f.dir.path().join("ext4.img");
+    ext4_image(&f.origin, &image);
+    let device = Loop::attach(&image);
+    let at = f.dir.path().join("mnt");
+    std::fs::create_dir(&at).unwrap();
+    let mut mounted = Mounted::new(&device.0, &at);
+    std::fs::write(at.join("file"), b"kept").unwrap();
+    common::run_ok(&mut Command::new("sync"));
+    let cow_before = sha256(&f.cow);
+    let device_before = sha256(&device.0);
+
+    // The loop device itself, and the file under it: both refused, by name.
+    for origin in [&device.0, &image] {
+        let out = ctl(&["cow", "merge", "--origin", p(origin), p(&f.cow)]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+        let through = if origin == &image {
+            format!(" through {}", device.0.display())
+        } else {
+            String::new()
+        };
+        assert_eq!(
+            text(&out.stderr),
+            format!(
+                "snapbackctl: {}: is in use (mounted?){through}: nothing was written\n",
+                origin.display()
+            )
+        );
+        assert_eq!(text(&out.stdout), "");
+        assert_eq!(
+            sha256(&device.0),
+            device_before,
+            "a refused merge wrote to the mounted origin"
+        );
+        assert_eq!(
+            sha256(&f.cow),
+            cow_before,
+            "a refused merge wrote to the COW"
+        );
+    }
+    assert_eq!(std::fs::read(at.join("file")).unwrap(), b"kept");
+
+    // Unmounted, the same device merges.
+    mounted.unmount();
+    let out = ctl(&["cow", "merge", "--origin", p(&device.0), p(&f.cow)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "merged {} chunks into {}; the store has 0 exceptions left\n",
+            f.expected["exceptions"],
+            device.0.display()
+        )
+    );
+    assert_ne!(sha256(&device.0), device_before);
+}
+
+#[test]
+fn merge_refuses_a_claimed_cow_and_a_locked_file() {
+    require_root();
+    let f = fixture(32);
+    let origin_before = sha256(&f.origin);
+    let cow_before = sha256(&f.cow);
+
+    // A COW block device opened exclusively by someone else (as a live dm snapshot holds it).
+    let cow_device = Loop::attach(&f.cow);
+    let holder = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::EXCL.bits() as i32)
+        .open(&cow_device.0)
+        .unwrap();
+    let out = ctl(&["cow", "merge", "--origin", p(&f.origin), p(&cow_device.0)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "snapbackctl: {}: is in use (mounted?): nothing was written\n",
+            cow_device.0.display()
+        )
+    );
+    // The COW file under that device: its loop device is claimed too.
+    let out = ctl(&["cow", "merge", "--origin", p(&f.origin), p(&f.cow)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).ends_with(&format!(
+            "{}: is in use (mounted?) through {}: nothing was written\n",
+            f.cow.display(),
+            cow_device.0.display()
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+    drop(holder);
+    drop(cow_device);
+
+    // A file another process has locked (flock: what a second `cow merge` holds).
+    let lock = std::fs::File::open(&f.origin).unwrap();
+    lock.lock().unwrap();
+    let out = ctl(&["cow", "merge", "--origin", p(&f.origin), p(&f.cow)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("is in use: another process holds a lock on it"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        sha256(&f.origin),
+        origin_before,
+        "a refused merge wrote to the origin"
+    );
+    assert_eq!(
+        sha256(&f.cow),
+        cow_before,
+        "a refused merge wrote to the COW"
+    );
+    drop(lock);
+
+    // Nothing held any more: the files merge, to the kernel's own result.
+    let out = ctl(&["cow", "merge", "--origin", p(&f.origin), p(&f.cow)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(sha256(&f.origin), f.expected["merged_origin_sha256"]);
+}
+
+#[test]
+fn merge_through_unmounted_loop_devices_gives_the_kernels_merged_origin() {
+    require_root();
+    let f = fixture(8);
+    let origin = Loop::attach(&f.origin);
+    let cow = Loop::attach(&f.cow);
+    let out = ctl(&["cow", "merge", "--origin", p(&origin.0), p(&cow.0)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(sha256(&origin.0), f.expected["merged_origin_sha256"]);
+    let v = json(&ctl(&["cow", "inspect", "--json", p(&cow.0)]));
+    assert_eq!(v["exceptions"], 0);
+}
+
+#[test]
+fn export_refuses_a_mounted_output_before_truncating_it() {
+    require_root();
+    let f = fixture(32);
+    let image = f.dir.path().join("ext4.img");
+    ext4_image(&f.origin, &image);
+    let device = Loop::attach(&image);
+    let at = f.dir.path().join("mnt");
+    std::fs::create_dir(&at).unwrap();
+    let _mounted = Mounted::new(&device.0, &at);
+    common::run_ok(&mut Command::new("sync"));
+    let before = (sha256(&image), sha256(&device.0));
+    for out_path in [&image, &device.0] {
+        let out = ctl(&[
+            "cow",
+            "export",
+            "--origin",
+            p(&f.origin),
+            p(&f.cow),
+            p(out_path),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+        assert!(
+            text(&out.stderr).contains(": is in use (mounted?)"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert_eq!(
+            (sha256(&image), sha256(&device.0)),
+            before,
+            "a refused export wrote its output"
+        );
+    }
 }

@@ -5,7 +5,8 @@
 //! path = "/var/lib/snapback/pool"   # block device or file formatted by `snapbackd init`
 //!
 //! [[volume]]
-//! name = "root"                      # letters, digits, '-', '_'; unique
+//! name = "root"                      # letters, digits, '-', '_'; unique, and no other
+//!                                    # volume's name plus -real, -<N> or -<N>-cow
 //! device = "/dev/vda2"               # the backing block device or file
 //! auto = true                        # part of a Snapshot call with an empty volume list
 //! cow_size = "1G"                    # optional: initial COW reservation per snapshot
@@ -116,7 +117,10 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
 }
 
 /// `parse`, plus the `[cleanup]` table.
-pub fn parse_with_cleanup(text: &str, origin: &Path) -> Result<(Config, CleanupConfig), ConfigError> {
+pub fn parse_with_cleanup(
+    text: &str,
+    origin: &Path,
+) -> Result<(Config, CleanupConfig), ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: origin.to_path_buf(),
         message: describe_toml_error(text, &e),
@@ -169,6 +173,17 @@ pub fn parse_with_cleanup(text: &str, origin: &Path) -> Result<(Config, CleanupC
                 "volume '{}': cow_size must be greater than zero",
                 volume.name
             )));
+        }
+    }
+    // Checked whichever backend runs: the backend is chosen when the daemon starts, not here,
+    // and a configuration that works on the userspace backend (whose names `<volume>` and
+    // `<volume>@<id>` cannot clash: `@` is not allowed in volume names) must not stop working
+    // on the kernel backend at the first snapshot.
+    for (i, a) in raw.volumes.iter().enumerate() {
+        for b in &raw.volumes[i + 1..] {
+            if let Some(clash) = crate::backend::kernel::names::clash(&a.name, &b.name) {
+                return Err(invalid(clash.to_string()));
+            }
         }
     }
     if let Some(root) = &raw.boot.root_volume {
@@ -310,7 +325,8 @@ cow_size = "512M"
 
     #[test]
     fn wrong_type_is_an_error_with_its_line() {
-        let text = "[pool]\npath = \"/p\"\n[[volume]]\nname = \"a\"\ndevice = \"/d\"\nauto = \"yes\"\n";
+        let text =
+            "[pool]\npath = \"/p\"\n[[volume]]\nname = \"a\"\ndevice = \"/d\"\nauto = \"yes\"\n";
         let err = parse_str(text).unwrap_err().to_string();
         assert!(err.contains("line 6"), "{err}");
     }
@@ -321,12 +337,55 @@ cow_size = "512M"
         let err = parse_str(bad).unwrap_err().to_string();
         assert!(err.contains("contains '/'"), "{err}");
 
+        // Names built from volume names stay unambiguous because of these two: the userspace
+        // backend's FUSE files `<volume>` and `<volume>@<id>`, and dm uuids split at `.`.
+        for (name, bad) in [("data@1", '@'), ("data.1", '.')] {
+            let text =
+                format!("[pool]\npath = \"/p\"\n[[volume]]\nname = \"{name}\"\ndevice = \"/d\"\n");
+            let err = parse_str(&text).unwrap_err().to_string();
+            assert!(err.contains(&format!("contains '{bad}'")), "{err}");
+        }
+
         let empty = "[pool]\npath = \"/p\"\n[[volume]]\nname = \"\"\ndevice = \"/d\"\n";
         assert!(parse_str(empty).unwrap_err().to_string().contains("empty"));
 
         let dup = "[pool]\npath = \"/p\"\n[[volume]]\nname = \"a\"\ndevice = \"/d1\"\n[[volume]]\nname = \"a\"\ndevice = \"/d2\"\n";
         let err = parse_str(dup).unwrap_err().to_string();
         assert!(err.contains("declared twice"), "{err}");
+    }
+
+    fn two_volumes(a: &str, b: &str) -> String {
+        format!(
+            "[pool]\npath = \"/p\"\n[[volume]]\nname = \"{a}\"\ndevice = \"/d1\"\n\
+             [[volume]]\nname = \"{b}\"\ndevice = \"/d2\"\n"
+        )
+    }
+
+    #[test]
+    fn volumes_whose_device_names_clash_are_refused() {
+        for (a, b, name) in [
+            ("data", "data-real", "snapback-data-real"),
+            ("data", "data-3-cow", "snapback-data-3-cow"),
+            ("data", "data-1", "snapback-data-1"),
+            ("root-2", "root", "snapback-root-2"),
+        ] {
+            let err = parse_str(&two_volumes(a, b)).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid { .. }), "{err:?}");
+            let err = err.to_string();
+            assert!(err.starts_with("test.toml: volumes '"), "{err}");
+            for needle in [format!("'{a}'"), format!("'{b}'"), format!(" {name} ")] {
+                assert!(err.contains(&needle), "{a} / {b}: no {needle} in: {err}");
+            }
+        }
+        for (a, b) in [
+            ("data", "data-01"),
+            ("data", "data-realm"),
+            ("data", "data-cow"),
+            ("data", "data_1"),
+        ] {
+            let config = parse_str(&two_volumes(a, b)).unwrap_or_else(|e| panic!("{a} / {b}: {e}"));
+            assert_eq!(config.volumes.len(), 2);
+        }
     }
 
     #[test]
@@ -349,7 +408,9 @@ cow_size = "512M"
             parse_str("[[volume]]\nname = \"a\"\ndevice = \"/d\"\n"),
             Err(ConfigError::Parse { .. })
         ));
-        let err = parse_str("[pool]\npath = \"/p\"\n").unwrap_err().to_string();
+        let err = parse_str("[pool]\npath = \"/p\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no [[volume]]"), "{err}");
     }
 
@@ -362,7 +423,10 @@ cow_size = "512M"
         assert_eq!((cleanup.number_limit, cleanup.min_age_seconds), (3, 0));
         assert!(cleanup.enabled, "unset keys keep their defaults");
         let text = format!("{GOOD}\n[cleanup]\npool_usage_limit_percent = 0\n");
-        assert!(parse_str(&text).unwrap_err().to_string().contains("pool_usage_limit_percent"));
+        assert!(parse_str(&text)
+            .unwrap_err()
+            .to_string()
+            .contains("pool_usage_limit_percent"));
         let text = format!("{GOOD}\n[cleanup]\nnumber = 3\n");
         assert!(parse_str(&text).unwrap_err().to_string().contains("number"));
     }

@@ -38,6 +38,72 @@ pub fn dm_name(volume: &str, role: Role) -> String {
     }
 }
 
+/// Two volumes whose stacks would share a dm name: `name` is the origin of `origin_of` and,
+/// at the same time, the device `role` of `volume`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameClash {
+    pub name: String,
+    pub volume: String,
+    pub role: Role,
+    pub origin_of: String,
+}
+
+impl std::fmt::Display for NameClash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let role = match self.role {
+            Role::Origin => "origin device".to_string(),
+            Role::Real => "'-real' device".to_string(),
+            Role::Cow(id) => format!("COW device in snapshot set {id}"),
+            Role::Snapshot(id) => format!("snapshot device in snapshot set {id}"),
+        };
+        write!(
+            f,
+            "volumes '{}' and '{}' would both use the device-mapper name {} ('{}' for its origin \
+             device, '{}' for its {role}); rename one of them",
+            self.volume, self.origin_of, self.name, self.origin_of, self.volume
+        )
+    }
+}
+
+/// Whether two different volumes' stacks can ever share a dm name, and which name.
+///
+/// Only an origin name can be another volume's name. Every other name ends in `real`, `cow`
+/// or a digit, which tells its role, and the volume is what is left once that role's suffix
+/// is cut off (an id has no `-`, so `-<id>` starts at the last `-`): two different volumes
+/// never share a `-real`, `-<id>-cow` or `-<id>` name. An origin `snapback-<b>` is a device
+/// of `<a>` exactly when `<b>` is `<a>-real`, `<a>-<id>-cow` or `<a>-<id>`, with `<id>`
+/// written as [`dm_name`] writes ids (no sign, no leading zero, in range of [`SnapshotId`]):
+/// `data-01` or `data-realm` are no one's device but their own.
+pub fn clash(a: &str, b: &str) -> Option<NameClash> {
+    if a == b {
+        return None;
+    }
+    [(a, b), (b, a)].into_iter().find_map(|(volume, other)| {
+        let rest = other.strip_prefix(volume)?.strip_prefix('-')?;
+        let role = if rest == "real" {
+            Role::Real
+        } else if let Some(id) = rest.strip_suffix("-cow") {
+            Role::Cow(written_id(id)?)
+        } else {
+            Role::Snapshot(written_id(rest)?)
+        };
+        let name = dm_name(volume, role);
+        debug_assert_eq!(name, dm_name(other, Role::Origin));
+        Some(NameClash {
+            name,
+            volume: volume.to_string(),
+            role,
+            origin_of: other.to_string(),
+        })
+    })
+}
+
+/// `text` as an id, if it is exactly how [`dm_name`] writes that id.
+fn written_id(text: &str) -> Option<SnapshotId> {
+    let id: SnapshotId = text.parse().ok()?;
+    (id.to_string() == text).then_some(id)
+}
+
 /// The dm uuid of a device.
 pub fn dm_uuid(pool_uuid: &str, volume: &str, role: Role) -> String {
     let role = match role {
@@ -82,7 +148,11 @@ pub fn parse_uuid(uuid: &str) -> Option<ParsedUuid> {
             }
         }
     };
-    Some(ParsedUuid { pool_uuid, volume, role })
+    Some(ParsedUuid {
+        pool_uuid,
+        volume,
+        role,
+    })
 }
 
 /// Checks that every name and uuid of a volume's stack fits the kernel's limits.
@@ -118,7 +188,12 @@ mod tests {
 
     #[test]
     fn uuids_round_trip_even_with_dashes_in_volume_names() {
-        for role in [Role::Origin, Role::Real, Role::Cow(3), Role::Snapshot(4_000_000_000)] {
+        for role in [
+            Role::Origin,
+            Role::Real,
+            Role::Cow(3),
+            Role::Snapshot(4_000_000_000),
+        ] {
             let uuid = dm_uuid("6f1c", "var-log_2", role);
             assert!(uuid.starts_with("SNAPBACK1."));
             let parsed = parse_uuid(&uuid).expect("our own uuid parses");
@@ -140,6 +215,142 @@ mod tests {
             "SNAPBACK1.p.v.mirror-1",
         ] {
             assert_eq!(parse_uuid(uuid), None, "{uuid}");
+        }
+    }
+
+    #[test]
+    fn every_role_of_one_volume_can_be_the_origin_of_another() {
+        let cases = [
+            ("data", "data-real", Role::Real, "snapback-data-real"),
+            ("data", "data-1", Role::Snapshot(1), "snapback-data-1"),
+            ("data", "data-0", Role::Snapshot(0), "snapback-data-0"),
+            (
+                "data",
+                "data-4294967295",
+                Role::Snapshot(SnapshotId::MAX),
+                "snapback-data-4294967295",
+            ),
+            ("data", "data-7-cow", Role::Cow(7), "snapback-data-7-cow"),
+            (
+                "var-log",
+                "var-log-12-cow",
+                Role::Cow(12),
+                "snapback-var-log-12-cow",
+            ),
+            ("data-", "data--1", Role::Snapshot(1), "snapback-data--1"),
+        ];
+        for (volume, other, role, name) in cases {
+            let want = NameClash {
+                name: name.to_string(),
+                volume: volume.to_string(),
+                role,
+                origin_of: other.to_string(),
+            };
+            // Whichever order the configuration declares them in.
+            assert_eq!(
+                clash(volume, other).as_ref(),
+                Some(&want),
+                "{volume} / {other}"
+            );
+            assert_eq!(
+                clash(other, volume).as_ref(),
+                Some(&want),
+                "{other} / {volume}"
+            );
+            assert_eq!(dm_name(volume, role), name);
+            assert_eq!(dm_name(other, Role::Origin), name);
+        }
+        let message = clash("data", "data-1").expect("data-1 clashes").to_string();
+        assert_eq!(
+            message,
+            "volumes 'data' and 'data-1' would both use the device-mapper name snapback-data-1 \
+             ('data-1' for its origin device, 'data' for its snapshot device in snapshot set 1); \
+             rename one of them"
+        );
+    }
+
+    #[test]
+    fn near_misses_share_no_name() {
+        for (a, b) in [
+            ("data", "data-01"), // no id is written with a leading zero
+            ("data", "data-realm"),
+            ("data", "data-real2"),
+            ("data", "data-cow"), // a COW name has an id before `-cow`
+            ("data", "data-1-cow2"),
+            ("data", "data-1-cow-1"),
+            ("data", "data--1"),         // ids are unsigned
+            ("data", "data-4294967296"), // past the largest id
+            ("data", "data_1"),
+            ("data", "Data-1"), // dm names are case-sensitive
+            ("data", "dat-1"),
+            ("data", "data"), // one volume (duplicates are the config's to refuse)
+            ("data-1", "data-2"),
+            ("data-real", "data-1"),
+        ] {
+            assert_eq!(clash(a, b), None, "{a} / {b}");
+            assert_eq!(clash(b, a), None, "{b} / {a}");
+        }
+    }
+
+    /// `clash` against the names themselves: over every volume name built from a few tricky
+    /// pieces, two volumes share a dm name exactly when `clash` says so, and it is that name.
+    #[test]
+    fn clash_finds_every_shared_name_and_only_those() {
+        let pieces = ["-", "1", "0", "real", "cow"];
+        let mut volumes = vec!["a".to_string()];
+        let mut last = volumes.clone();
+        for _ in 0..4 {
+            last = last
+                .iter()
+                .flat_map(|v| pieces.iter().map(move |p| format!("{v}{p}")))
+                .collect();
+            volumes.extend(last.iter().cloned());
+        }
+        // A snapshot name can only equal another volume's origin with an id written in that
+        // volume's name: every run of digits in the names, and a few more.
+        let mut ids: Vec<SnapshotId> = vec![0, 1, 2, 3];
+        for v in &volumes {
+            for run in v
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|r| !r.is_empty())
+            {
+                ids.extend(run.parse::<SnapshotId>().ok());
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let mut owners: std::collections::HashMap<String, Vec<&str>> = Default::default();
+        for v in &volumes {
+            let roles = [Role::Origin, Role::Real].into_iter().chain(
+                ids.iter()
+                    .flat_map(|&id| [Role::Cow(id), Role::Snapshot(id)]),
+            );
+            for role in roles {
+                owners.entry(dm_name(v, role)).or_default().push(v);
+            }
+        }
+        let mut shared: std::collections::HashMap<(&str, &str), String> = Default::default();
+        for (name, vs) in &owners {
+            assert!(vs.len() <= 2, "{name} is a name of {vs:?}");
+            if let [a, b] = vs[..] {
+                assert_ne!(a, b, "{name} twice for one volume");
+                shared.insert((a.min(b), a.max(b)), name.clone());
+            }
+        }
+        assert!(
+            shared.len() > 100,
+            "the pieces make clashes to find: {}",
+            shared.len()
+        );
+        for (i, a) in volumes.iter().enumerate() {
+            for b in &volumes[i + 1..] {
+                let key = (a.as_str().min(b.as_str()), a.as_str().max(b.as_str()));
+                assert_eq!(
+                    clash(a, b).map(|c| c.name),
+                    shared.get(&key).cloned(),
+                    "{a} / {b}"
+                );
+            }
         }
     }
 

@@ -25,6 +25,27 @@ check_eq activate-printed-the-devices "/dev/mapper/snapback-data /dev/mapper/sna
   "$(journalctl -b -q --no-pager -o cat _SYSTEMD_UNIT=snapback-activate.service | grep '^/dev/mapper/' | sort | tr '\n' ' ' | sed 's/ $//')"
 check_eq data-is-linear-over-its-disk "0 131072 linear $(majmin /dev/disk/data) 0" "$(dmsetup table snapback-data)"
 check_eq logs-is-linear-over-its-disk "0 65536 linear $(majmin /dev/disk/logs) 0" "$(dmsetup table snapback-logs)"
+# its confinement as systemd reports it: what fits a unit before local-fs-pre.target (no
+# PrivateTmp=, no device policy: the unit file says why)…
+check_eq activate-hardening-settings \
+  "strict yes yes cap_sys_admin cap_mknod AF_UNIX yes yes yes auto no no" \
+  "$(for p in ProtectSystem ProtectHome NoNewPrivileges CapabilityBoundingSet RestrictAddressFamilies PrivateNetwork PrivateMounts ProtectKernelTunables DevicePolicy PrivateTmp PrivateDevices; do prop snapback-activate $p; done | tr '\n' ' ' | sed 's/ $//')"
+check_eq activate-syscall-filter-has-mknod mknodat \
+  "$(prop snapback-activate SystemCallFilter | tr ' ' '\n' | grep -x 'mknodat\|mount')"
+# …and in force inside it (activate-probe.sh, an ExecStartPost= of the unit: same settings)
+n=0
+until probe="$(journalctl -b -q --no-pager -o cat _SYSTEMD_UNIT=snapback-activate.service | sed -n 's/^activate-probe //p' | tail -n1)" &&
+      [ -n "$probe" ] || [ $n -ge 20 ]; do sleep 0.5; n=$((n + 1)); done
+echo "VM-INFO: inside snapback-activate.service: $probe"
+field() { echo "$probe" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
+check home-readable-outside ls /root
+check_eq activate-process-confinement \
+  "0000000008200000 1 2 read-only hidden opens" \
+  "$(for f in CapBnd NoNewPrivs Seccomp root home dm-control; do field $f; done | tr '\n' ' ' | sed 's/ $//')"
+check_ne activate-own-mount-namespace "$(readlink /proc/1/ns/mnt)" "$(field mnt)"
+check_ne activate-own-network-namespace "$(readlink /proc/1/ns/net)" "$(field net)"
+check no-activate-errors-in-journal no_hardening_errors snapback-activate.service
+check no-ordering-cycle sh -c "! journalctl -b -q --no-pager | grep -i 'ordering cycle'"
 # udev saw the cookie-less dm devices: the /dev/mapper link and a .device unit systemd can
 # order mounts after (boot 2's fstab entry needs it)
 check_eq data-device-unit active "$(systemctl is-active 'dev-mapper-snapback\x2ddata.device')"

@@ -60,6 +60,7 @@ check_eq coldplug-add-keeps-device-and-mount "1 active active" \
 
 check no-hardening-errors-in-journal no_hardening_errors snapbackd.service
 check no-activate-errors-in-journal no_hardening_errors snapback-activate.service
+check no-ordering-cycle sh -c "! journalctl -b -q --no-pager | grep -i 'ordering cycle'"
 check_eq no-restarts 0 "$(prop snapbackd NRestarts)"
 systemctl status --no-pager -n 40 snapbackd > /out/status-boot2.txt 2>&1 || true
 journalctl -b --no-pager -o short-monotonic > /out/journal-boot2.txt 2>&1 || true

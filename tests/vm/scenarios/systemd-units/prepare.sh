@@ -30,6 +30,11 @@ if [ "$VM_BOOT" = 1 ]; then
   # README: "snapbackd init … systemctl enable --now snapbackd" (enable works offline)
   /usr/libexec/snapbackd init
   systemctl enable snapbackd.service
+  # The test's observer: what the activation unit's confinement looks like from inside it
+  # (activate-probe.sh, run after `snapbackd activate` in the same unit, so with its settings).
+  mkdir -p /etc/systemd/system/snapback-activate.service.d
+  printf '[Service]\nExecStartPost=/bin/sh /scenario/activate-probe.sh\n' \
+    > /etc/systemd/system/snapback-activate.service.d/probe.conf
 else
   # Boot 2: the daemon only on demand (D-Bus activation), the early activation enabled alone
   systemctl enable snapback-activate.service
