@@ -1128,3 +1128,116 @@ fn a_volume_still_open_at_shutdown_takes_no_write_its_snapshots_would_miss() {
     let view = env.dir.path().join("fuse").join(format!("held@{}", set.id));
     assert!(read_file(&view, 0, 4 << 20) == original, "the snapshot is whole");
 }
+
+/// A /boot and an ESP in the test's directory, as a Fedora machine with GRUB's BLS entries
+/// and a systemd-boot ESP lays them out.
+fn boot_dirs(env: &mut Env) -> (PathBuf, PathBuf) {
+    let boot = env.dir.path().join("boot");
+    let esp = env.dir.path().join("esp");
+    let kernel = |version: &str| {
+        fs::write(boot.join(format!("vmlinuz-{version}")), pattern(300_000, version.len() as u32)).unwrap();
+        fs::write(boot.join(format!("initramfs-{version}.img")), pattern(500_000, 7 + version.len() as u32)).unwrap();
+        fs::write(
+            boot.join(format!("loader/entries/m-{version}.conf")),
+            format!("title Fedora {version}\nlinux /vmlinuz-{version}\ninitrd /initramfs-{version}.img\noptions root=/dev/mapper/snapback-root\n"),
+        )
+        .unwrap();
+    };
+    fs::create_dir_all(boot.join("loader/entries")).unwrap();
+    fs::create_dir_all(boot.join("grub2")).unwrap();
+    fs::create_dir_all(esp.join("loader")).unwrap();
+    kernel("6.10");
+    kernel("6.11");
+    fs::write(boot.join("grub2/grubenv"), "# GRUB Environment Block\nsaved_entry=m-6.11\n").unwrap();
+    fs::write(esp.join("loader/loader.conf"), "timeout 3\n").unwrap();
+    env.config.boot = snapbackd::boot::BootConfig {
+        enabled: true,
+        root_volume: Some("root".into()),
+        boot_dir: Some(boot.clone()),
+        esp: Some(esp.clone()),
+    };
+    (boot, esp)
+}
+
+/// What `dnf upgrade` does to /boot when it installs a kernel (installonly_limit = 2).
+fn upgrade_boot(boot: &Path) {
+    fs::write(boot.join("vmlinuz-6.12"), pattern(310_000, 12)).unwrap();
+    fs::write(boot.join("initramfs-6.12.img"), pattern(510_000, 13)).unwrap();
+    fs::write(
+        boot.join("loader/entries/m-6.12.conf"),
+        "title Fedora 6.12\nlinux /vmlinuz-6.12\ninitrd /initramfs-6.12.img\noptions root=/dev/mapper/snapback-root\n",
+    )
+    .unwrap();
+    fs::write(boot.join("grub2/grubenv"), "# GRUB Environment Block\nsaved_entry=m-6.12\n").unwrap();
+    for old in ["vmlinuz-6.10", "initramfs-6.10.img", "loader/entries/m-6.10.conf"] {
+        fs::remove_file(boot.join(old)).unwrap();
+    }
+}
+
+fn boot_state(env: &Env) -> BTreeMap<(snapbackd::pool::BootRoot, String), String> {
+    snapbackd::boot::tree::current(&env.config.boot.roots()).unwrap()
+}
+
+#[test]
+fn a_rollback_of_the_root_volume_brings_back_boot_and_a_cancel_the_upgrade() {
+    let mut env = Env::new(&[("root", 16 * MIB), ("data", 16 * MIB)], 128 * MIB);
+    let (boot, _esp) = boot_dirs(&mut env);
+    let backend = env.open();
+    let device = device_of(&backend, "root");
+    let original = pattern(4 << 20, 101);
+    write_device(&device, 0, &original);
+    let at_snapshot = boot_state(&env);
+    let request = SnapshotRequest { cow_size_bytes: Some(8 * MIB), ..SnapshotRequest::default() };
+    let set = backend.create_snapshot(request.clone()).unwrap();
+    let data_only = backend.create_snapshot(SnapshotRequest { volumes: vec!["data".into()], ..request }).unwrap();
+    let registry = Pool::open(&env.config.pool.path).unwrap().registry();
+    let recorded = registry.set(set.id).unwrap().boot.clone().expect("the root set records /boot");
+    assert_eq!(recorded.files.len(), at_snapshot.len());
+    assert!(registry.set(data_only.id).unwrap().boot.is_none(), "a set without the root volume records nothing");
+    assert!(registry.boot_blob_extent_count() > 0);
+
+    upgrade_boot(&boot);
+    write_device(&device, 0, &pattern(1 << 20, 102));
+    let upgraded = boot_state(&env);
+    assert_ne!(upgraded, at_snapshot);
+
+    // Scheduled (root in use): /boot is the snapshot's at once, for the next boot to use.
+    let held = hold_busy(&device);
+    assert_eq!(backend.rollback(set.id).unwrap(), RollbackOutcome::Scheduled);
+    assert_eq!(boot_state(&env), at_snapshot);
+    assert_eq!(fs::read_to_string(boot.join("grub2/grubenv")).unwrap(), "# GRUB Environment Block\nsaved_entry=m-6.11\n");
+    assert_eq!(snapbackd::boot::tree::bootable(&env.config.boot.roots()), Ok(()));
+    // Cancelled: the upgrade's /boot is back, and nothing is due any more.
+    backend.cancel_rollback(set.id).unwrap();
+    assert_eq!(boot_state(&env), upgraded);
+    let registry = Pool::open(&env.config.pool.path).unwrap().registry();
+    let record = registry.set(set.id).unwrap();
+    assert!(record.boot_restore.is_none() && record.boot_undo.is_none(), "{record:?}");
+
+    // A crash right after the state was committed: the next start finishes /boot.
+    assert_eq!(backend.rollback(set.id).unwrap(), RollbackOutcome::Scheduled);
+    drop(held);
+    drop(backend);
+    upgrade_boot_again(&boot);
+    let pool = Pool::open(&env.config.pool.path).unwrap();
+    pool.update(|registry| {
+        registry.set_mut(set.id).unwrap().boot_restore = Some(snapbackd::pool::BootRestore::Snapshot);
+        Ok(())
+    })
+    .unwrap();
+    drop(pool);
+    let backend = env.open();
+    assert_eq!(boot_state(&env), at_snapshot, "the start finished the boot side");
+    // The merge ran at this start (nothing holds root): the set and its kept files are gone.
+    wait_removed(&backend, set.id);
+    assert!(read_file(&env.dir.path().join("fuse").join("root"), 0, 4 << 20) == original);
+    let registry = Pool::open(&env.config.pool.path).unwrap().registry();
+    assert_eq!(registry.boot_blob_extent_count(), 0, "the last set naming the kept files is gone");
+    assert_eq!(backend.snapshot(data_only.id).unwrap().state, SnapshotState::Active);
+}
+
+/// The upgrade's /boot as a crash part way through its restore would leave it.
+fn upgrade_boot_again(boot: &Path) {
+    fs::write(boot.join("vmlinuz-6.12"), pattern(310_000, 12)).unwrap();
+    fs::write(boot.join("grub2/grubenv"), "# GRUB Environment Block\nsaved_entry=m-6.12\n").unwrap();
+}

@@ -5,6 +5,7 @@
 //! layer only ever sees `dyn Backend`, and calls it from `spawn_blocking`, because every
 //! method may do blocking device I/O.
 
+pub mod boot_side;
 pub mod kernel;
 pub mod lifecycle;
 pub mod sets;

@@ -22,6 +22,7 @@ use crate::backend::{
     Backend, BackendError, BackendEvent, BackendKind, BackendResult, EventSink, PoolStatus,
     RollbackOutcome, SnapshotId, SnapshotRequest, SnapshotSetInfo, VolumeInfo,
 };
+use crate::backend::boot_side::BootSide;
 use crate::backend::lifecycle::{self, Effect, Input};
 use crate::backend::sets::{self, lock, pool_error};
 use crate::config::Config;
@@ -81,6 +82,7 @@ struct Volume {
 
 struct Inner {
     pool: Pool,
+    boot: BootSide,
     pool_dev: DevNum,
     dm: DmControl,
     volumes: BTreeMap<String, Volume>,
@@ -324,6 +326,12 @@ impl Inner {
             tracing::error!(snapshot_id = set.id, error = %e, "finishing the merge");
             return;
         }
+        // The boot side of the rollback is done before its records go with the set; retried
+        // at the next look while it fails.
+        if let Err(e) = self.boot.settle(&self.pool, set.id) {
+            tracing::error!(snapshot_id = set.id, error = %e, "finishing the merge");
+            return;
+        }
         for cow in &set.cows {
             let Ok(volume) = self.volume(&cow.volume) else { continue };
             let others = registry
@@ -433,6 +441,7 @@ fn open_inner(config: &Config, pool: Pool) -> BackendResult<Inner> {
     }
     sets::register_volumes(&pool, &records)?;
     Ok(Inner {
+        boot: BootSide::new(&config.boot),
         pool,
         pool_dev,
         dm,
@@ -465,6 +474,9 @@ impl KernelBackend {
     pub fn open(config: &Config, pool: Pool) -> BackendResult<KernelBackend> {
         let inner = Arc::new(open_inner(config, pool)?);
         inner.assemble_all()?;
+        // Not in `activate`: at that point of the boot /boot is not mounted yet. Before the
+        // monitor runs: a merge it finds finished forgets its set's boot records.
+        inner.boot.settle_all(&inner.pool);
         let for_thread = inner.clone();
         let monitor = std::thread::Builder::new()
             .name("snapback-kmon".into())
@@ -569,6 +581,7 @@ impl Backend for KernelBackend {
             }
             return Err(e);
         }
+        inner.boot.record_new_set(&inner.pool, &record, |name| inner.volumes.get(name).map(|v| v.spec.device_path()));
         Ok(inner.info(&record))
     }
 
@@ -595,7 +608,11 @@ impl Backend for KernelBackend {
             }
         }
         let wait = inner.must_wait(&record)?;
+        if !wait.is_empty() {
+            inner.boot.keep_undo(&inner.pool, &record)?;
+        }
         let (_, effect) = inner.apply(id, &Input::Rollback { defer: !wait.is_empty(), missing })?;
+        inner.boot.settle(&inner.pool, id)?;
         if effect != Effect::Merge {
             tracing::info!(snapshot_id = id, busy = ?wait, "volumes in use: rollback scheduled for next boot");
             return Ok(RollbackOutcome::Scheduled);
@@ -619,7 +636,7 @@ impl Backend for KernelBackend {
         let _ops = lock(&self.inner.ops);
         self.inner.apply(id, &Input::CancelRollback)?;
         self.inner.emit(BackendEvent::SnapshotChanged(id));
-        Ok(())
+        self.inner.boot.settle(&self.inner.pool, id)
     }
 
     fn delete(&self, id: SnapshotId) -> BackendResult<()> {

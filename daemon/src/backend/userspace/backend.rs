@@ -13,6 +13,7 @@ use super::loop_device;
 use super::merge;
 use super::monitor;
 use super::state::{lock, pool_error, Shared, UserspaceOptions};
+use crate::backend::boot_side::BootSide;
 use crate::backend::lifecycle::{self, Effect, Input};
 use crate::backend::sets;
 use super::volume::{Volume, CHUNK_SECTORS};
@@ -62,7 +63,7 @@ impl UserspaceBackend {
         }
         register_volumes(&pool, &volumes)?;
         lifecycle::check_start(&pool.registry(), |name| volumes.contains_key(name))?;
-        let shared = Arc::new(Shared::new(pool, options, volumes));
+        let shared = Arc::new(Shared::new(pool, options, volumes, BootSide::new(&config.boot)));
         let backend = UserspaceBackend { shared: shared.clone(), fuse: Mutex::new(None) };
 
         attach_registered_snapshots(&shared);
@@ -78,6 +79,8 @@ impl UserspaceBackend {
                 ))
             })?;
         *lock(&backend.fuse) = Some(mount);
+        // Before any merge resumes: a merge that finishes forgets its set's boot records.
+        shared.boot.settle_all(&shared.pool);
         resume_pending_rollbacks(&shared);
         for (name, volume) in &shared.volumes {
             let file = shared.options.fuse_dir.join(name);
@@ -371,6 +374,7 @@ impl Backend for UserspaceBackend {
         }
         let names = record.volumes();
         self.publish_snapshot_files(id, &names);
+        self.shared.boot.record_new_set(&self.shared.pool, &record, |name| self.shared.volumes.get(name).and_then(|v| v.device()));
         tracing::info!(snapshot_id = id, volumes = ?names, description = %record.description, "snapshot set created");
         Ok(self.shared.info(&record))
     }
@@ -412,7 +416,14 @@ impl Backend for UserspaceBackend {
                 }
             }
         }
+        if !busy.is_empty() {
+            self.shared.boot.keep_undo(&self.shared.pool, &record)?;
+        }
         let (_, effect) = lifecycle::apply(&self.shared.pool, id, &Input::Rollback { defer: !busy.is_empty(), missing })?;
+        if let Err(err) = self.shared.boot.settle(&self.shared.pool, id) {
+            self.shared.emit(BackendEvent::SnapshotChanged(id));
+            return Err(err);
+        }
         if effect != Effect::Merge {
             tracing::info!(snapshot_id = id, busy = ?busy, "volumes in use: rollback scheduled for the next start");
             self.shared.emit(BackendEvent::SnapshotChanged(id));
@@ -435,7 +446,7 @@ impl Backend for UserspaceBackend {
         let _ops = lock(&self.shared.ops);
         lifecycle::apply(&self.shared.pool, id, &Input::CancelRollback)?;
         self.shared.emit(BackendEvent::SnapshotChanged(id));
-        Ok(())
+        self.shared.boot.settle(&self.shared.pool, id)
     }
 
     fn delete(&self, id: SnapshotId) -> BackendResult<()> {

@@ -124,7 +124,8 @@ fn step_until_done(shared: &Shared, id: SnapshotId, volume: &Volume) -> Outcome 
 fn finish(shared: &Shared, id: SnapshotId, volumes: &[Arc<Volume>], took: Duration) {
     let outcome = {
         let _ops = lock(&shared.ops);
-        lifecycle::apply(&shared.pool, id, &Input::MergeFinished).and_then(|_| {
+        // The boot side of the rollback is done before its records go with the set.
+        shared.boot.settle(&shared.pool, id).and_then(|()| lifecycle::apply(&shared.pool, id, &Input::MergeFinished)).and_then(|_| {
             for volume in volumes {
                 shared.files.remove(&format!("{}@{id}", volume.name));
                 if let Err(err) = volume.detach(id) {

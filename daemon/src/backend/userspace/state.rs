@@ -65,6 +65,7 @@ pub struct VolumeProgress {
 
 pub struct Shared {
     pub pool: Pool,
+    pub boot: crate::backend::boot_side::BootSide,
     pub options: UserspaceOptions,
     pub volumes: BTreeMap<String, Arc<Volume>>,
     pub files: Arc<FileTable>,
@@ -91,9 +92,15 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    pub fn new(pool: Pool, options: UserspaceOptions, volumes: BTreeMap<String, Arc<Volume>>) -> Shared {
+    pub fn new(
+        pool: Pool,
+        options: UserspaceOptions,
+        volumes: BTreeMap<String, Arc<Volume>>,
+        boot: crate::backend::boot_side::BootSide,
+    ) -> Shared {
         Shared {
             pool,
+            boot,
             options,
             volumes,
             files: Arc::new(FileTable::default()),
