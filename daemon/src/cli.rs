@@ -53,6 +53,10 @@ pub enum Command {
         /// probed at boot) before giving up without assembling anything.
         #[arg(long, value_name = "SECONDS", default_value_t = 90)]
         device_timeout: u64,
+        /// Where the kernel command line is read from (`snapback.rollback=N` starts set N's
+        /// rollback before anything is mounted: the boot-menu entry of each set adds it).
+        #[arg(long, value_name = "FILE", default_value = "/proc/cmdline")]
+        cmdline: PathBuf,
     },
 }
 
@@ -92,7 +96,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     logging::init();
     match cli.command {
         Some(Command::Init { force }) => init(&cli.config, force),
-        Some(Command::Activate { device_timeout }) => activate(&cli.config, device_timeout),
+        Some(Command::Activate { device_timeout, ref cmdline }) => activate(&cli.config, device_timeout, cmdline),
         None => serve(&cli),
     }
 }
@@ -113,7 +117,7 @@ fn init(config_path: &Path, force: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-fn activate(config_path: &Path, device_timeout: u64) -> Result<(), CliError> {
+fn activate(config_path: &Path, device_timeout: u64, cmdline: &Path) -> Result<(), CliError> {
     let config = config::load(config_path)?;
     if let Err(why) = kernel_available() {
         return Err(CliError::KernelUnavailable(format!(
@@ -125,8 +129,17 @@ fn activate(config_path: &Path, device_timeout: u64) -> Result<(), CliError> {
             seconds: device_timeout,
             missing: kernel::boot_devices::describe(&missing),
         })?;
+    let rollback = match std::fs::read_to_string(cmdline).ok().as_deref().and_then(crate::boot::entries::requested_rollback) {
+        Some(Ok(id)) => Some(id),
+        Some(Err(why)) => {
+            eprintln!("snapback: {why}; booting normally");
+            tracing::warn!("{why}; booting normally");
+            None
+        }
+        None => None,
+    };
     let pool = open_pool(&config)?;
-    let devices = kernel::activate(&config, pool).map_err(|e| CliError::Backend(e.to_string()))?;
+    let devices = kernel::activate(&config, pool, rollback).map_err(|e| CliError::Backend(e.to_string()))?;
     for device in devices {
         println!("{}", device.display());
     }

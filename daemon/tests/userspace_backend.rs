@@ -1195,6 +1195,11 @@ fn a_rollback_of_the_root_volume_brings_back_boot_and_a_cancel_the_upgrade() {
     assert_eq!(recorded.files.len(), at_snapshot.len());
     assert!(registry.set(data_only.id).unwrap().boot.is_none(), "a set without the root volume records nothing");
     assert!(registry.boot_blob_extent_count() > 0);
+    // The way back from the boot menu: the snapshot-time default (6.11) with the parameter.
+    let entry_path = boot.join(format!("loader/entries/snapback-rollback-{}.conf", set.id));
+    let entry = fs::read_to_string(&entry_path).unwrap();
+    assert!(entry.contains("linux /vmlinuz-6.11\n") && entry.contains(&format!("snapback.rollback={}", set.id)), "{entry}");
+    assert!(entry.starts_with(&format!("title Roll back to snapshot {}: ", set.id)), "{entry}");
 
     upgrade_boot(&boot);
     write_device(&device, 0, &pattern(1 << 20, 102));
@@ -1233,6 +1238,7 @@ fn a_rollback_of_the_root_volume_brings_back_boot_and_a_cancel_the_upgrade() {
     assert!(read_file(&env.dir.path().join("fuse").join("root"), 0, 4 << 20) == original);
     let registry = Pool::open(&env.config.pool.path).unwrap().registry();
     assert_eq!(registry.boot_blob_extent_count(), 0, "the last set naming the kept files is gone");
+    assert!(!entry_path.exists(), "the rollback entry goes with its set");
     assert_eq!(backend.snapshot(data_only.id).unwrap().state, SnapshotState::Active);
 }
 

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use super::{BackendError, BackendResult, SnapshotId};
 use crate::boot::tree::{self, BootRoots, RealFs};
-use crate::boot::{store, BootConfig};
-use crate::pool::{BootRecord, BootRestore, Pool, PoolError, SnapshotSetRecord};
+use crate::boot::{entries, store, BootConfig};
+use crate::pool::{BootRecord, BootRestore, BootRoot, Pool, PoolError, SnapshotSetRecord};
 
 #[derive(Debug, Clone)]
 pub struct BootSide {
@@ -85,7 +85,10 @@ impl BootSide {
             Self::store_record(pool, record.id, false, boot).map(|()| files).map_err(|e| e.to_string())
         });
         match outcome {
-            Ok(files) => tracing::info!(snapshot_id = record.id, files, "boot configuration recorded with snapshot set {}", record.id),
+            Ok(files) => {
+                tracing::info!(snapshot_id = record.id, files, "boot configuration recorded with snapshot set {}", record.id);
+                self.refresh_entries(pool);
+            }
             Err(err) => {
                 // Blobs stored before the failure are named by no set: free them again.
                 let _ = pool.update(|registry| {
@@ -144,12 +147,47 @@ impl BootSide {
         .map_err(|err| BackendError::Backend(err.to_string()))
     }
 
-    /// At start: finishes every restore a crash left due.
+    /// At start: finishes every restore a crash left due, then brings the rollback entries
+    /// up to date (an upgrade since the last start may have removed kernels they boot).
     pub fn settle_all(&self, pool: &Pool) {
         for set in pool.registry().snapshot_sets.iter().filter(|set| set.boot_restore.is_some()) {
             if let Err(err) = self.settle(pool, set.id) {
                 tracing::error!(snapshot_id = set.id, %err, "finishing the boot side of a rollback");
             }
         }
+        self.refresh_entries(pool);
+    }
+
+    /// Writes the boot-menu entry of every set that recorded the boot configuration (with
+    /// kept copies of kernels an upgrade removed since) and removes those of sets that are
+    /// gone. Failures are logged: the entries are a way back, not the rollback itself.
+    pub fn refresh_entries(&self, pool: &Pool) {
+        if !self.config.enabled {
+            return;
+        }
+        let registry = pool.registry();
+        let mut live = std::collections::BTreeSet::new();
+        for set in registry.snapshot_sets.iter().filter(|set| set.boot.is_some()) {
+            match entries::write(&self.roots, set, &RealFs, &mut |sha| store::get(pool, sha)) {
+                Ok(Some(path)) => {
+                    live.insert(set.id);
+                    tracing::debug!(snapshot_id = set.id, entry = %path.display(), "rollback boot entry written");
+                }
+                Ok(None) => {}
+                Err(err) => tracing::warn!(snapshot_id = set.id, %err, "writing the rollback boot entry of snapshot set {}", set.id),
+            }
+        }
+        if let Err(err) = entries::prune(&self.roots, &live, &RealFs) {
+            tracing::warn!(%err, "removing rollback boot entries of deleted snapshot sets");
+        }
+    }
+
+    /// The path of set `id`'s rollback entry, when it has one.
+    pub fn entry_path(&self, record: &SnapshotSetRecord) -> Option<PathBuf> {
+        record.boot.as_ref()?;
+        [BootRoot::Boot, BootRoot::Esp]
+            .into_iter()
+            .filter_map(|root| self.roots.path(root, &format!("loader/entries/{}.conf", entries::entry_id(record.id))))
+            .find(|path| path.is_file())
     }
 }

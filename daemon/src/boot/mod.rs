@@ -8,6 +8,7 @@
 //! - [`store`]: their contents in the pool, deduplicated by SHA-256.
 
 pub mod bls;
+pub mod entries;
 pub mod store;
 pub mod tree;
 

@@ -199,6 +199,28 @@ impl Inner {
         Ok(())
     }
 
+    /// `snapback.rollback=N` from the boot menu: the set's rollback is committed before any
+    /// volume is assembled, so `assemble_all` starts its merge before root is mounted. Any
+    /// refusal (no such set, invalid, another rollback under way) boots normally and says why
+    /// on the console and in the journal.
+    fn rollback_at_boot(&self, id: SnapshotId) {
+        let outcome = self.record(id).and_then(|record| {
+            let missing = lifecycle::missing_volumes(&record, |name| self.volumes.contains_key(name));
+            if record.state == SetState::Merging {
+                return Ok(());
+            }
+            // Nothing is mounted yet at this point of the boot: nothing makes it wait.
+            self.apply(id, &Input::Rollback { defer: false, missing }).map(drop)
+        });
+        match outcome {
+            Ok(()) => tracing::info!(snapshot_id = id, "snapback.rollback={id} on the kernel command line: rolling back snapshot set {id}"),
+            Err(err) => {
+                eprintln!("snapback: snapback.rollback={id} ignored, booting normally: {err}");
+                tracing::warn!(snapshot_id = id, %err, "snapback.rollback={id} on the kernel command line ignored; booting normally");
+            }
+        }
+    }
+
     /// Whether the volume's device is already `snapshot-merge`.
     fn merging_now(&self, volume: &Volume) -> BackendResult<bool> {
         Ok(stack::origin_target(&self.dm, &volume.spec).map_err(dm_error)?.as_deref() == Some("snapshot-merge"))
@@ -348,6 +370,7 @@ impl Inner {
             return;
         }
         lock(&self.progress).remove(&set.id);
+        self.boot.refresh_entries(&self.pool);
         tracing::info!(snapshot_id = set.id, "merge finished; snapshot set removed");
         self.emit(BackendEvent::MergeFinished { id: set.id, ok: true, message: String::new() });
         self.emit(BackendEvent::SnapshotRemoved(set.id));
@@ -463,8 +486,11 @@ fn block_size_bytes(path: &Path) -> BackendResult<u64> {
 
 /// `snapbackd activate`: build every volume's stack from the pool, starting pending
 /// rollbacks, without a bus and without staying resident.
-pub fn activate(config: &Config, pool: Pool) -> BackendResult<Vec<PathBuf>> {
+pub fn activate(config: &Config, pool: Pool, rollback: Option<SnapshotId>) -> BackendResult<Vec<PathBuf>> {
     let inner = open_inner(config, pool)?;
+    if let Some(id) = rollback {
+        inner.rollback_at_boot(id);
+    }
     inner.assemble_all()?;
     Ok(inner.volumes.values().map(|v| v.spec.device_path()).collect())
 }
@@ -652,6 +678,7 @@ impl Backend for KernelBackend {
             stack::remove_snapshot(&inner.dm, &volume.spec, id, others).map_err(dm_error)?;
         }
         lifecycle::forget(&inner.pool, id)?;
+        inner.boot.refresh_entries(&inner.pool);
         tracing::info!(snapshot_id = id, "snapshot set deleted");
         inner.emit(BackendEvent::SnapshotRemoved(id));
         Ok(())

@@ -463,6 +463,7 @@ impl Backend for UserspaceBackend {
             }
         }
         tracing::info!(snapshot_id = id, "snapshot set deleted");
+        self.shared.boot.refresh_entries(&self.shared.pool);
         self.shared.emit(BackendEvent::SnapshotRemoved(id));
         Ok(())
     }

@@ -138,6 +138,7 @@ fn finish(shared: &Shared, id: SnapshotId, volumes: &[Arc<Volume>], took: Durati
     lock(&shared.progress).remove(&id);
     match outcome {
         Ok(()) => {
+            shared.boot.refresh_entries(&shared.pool);
             tracing::info!(snapshot_id = id, seconds = took.as_secs_f64(), "merge finished; snapshot set removed");
             shared.emit(BackendEvent::MergeFinished { id, ok: true, message: String::new() });
             shared.emit(BackendEvent::SnapshotRemoved(id));
