@@ -114,6 +114,8 @@ impl Client {
             merge_progress: p.merge_progress().await?,
             userdata: p.userdata().await?.into_iter().collect::<BTreeMap<_, _>>(),
             important: p.important().await?,
+            // A daemon from before BootEntry has none to report.
+            boot_entry: p.boot_entry().await.unwrap_or_default(),
         })
     }
 

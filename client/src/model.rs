@@ -25,6 +25,8 @@ pub struct SnapshotView {
     pub merge_progress: f64,
     pub userdata: BTreeMap<String, String>,
     pub important: bool,
+    /// The set's boot-menu entry file, "" when none.
+    pub boot_entry: String,
 }
 
 impl SnapshotView {
@@ -43,6 +45,7 @@ impl SnapshotView {
             "merge_progress": self.merge_progress,
             "userdata": self.userdata,
             "important": self.important,
+            "boot_entry": self.boot_entry,
         })
     }
 

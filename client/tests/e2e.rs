@@ -111,6 +111,7 @@ fn status_snapshot_list_show_in_both_formats() {
     assert_eq!(s1["description"], "before dnf upgrade");
     assert_eq!(s1["state"], "active");
     assert_eq!(s1["important"], true);
+    assert_eq!(s1["boot_entry"], "", "a set whose volume is not mounted at / records no /boot");
     assert_eq!(s1["userdata"], json!({"by": "test", "tx": "42"}));
     assert_eq!(s1["size_bytes"], 8 << 20);
     assert_eq!(s1["merge_progress"], 0.0);

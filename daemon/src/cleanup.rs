@@ -340,6 +340,7 @@ mod tests {
             merge_progress: 0.0,
             userdata: BTreeMap::new(),
             important,
+            boot_entry: None,
         }
     }
 

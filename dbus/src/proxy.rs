@@ -127,4 +127,8 @@ pub trait Snapshot {
 
     #[zbus(property)]
     fn important(&self) -> zbus::Result<bool>;
+
+    /// The set's boot-menu entry file ("" when it has none).
+    #[zbus(property)]
+    fn boot_entry(&self) -> zbus::Result<String>;
 }

@@ -46,6 +46,7 @@ pub fn render_human(s: &SnapshotView, now_usec: u64) -> String {
             ),
         ),
         ("Important", if s.important { "yes" } else { "no" }.to_owned()),
+        ("Boot entry", if s.boot_entry.is_empty() { "none".to_owned() } else { s.boot_entry.clone() }),
         ("Userdata", userdata),
         ("Object", s.path.clone()),
     ])
@@ -81,6 +82,7 @@ Description: before dnf upgrade
       State: merge-scheduled
    COW used: 256.0 MiB of 1.0 GiB (25%)
   Important: no
+ Boot entry: none
    Userdata: by=dnf tx=42
      Object: /org/snapback/Snapback1/snapshot/7
 "

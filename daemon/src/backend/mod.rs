@@ -94,6 +94,8 @@ pub struct SnapshotSetInfo {
     pub merge_progress: f64,
     pub userdata: BTreeMap<String, String>,
     pub important: bool,
+    /// The set's boot-menu entry ("Roll back to snapshot N"), when it recorded /boot.
+    pub boot_entry: Option<PathBuf>,
 }
 
 /// What `Snapshot` asks for.

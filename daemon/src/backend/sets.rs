@@ -234,7 +234,13 @@ pub fn volume_state(registry: &Registry, volume: &str, assembled: bool) -> &'sta
 }
 
 /// The bus view of a set from its record and the backend's live figures.
-pub fn info(record: &SnapshotSetRecord, extent_bytes: u64, used_bytes: u64, merge_progress: f64) -> SnapshotSetInfo {
+pub fn info(
+    record: &SnapshotSetRecord,
+    extent_bytes: u64,
+    used_bytes: u64,
+    merge_progress: f64,
+    boot_entry: Option<std::path::PathBuf>,
+) -> SnapshotSetInfo {
     SnapshotSetInfo {
         id: record.id,
         description: record.description.clone(),
@@ -246,6 +252,7 @@ pub fn info(record: &SnapshotSetRecord, extent_bytes: u64, used_bytes: u64, merg
         merge_progress: if record.state == SetState::Merging { merge_progress.clamp(0.0, 1.0) } else { 0.0 },
         userdata: record.userdata.clone(),
         important: record.important,
+        boot_entry,
     }
 }
 

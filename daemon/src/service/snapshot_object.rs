@@ -61,6 +61,9 @@ impl SnapshotObject {
         if old.important != new.important {
             self.important_changed(emitter).await?;
         }
+        if old.boot_entry != new.boot_entry {
+            self.boot_entry_changed(emitter).await?;
+        }
         Ok(())
     }
 }
@@ -141,5 +144,13 @@ impl SnapshotObject {
     #[zbus(property)]
     fn important(&self) -> bool {
         self.info().important
+    }
+
+    /// The path of the set's boot-menu entry ("Roll back to snapshot N", booting the
+    /// snapshot-time kernel with snapback.rollback=N); "" when the set has none (it does not
+    /// include the root volume, or /boot was not recorded).
+    #[zbus(property)]
+    fn boot_entry(&self) -> String {
+        self.info().boot_entry.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
     }
 }

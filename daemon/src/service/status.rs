@@ -103,6 +103,7 @@ mod tests {
             merge_progress: progress,
             userdata: BTreeMap::new(),
             important: false,
+            boot_entry: None,
         }
     }
 

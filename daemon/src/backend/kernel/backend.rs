@@ -282,7 +282,7 @@ impl Inner {
     fn info(&self, record: &SnapshotSetRecord) -> SnapshotSetInfo {
         let extent_bytes = self.pool.registry().extent_bytes;
         let progress = lock(&self.progress).get(&record.id).copied().unwrap_or(0.0);
-        sets::info(record, extent_bytes, self.used_bytes(record), progress)
+        sets::info(record, extent_bytes, self.used_bytes(record), progress, self.boot.entry_path(record))
     }
 
     /// One look at every set: merge progress and completion, invalidation, autoextend.

@@ -168,6 +168,6 @@ impl Shared {
             .filter_map(|cow| self.volumes.get(&cow.volume)?.figures(record.id))
             .map(|figures| figures.allocated_bytes)
             .sum();
-        sets::info(record, extent_bytes, used_bytes, self.merge_progress(record.id))
+        sets::info(record, extent_bytes, used_bytes, self.merge_progress(record.id), self.boot.entry_path(record))
     }
 }
