@@ -363,12 +363,58 @@ fn remove_if_present(dm: &DmControl, name: &str) -> DmResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::kernel::names::dm_uuid;
+
+    /// udev's glob, as far as the rule uses it: `*` matches any run of characters.
+    fn glob(pattern: &str, text: &str) -> bool {
+        match pattern.split_once('*') {
+            None => pattern == text,
+            Some((head, tail)) => {
+                text.starts_with(head)
+                    && (0..=text.len() - head.len())
+                        .any(|skip| glob(tail, &text[head.len() + skip..]))
+            }
+        }
+    }
+
+    /// The DM_UUID patterns of systemd/61-snapback.rules.
+    fn rule_uuid_patterns() -> Vec<String> {
+        let rules = include_str!("../../../../systemd/61-snapback.rules");
+        rules
+            .lines()
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .filter_map(|line| line.split("ENV{DM_UUID}==\"").nth(1))
+            .filter_map(|rest| rest.split('"').next())
+            .map(str::to_string)
+            .collect()
+    }
 
     #[test]
-    fn only_the_origin_is_visible_to_udev() {
-        for role in [Role::Origin, Role::Real, Role::Cow(3), Role::Snapshot(4_000_000_000)] {
-            assert_eq!(udev_view(role) == UdevView::Visible, role == Role::Origin, "{role:?}");
+    fn only_the_origin_is_visible_to_udev_and_raised_by_the_rule() {
+        let patterns = rule_uuid_patterns();
+        assert_eq!(patterns.len(), 1, "{patterns:?}");
+        for volume in ["root", "var-log_2", "origin", "real"] {
+            for role in [
+                Role::Origin,
+                Role::Real,
+                Role::Cow(3),
+                Role::Snapshot(4_000_000_000),
+            ] {
+                let uuid = dm_uuid("9d279c21-b378-4cbb-b8b4-ce7cb5852f6c", volume, role);
+                let visible = role == Role::Origin;
+                assert_eq!(udev_view(role) == UdevView::Visible, visible, "{uuid}");
+                assert_eq!(
+                    glob(&patterns[0], &uuid),
+                    visible,
+                    "rule pattern {} vs {uuid}",
+                    patterns[0]
+                );
+            }
         }
+        assert!(
+            !glob(&patterns[0], "LVM-abcdef.origin"),
+            "another tool's device"
+        );
     }
 
     /// The flags as udev's device-mapper rules receive them: `dmsetup udevflags COOKIE` is what
