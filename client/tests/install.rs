@@ -21,6 +21,7 @@ const EXPECTED: &[&str] = &[
     "/usr/lib/python3/site-packages/dnf-plugins/snapback.py",
     "/usr/lib/systemd/system/snapback-activate.service",
     "/usr/lib/systemd/system/snapbackd.service",
+    "/usr/lib/udev/rules.d/61-snapback.rules",
     "/usr/libexec/snapback/snapback-dnf5",
     "/usr/libexec/snapbackd",
     "/usr/share/bash-completion/completions/snapbackctl",
@@ -123,10 +124,14 @@ fn installs_the_expected_files_into_destdir() {
     let installed = std::fs::read(dest.join("usr/bin/snapbackctl")).unwrap();
     assert_eq!(installed, std::fs::read(bins.join("snapbackctl")).unwrap());
 
-    // Policies are the repository's, byte for byte.
+    // Policies and the udev rule are the repository's, byte for byte.
     assert_eq!(
         std::fs::read(dest.join("usr/share/dbus-1/system.d/org.snapback.Snapback1.conf")).unwrap(),
         std::fs::read(repo().join("systemd/snapback-dbus.conf")).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(dest.join("usr/lib/udev/rules.d/61-snapback.rules")).unwrap(),
+        std::fs::read(repo().join("systemd/61-snapback.rules")).unwrap()
     );
 
     // Man pages are roff with the right title and section; completions know the commands.

@@ -1,12 +1,18 @@
 //! The few device-mapper operations the kernel backend needs, over the `devicemapper` crate's
 //! ioctls (never `dmsetup`). Every call is blocking and must run off the async executor.
 //!
-//! There is no udev sync here: the daemon creates the `/dev/mapper` node itself when a
-//! device users mount appears, because early boot and the VM harness have no udev.
+//! The daemon creates the `/dev/mapper` node of the device users mount itself, because early
+//! boot and the VM harness have no udev. Where udev runs (its control socket exists), the
+//! crate sends a cookie with every resume and remove and waits until udev's
+//! `dmsetup udevcomplete` (95-dm-notify.rules) releases it; the upper 16 bits of that cookie
+//! carry the [`UdevView`] flags each resume passes, which the device-mapper rules
+//! (55-dm.rules, 60-persistent-storage-dm.rules; 10-dm/13-dm-disk upstream) read. Without
+//! udev the crate sends no cookie and waits for nothing: the flags go nowhere, as nobody
+//! listens to the event.
 
 use std::path::{Path, PathBuf};
 
-use devicemapper::{DevId, DmFlags, DmName, DmOptions, DmUuid, DM};
+use devicemapper::{DevId, DmFlags, DmName, DmOptions, DmUdevFlags, DmUuid, DM};
 
 use super::table::{DevNum, TableLine};
 
@@ -29,6 +35,44 @@ pub struct DmDeviceInfo {
     pub dev: DevNum,
     pub open_count: i32,
     pub suspended: bool,
+}
+
+/// What udev may do with a device when it is resumed (the `change` event the rules act on).
+///
+/// A snapshot and the `-real` device carry the origin's filesystem, UUID and label included;
+/// a COW device carries a COW. Left to the rules, each would be probed by blkid and claim
+/// `/dev/disk/by-uuid/…` and `by-label/…` at the origin's priority, and the device whose event
+/// udev handled last would win: `mount UUID=…` could then mount a snapshot (lvm2's GitHub
+/// issue 146 is this bug for LVM, which hides its own layers with these flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UdevView {
+    /// The device users mount: every rule runs (its `/dev/mapper` link, blkid, by-uuid and
+    /// by-label links, systemd's `.device` unit, the inotify watch).
+    Visible,
+    /// Part of the stack nobody mounts directly: udev keeps its `/dev/mapper/<name>` link (a
+    /// snapshot stays mountable by name) but skips the disk rules (no blkid, no `/dev/disk`
+    /// links) and tells other rules (md, LVM, multipath) to leave it alone; the low priority
+    /// keeps it behind the origin should anything link it anyway.
+    Hidden,
+}
+
+impl UdevView {
+    /// The flags udev's device-mapper rules decode from the cookie (`dmsetup udevflags`).
+    pub fn udev_flags(self) -> DmUdevFlags {
+        match self {
+            UdevView::Visible => DmUdevFlags::empty(),
+            UdevView::Hidden => {
+                DmUdevFlags::DM_UDEV_DISABLE_SUBSYSTEM_RULES_FLAG
+                    | DmUdevFlags::DM_UDEV_DISABLE_DISK_RULES_FLAG
+                    | DmUdevFlags::DM_UDEV_DISABLE_OTHER_RULES_FLAG
+                    | DmUdevFlags::DM_UDEV_LOW_PRIORITY_FLAG
+            }
+        }
+    }
+
+    fn options(self) -> DmOptions {
+        DmOptions::default().set_udev_flags(self.udev_flags())
+    }
 }
 
 /// A handle on `/dev/mapper/control`.
@@ -100,13 +144,14 @@ impl DmControl {
     }
 
     /// Creates a device, loads its table and resumes it; on failure removes what it created.
-    pub fn create(&self, name: &str, uuid: &str, table: &[TableLine]) -> DmResult<DmDeviceInfo> {
+    /// The rules ignore the create's own `add` event (no table yet); `view` goes with the resume.
+    pub fn create(&self, name: &str, uuid: &str, table: &[TableLine], view: UdevView) -> DmResult<DmDeviceInfo> {
         let dm_name = DmName::new(name).map_err(|e| err("name", name, e))?;
         let dm_uuid = DmUuid::new(uuid).map_err(|e| err("uuid", name, e))?;
         self.dm
             .device_create(dm_name, Some(dm_uuid), DmOptions::default())
             .map_err(|e| err("create", name, e))?;
-        let loaded = self.load(name, table).and_then(|()| self.resume(name));
+        let loaded = self.load(name, table).and_then(|()| self.resume(name, view));
         if let Err(e) = loaded {
             // Leave nothing half-made behind.
             let _ = self.remove(name);
@@ -146,19 +191,22 @@ impl DmControl {
             .map_err(|e| err("suspend", name, e))
     }
 
-    pub fn resume(&self, name: &str) -> DmResult<()> {
+    /// Resumes a device. Every resume of a device must pass the same `view`: the rules take the
+    /// flags from the event that carries them, and a resume without them would have udev probe
+    /// and link a hidden device again.
+    pub fn resume(&self, name: &str, view: UdevView) -> DmResult<()> {
         let dm_name = DmName::new(name).map_err(|e| err("name", name, e))?;
         self.dm
-            .device_suspend(&DevId::Name(dm_name), DmOptions::default())
+            .device_suspend(&DevId::Name(dm_name), view.options())
             .map(|_| ())
             .map_err(|e| err("resume", name, e))
     }
 
     /// Loads a new table and swaps it in (suspend, resume); the device stays usable.
-    pub fn reload(&self, name: &str, table: &[TableLine]) -> DmResult<()> {
+    pub fn reload(&self, name: &str, table: &[TableLine], view: UdevView) -> DmResult<()> {
         self.load(name, table)?;
         self.suspend(name, true)?;
-        self.resume(name)
+        self.resume(name, view)
     }
 
     pub fn remove(&self, name: &str) -> DmResult<()> {

@@ -13,7 +13,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::dm::{ensure_node, DmControl, DmError, DmResult};
+use super::dm::{ensure_node, DmControl, DmError, DmResult, UdevView};
 use super::names::{dm_name, dm_uuid, Role};
 use super::status::{self, KernelSnapshotStatus};
 use super::table::{self, DevNum, OnFull, Segment, TableLine};
@@ -52,35 +52,36 @@ impl VolumeSpec {
     }
 }
 
+/// Only the origin is for users; every other device of the stack carries the origin's
+/// filesystem (`-real`, snapshots) or a COW, and must not take its `/dev/disk` links.
+fn udev_view(role: Role) -> UdevView {
+    match role {
+        Role::Origin => UdevView::Visible,
+        Role::Real | Role::Cow(_) | Role::Snapshot(_) => UdevView::Hidden,
+    }
+}
+
 fn node_error(name: &str, e: std::io::Error) -> DmError {
     DmError { step: "mknod", device: name.to_string(), message: e.to_string() }
 }
 
-/// Creates a device if it does not exist yet (assembly is idempotent), returning its numbers.
-fn ensure(dm: &DmControl, name: &str, uuid: &str, table: &[TableLine]) -> DmResult<DevNum> {
-    match dm.find(name)? {
+/// Creates a device of `volume`'s stack if it does not exist yet (assembly is idempotent),
+/// returning its numbers.
+fn ensure(dm: &DmControl, volume: &VolumeSpec, role: Role, table: &[TableLine]) -> DmResult<DevNum> {
+    let name = volume.name(role);
+    match dm.find(&name)? {
         Some(info) => Ok(info.dev),
-        None => dm.create(name, uuid, table).map(|info| info.dev),
+        None => dm.create(&name, &volume.uuid(role), table, udev_view(role)).map(|info| info.dev),
     }
 }
 
 /// The numbers of the `-real` device, creating it if needed.
 fn ensure_real(dm: &DmControl, volume: &VolumeSpec) -> DmResult<DevNum> {
-    ensure(
-        dm,
-        &volume.name(Role::Real),
-        &volume.uuid(Role::Real),
-        &table::linear(volume.backing, volume.sectors),
-    )
+    ensure(dm, volume, Role::Real, &table::linear(volume.backing, volume.sectors))
 }
 
 fn ensure_cow(dm: &DmControl, volume: &VolumeSpec, cow: &CowSpec) -> DmResult<DevNum> {
-    ensure(
-        dm,
-        &volume.name(Role::Cow(cow.id)),
-        &volume.uuid(Role::Cow(cow.id)),
-        &table::concatenation(cow.pool, &cow.segments),
-    )
+    ensure(dm, volume, Role::Cow(cow.id), &table::concatenation(cow.pool, &cow.segments))
 }
 
 /// The origin's table for a stack with `snapshots` and an optional merging snapshot.
@@ -118,8 +119,8 @@ pub fn assemble(
         let cow_dev = ensure_cow(dm, volume, cow)?;
         ensure(
             dm,
-            &volume.name(Role::Snapshot(cow.id)),
-            &volume.uuid(Role::Snapshot(cow.id)),
+            volume,
+            Role::Snapshot(cow.id),
             &table::snapshot(real, cow_dev, cow.chunk_sectors, on_full, volume.sectors),
         )?;
         has_snapshots = true;
@@ -127,7 +128,7 @@ pub fn assemble(
     let origin = volume.name(Role::Origin);
     let wanted = origin_table(dm, volume, has_snapshots, merging)?;
     let info = match dm.find(&origin)? {
-        None => dm.create(&origin, &volume.uuid(Role::Origin), &wanted)?,
+        None => dm.create(&origin, &volume.uuid(Role::Origin), &wanted, udev_view(Role::Origin))?,
         Some(info) => {
             let loaded = dm.table(&origin)?;
             if !same_target(&loaded, &wanted) {
@@ -148,7 +149,7 @@ fn same_target(loaded: &[TableLine], wanted: &[TableLine]) -> bool {
 fn swap_origin_table(dm: &DmControl, origin: &str, table: &[TableLine]) -> DmResult<()> {
     dm.load(origin, table)?;
     dm.suspend(origin, true)?;
-    dm.resume(origin)
+    dm.resume(origin, udev_view(Role::Origin))
 }
 
 /// One member of a snapshot set being taken.
@@ -217,6 +218,7 @@ fn take_snapshot_set_inner(
                 &snap,
                 &member.volume.uuid(Role::Snapshot(member.cow.id)),
                 &table::snapshot(*real, *cow_dev, member.cow.chunk_sectors, on_full, member.volume.sectors),
+                udev_view(Role::Snapshot(member.cow.id)),
             )?;
             created.push(snap);
             if !member.had_snapshots {
@@ -240,7 +242,7 @@ fn take_snapshot_set_inner(
     }
     let mut resume_error = None;
     for origin in &suspended {
-        if let Err(e) = dm.resume(origin) {
+        if let Err(e) = dm.resume(origin, udev_view(Role::Origin)) {
             resume_error.get_or_insert(e);
         }
     }
@@ -275,7 +277,7 @@ pub fn start_merge(dm: &DmControl, volume: &VolumeSpec, cow: &CowSpec) -> DmResu
         }
         dm.load(&origin, &table::snapshot_merge(real, cow_dev, cow.chunk_sectors, volume.sectors))
     })();
-    let resumed = dm.resume(&origin);
+    let resumed = dm.resume(&origin, udev_view(Role::Origin));
     switched?;
     resumed
 }
@@ -329,7 +331,11 @@ pub fn remove_snapshot(dm: &DmControl, volume: &VolumeSpec, id: SnapshotId, othe
 
 /// Gives a COW more room: its linear device is reloaded with the longer segment list.
 pub fn grow_cow(dm: &DmControl, volume: &VolumeSpec, cow: &CowSpec) -> DmResult<()> {
-    dm.reload(&volume.name(Role::Cow(cow.id)), &table::concatenation(cow.pool, &cow.segments))
+    dm.reload(
+        &volume.name(Role::Cow(cow.id)),
+        &table::concatenation(cow.pool, &cow.segments),
+        udev_view(Role::Cow(cow.id)),
+    )
 }
 
 /// The target type of the device users mount (`linear`, `snapshot-origin`,
@@ -352,4 +358,89 @@ fn remove_if_present(dm: &DmControl, name: &str) -> DmResult<()> {
         dm.remove(name)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::kernel::names::dm_uuid;
+
+    /// udev's glob, as far as the rule uses it: `*` matches any run of characters.
+    fn glob(pattern: &str, text: &str) -> bool {
+        match pattern.split_once('*') {
+            None => pattern == text,
+            Some((head, tail)) => {
+                text.starts_with(head)
+                    && (0..=text.len() - head.len())
+                        .any(|skip| glob(tail, &text[head.len() + skip..]))
+            }
+        }
+    }
+
+    /// The DM_UUID patterns of systemd/61-snapback.rules.
+    fn rule_uuid_patterns() -> Vec<String> {
+        let rules = include_str!("../../../../systemd/61-snapback.rules");
+        rules
+            .lines()
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .filter_map(|line| line.split("ENV{DM_UUID}==\"").nth(1))
+            .filter_map(|rest| rest.split('"').next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn only_the_origin_is_visible_to_udev_and_raised_by_the_rule() {
+        let patterns = rule_uuid_patterns();
+        assert_eq!(patterns.len(), 1, "{patterns:?}");
+        for volume in ["root", "var-log_2", "origin", "real"] {
+            for role in [
+                Role::Origin,
+                Role::Real,
+                Role::Cow(3),
+                Role::Snapshot(4_000_000_000),
+            ] {
+                let uuid = dm_uuid("9d279c21-b378-4cbb-b8b4-ce7cb5852f6c", volume, role);
+                let visible = role == Role::Origin;
+                assert_eq!(udev_view(role) == UdevView::Visible, visible, "{uuid}");
+                assert_eq!(
+                    glob(&patterns[0], &uuid),
+                    visible,
+                    "rule pattern {} vs {uuid}",
+                    patterns[0]
+                );
+            }
+        }
+        assert!(
+            !glob(&patterns[0], "LVM-abcdef.origin"),
+            "another tool's device"
+        );
+    }
+
+    /// The flags as udev's device-mapper rules receive them: `dmsetup udevflags COOKIE` is what
+    /// 55-dm.rules runs on the event's DM_COOKIE (flags in the upper 16 bits, no semaphore).
+    #[test]
+    fn hidden_devices_skip_the_disk_and_other_rules_as_the_rules_decode_it() {
+        let cookie = UdevView::Hidden.udev_flags().bits() << 16;
+        let out = std::process::Command::new("dmsetup")
+            .args(["udevflags", &cookie.to_string()])
+            .output()
+            .expect("dmsetup (tools/install-deps installs it)");
+        assert!(out.status.success(), "{out:?}");
+        let mut got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "DM_UDEV_DISABLE_DISK_RULES_FLAG='1'",
+                "DM_UDEV_DISABLE_OTHER_RULES_FLAG='1'",
+                "DM_UDEV_DISABLE_SUBSYSTEM_RULES_FLAG='1'",
+                "DM_UDEV_LOW_PRIORITY_FLAG='1'",
+            ]
+        );
+        assert!(UdevView::Visible.udev_flags().is_empty());
+    }
 }
