@@ -4,9 +4,9 @@
 //! `snapbackd activate`) starts that set's rollback before root is mounted, so it works when
 //! the upgrade broke everything after the initramfs: no bus, daemon or polkit needed.
 //!
-//! The entry boots the files where they still are, unchanged; once an upgrade removed or
-//! replaced one, from a copy under `snapback/<sha256 prefix>/` on the same partition, written
-//! from the pool (one copy per content, shared by every entry that boots it).
+//! The entry boots copies of the snapshot-time files under `snapback/<sha256 prefix>/` on the
+//! same partition, written from the pool when the set is taken (one copy per content, shared by
+//! every entry that boots it): the upgrade that follows may remove or rewrite the originals.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -107,17 +107,14 @@ pub fn write(
             fields.push((key.clone(), value.clone()));
             continue;
         };
-        let on_disk = tree::read(roots, &(root, relative.clone())).ok().map(|(bytes, _)| tree::sha256(&bytes));
-        let path = if on_disk.as_deref() == Some(kept.sha256.as_str()) {
-            relative
-        } else {
-            let name = relative.rsplit('/').next().unwrap_or("file");
-            let copy = format!("{OWN_DIR}/{}/{name}", &kept.sha256[..16]);
-            if tree::read(roots, &(root, copy.clone())).ok().map(|(b, _)| tree::sha256(&b)).as_deref() != Some(kept.sha256.as_str()) {
-                fs_ops.write_atomic(&dir.join(&copy), &fetch(&kept.sha256)?, 0o644)?;
-            }
-            copy
-        };
+        // Always a kept copy, never the distribution's file: the package manager removes and
+        // rewrites those during the very upgrade this entry is the way back from, and a copy
+        // written before it cannot be lost to it.
+        let name = relative.rsplit('/').next().unwrap_or("file");
+        let path = format!("{OWN_DIR}/{}/{name}", &kept.sha256[..16]);
+        if tree::read(roots, &(root, path.clone())).ok().map(|(b, _)| tree::sha256(&b)).as_deref() != Some(kept.sha256.as_str()) {
+            fs_ops.write_atomic(&dir.join(&path), &fetch(&kept.sha256)?, 0o644)?;
+        }
         let rest: Vec<&str> = words.collect();
         let value = std::iter::once(format!("/{path}")).chain(rest.iter().map(|w| w.to_string())).collect::<Vec<_>>().join(" ");
         fields.push((key.clone(), value));
