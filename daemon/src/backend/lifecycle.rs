@@ -120,6 +120,13 @@ pub fn next(registry: &Registry, set: &SnapshotSetRecord, input: &Input) -> Back
         Input::Rollback { .. } if transition.state != set.state && set.boot.is_some() => Some(BootRestore::Snapshot),
         Input::CancelRollback if set.boot_undo.is_some() => Some(BootRestore::Undo),
         Input::CancelRollback => None,
+        // A scheduled rollback that can no longer happen must not leave the snapshot's kernels
+        // as the default under the upgraded root: the upgrade's boot configuration goes back.
+        Input::Invalidated(_)
+            if set.state == SetState::MergeScheduled && transition.state == SetState::Invalid && set.boot_undo.is_some() =>
+        {
+            Some(BootRestore::Undo)
+        }
         _ => set.boot_restore,
     };
     Ok(transition)

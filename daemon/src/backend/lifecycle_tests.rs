@@ -546,3 +546,29 @@ fn merging_sets_cannot_be_cancelled_deleted_or_rolled_back_again() {
     let (model, id) = two_volume_model();
     assert!(next(&model.registry, &model.set(id), &Input::MergeFinished).is_err());
 }
+
+#[test]
+fn the_boot_side_is_committed_with_the_state() {
+    let (mut model, id) = two_volume_model();
+    let boot = crate::pool::BootRecord::default();
+    model.registry.set_mut(id).unwrap().boot = Some(boot.clone());
+    // A rollback asks for the snapshot's boot files; a repeat asks nothing new.
+    let scheduled = next(&model.registry, &model.set(id), &Input::Rollback { defer: true, missing: vec![] }).unwrap();
+    assert_eq!(scheduled.boot_restore, Some(BootRestore::Snapshot));
+    // Once they are back (boot_restore cleared, the upgrade's kept as undo), a cancel asks
+    // for the undo, and so does a snapshot that fills up before the scheduled rollback ran.
+    let mut record = model.set(id);
+    record.state = SetState::MergeScheduled;
+    record.boot_undo = Some(boot);
+    model.registry.set_mut(id).unwrap().clone_from(&record);
+    let cancelled = next(&model.registry, &record, &Input::CancelRollback).unwrap();
+    assert_eq!((cancelled.state, cancelled.boot_restore), (SetState::Active, Some(BootRestore::Undo)));
+    let invalid = next(&model.registry, &record, &Input::Invalidated("COW full".into())).unwrap();
+    assert_eq!((invalid.state, invalid.boot_restore), (SetState::Invalid, Some(BootRestore::Undo)));
+    // Without an undo record nothing is due; a set without boot files never asks.
+    record.boot_undo = None;
+    assert_eq!(next(&model.registry, &record, &Input::CancelRollback).unwrap().boot_restore, None);
+    let (model, id) = two_volume_model();
+    let plain = next(&model.registry, &model.set(id), &Input::Rollback { defer: false, missing: vec![] }).unwrap();
+    assert_eq!(plain.boot_restore, None);
+}

@@ -384,6 +384,9 @@ impl Inner {
                     let reason = format!("the snapshot of volume {} filled up or failed; the volume keeps working", cow.volume);
                     tracing::warn!(snapshot_id = set.id, volume = %cow.volume, "snapshot invalidated");
                     if let Ok((record, _)) = self.apply(set.id, &Input::Invalidated(reason.clone())) {
+                        if let Err(e) = self.boot.settle(&self.pool, set.id) {
+                            tracing::error!(snapshot_id = set.id, error = %e, "putting back the boot configuration of an invalidated rollback");
+                        }
                         if record.state == SetState::Invalid {
                             self.emit(BackendEvent::SnapshotInvalidated { id: set.id, volume: cow.volume.clone(), reason });
                         }

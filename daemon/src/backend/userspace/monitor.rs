@@ -142,6 +142,9 @@ fn invalidate(shared: &Shared, id: SnapshotId, volume: &str, reason: &str) {
             Ok((record, _)) if record.state == SetState::Invalid && before != Ok(SetState::Invalid))
     };
     if changed {
+        if let Err(err) = shared.boot.settle(&shared.pool, id) {
+            tracing::error!(snapshot_id = id, %err, "putting back the boot configuration of an invalidated rollback");
+        }
         tracing::warn!(snapshot_id = id, volume, reason, "snapshot invalidated; the volume keeps working");
         shared.emit(BackendEvent::SnapshotInvalidated { id, volume: volume.to_string(), reason: reason.to_string() });
         shared.emit(BackendEvent::SnapshotChanged(id));
