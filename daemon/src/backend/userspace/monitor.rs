@@ -138,13 +138,14 @@ fn invalidate(shared: &Shared, id: SnapshotId, volume: &str, reason: &str) {
     let changed = {
         let _ops = lock(&shared.ops);
         let before = shared.record(id).map(|record| record.state);
-        matches!(lifecycle::apply(&shared.pool, id, &Input::Invalidated(reason.to_string())),
-            Ok((record, _)) if record.state == SetState::Invalid && before != Ok(SetState::Invalid))
-    };
-    if changed {
+        let changed = matches!(lifecycle::apply(&shared.pool, id, &Input::Invalidated(reason.to_string())),
+            Ok((record, _)) if record.state == SetState::Invalid && before != Ok(SetState::Invalid));
         if let Err(err) = shared.boot.settle(&shared.pool, id) {
             tracing::error!(snapshot_id = id, %err, "putting back the boot configuration of an invalidated rollback");
         }
+        changed
+    };
+    if changed {
         tracing::warn!(snapshot_id = id, volume, reason, "snapshot invalidated; the volume keeps working");
         shared.emit(BackendEvent::SnapshotInvalidated { id, volume: volume.to_string(), reason: reason.to_string() });
         shared.emit(BackendEvent::SnapshotChanged(id));
