@@ -504,7 +504,8 @@ impl Backend for UserspaceBackend {
                     problems.push(format!("detaching {}: {err}", device.display()));
                 } else if !loop_device::wait_detached(&device, std::time::Duration::from_secs(5)) {
                     tracing::warn!(volume = %volume.name, device = %device.display(),
-                        "loop device still in use (mounted?); it detaches when released");
+                        "loop device still in use (mounted?); it detaches when released, and writes to it \
+                         fail until then: unmount it and use the volume's device after the next start");
                 }
                 volume.set_device(None);
             }

@@ -244,7 +244,13 @@ impl Filesystem for VolumeFs {
         match file.write(offset, data) {
             Ok(()) => reply.written(data.len() as u32),
             Err(err) => {
-                tracing::error!(offset, len = data.len(), %err, "volume write failed");
+                // Refused on purpose during shutdown (a file system still mounted): expected,
+                // and said once by the shutdown itself.
+                if err.get_ref().is_some_and(|inner| inner.is::<super::volume::VolumeClosed>()) {
+                    tracing::debug!(offset, len = data.len(), "write to a closed volume refused");
+                } else {
+                    tracing::error!(offset, len = data.len(), %err, "volume write failed");
+                }
                 reply.error(errno(&err))
             }
         }

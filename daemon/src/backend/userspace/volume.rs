@@ -231,6 +231,11 @@ impl Volume {
     }
 }
 
+/// A write refused because the backend is shutting down (FUSE answers EIO).
+#[derive(Debug, thiserror::Error)]
+#[error("snapbackd is stopping: the volume takes no more writes")]
+pub struct VolumeClosed;
+
 /// The volume as a FUSE file: the origin's data path.
 #[derive(Debug)]
 struct OriginFile {
@@ -255,7 +260,7 @@ impl ServedFile for OriginFile {
     }
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         if self.closed.load(Ordering::SeqCst) {
-            return Err(io::Error::from_raw_os_error(rustix::io::Errno::IO.raw_os_error()));
+            return Err(io::Error::other(VolumeClosed));
         }
         self.origin.write(offset, data).map_err(to_io)
     }

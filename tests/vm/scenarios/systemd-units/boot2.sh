@@ -14,7 +14,7 @@ check activate-before-local-fs-pre in_order snapback-activate.service local-fs-p
 check activate-started-merge-of-data sh -c \
   "journalctl -b -q --no-pager -o cat _SYSTEMD_UNIT=snapback-activate.service VOLUME=data MERGING=true | grep -q 'volume data assembled at /dev/mapper/snapback-data (merging)'"
 check activate-started-pending-rollback sh -c \
-  "journalctl -b -q --no-pager -o cat _SYSTEMD_UNIT=snapback-activate.service SNAPSHOT=2 | grep -q 'pending rollback of snapshot set 2 started'"
+  "journalctl -b -q --no-pager -o cat _SYSTEMD_UNIT=snapback-activate.service SNAPSHOT_ID=2 | grep -q 'pending rollback of snapshot set 2 started'"
 
 # the fstab mount, ordered by systemd as any other
 check_eq fstab-mount-active "active /etc/fstab" "$(systemctl is-active mnt-data.mount) $(prop mnt-data.mount SourcePath)"

@@ -85,7 +85,7 @@ check_eq mount-seen-in-service-namespace "ext4 $data_dev" "$(sed -n 's#^[^ ]* [^
 out="$(busctl call $BUS $MGR $BUS.Manager Snapshot 'assa{sv}' 0 "before upgrade 1" 0 2>&1)"
 check_eq snapshot-while-mounted "o \"$SNAP/1\"" "$out"
 check snapshot-froze-one-filesystem froze_one 1
-echo "VM-INFO: set 1: $(journalctl -b -q --no-pager -o verbose _SYSTEMD_UNIT=snapbackd.service SNAPSHOT=1 | grep -E 'FROZEN|SUSPENDED' | tr -d ' ' | tr '\n' ' ')"
+echo "VM-INFO: set 1: $(journalctl -b -q --no-pager -o verbose _SYSTEMD_UNIT=snapbackd.service SNAPSHOT_ID=1 | grep -E 'FROZEN|SUSPENDED' | tr -d ' ' | tr '\n' ' ')"
 check_eq snapshot-logged-no-error "" "$(journal_errors snapbackd.service)"
 check_eq snapshot-no-freeze-warning "" "$(journalctl -b -q --no-pager -u snapbackd | grep -i 'could not freeze\|could not thaw' || true)"
 check still-writable-after-thaw sh -c 'echo thawed > /mnt/data/thawed && rm /mnt/data/thawed && sync'
@@ -126,7 +126,7 @@ check_ne restarted-new-process "$pid" "$(main_pid)"
 check_eq old-loop-still-mounted "$old_dev /mnt/data" "$(awk '$2 == "/mnt/data" {print $1, $2}' /proc/mounts)"
 check_eq old-loop-backing-seen-detached "/data 1" "$(backing_of "$old_dev") $(cat /sys/block/${old_dev#/dev/}/loop/autoclear)"
 check_eq still-scheduled-after-restart-while-mounted merge-scheduled "$(state 2)"
-check journal-says-stays-scheduled sh -c "journalctl -b -q --no-pager -o cat _SYSTEMD_UNIT=snapbackd.service SNAPSHOT=2 | grep -q 'rollback of snapshot set 2 stays scheduled: volumes still mounted from before this start'"
+check journal-says-stays-scheduled sh -c "journalctl -b -q --no-pager -o cat _SYSTEMD_UNIT=snapbackd.service SNAPSHOT_ID=2 | grep -q 'rollback of snapshot set 2 stays scheduled: volumes still mounted from before this start'"
 data_dev="$(volume_device data)"
 check_ne new-device-for-data "$old_dev" "$data_dev"
 check_eq new-device-backed-by-new-fuse-mount "$FUSE_DIR/data" "$(backing_of "$data_dev")"

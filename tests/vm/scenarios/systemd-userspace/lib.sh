@@ -44,7 +44,7 @@ journal_errors() { journalctl -b -q --no-pager -p err _SYSTEMD_UNIT="$1"; }
 # froze_one ID : the daemon logged, for set ID, that it froze exactly one file system while it
 # took the set ("origins suspended while taking the set", FROZEN_FILESYSTEMS=1)
 froze_one() {
-  journal_has SNAPSHOT="$1" FROZEN_FILESYSTEMS=1 | grep -qx 'origins suspended while taking the set' ||
+  journal_has SNAPSHOT_ID="$1" FROZEN_FILESYSTEMS=1 | grep -qx 'origins suspended while taking the set' ||
     { echo "no 'origins suspended' entry with FROZEN_FILESYSTEMS=1 for set $1:"
-      journalctl -b -q --no-pager -o verbose _SYSTEMD_UNIT=snapbackd.service SNAPSHOT="$1" | grep -E 'MESSAGE=|FROZEN'; return 1; }
+      journalctl -b -q --no-pager -o verbose _SYSTEMD_UNIT=snapbackd.service SNAPSHOT_ID="$1" | grep -E 'MESSAGE=|FROZEN'; return 1; }
 }

@@ -28,7 +28,7 @@ umount /mnt/data
 # how long the origin stayed suspended: under udev each resume inside that window waits for
 # udev to finish the device's event (the snapshot's: probed or not, depending on its flags)
 n=0
-until us="$(journalctl -b -q --no-pager -o verbose _SYSTEMD_UNIT=snapbackd.service SNAPSHOT=1 | sed -n 's/^ *SUSPENDED_US=//p' | head -n1)" &&
+until us="$(journalctl -b -q --no-pager -o verbose _SYSTEMD_UNIT=snapbackd.service SNAPSHOT_ID=1 | sed -n 's/^ *SUSPENDED_US=//p' | head -n1)" &&
       [ -n "$us" ] || [ $n -ge 20 ]; do sleep 0.5; n=$((n + 1)); done
 figure snapshot-origin-suspended "${us:-0}" us
 check_eq stack-has-snapshot "snapshot-origin snapshot linear linear" \
