@@ -123,9 +123,23 @@ pub enum Command {
         id: Option<u32>,
     },
 
+    /// The boot-menu entries ("Roll back to snapshot N") of sets that recorded /boot.
+    #[command(subcommand)]
+    Boot(BootCommand),
+
     /// Work offline on a COW store (a file or block device in the kernel's persistent format).
     #[command(subcommand)]
     Cow(CowCommand),
+}
+
+/// `snapbackctl boot …`.
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum BootCommand {
+    /// List the sets that have a boot-menu entry, with its file.
+    List,
+    /// Write every set's boot-menu entry again (and the kernel copies it boots), and remove
+    /// those of sets that are gone.
+    Regenerate,
 }
 
 #[derive(Debug, Args)]

@@ -46,8 +46,8 @@ async fn introspection_matches_the_checked_in_xml() {
     served.extend(introspect::parse(&introspect_xml(&connection, set.as_str()).await, "org.snapback."));
     let checked_in = introspect::parse(INTROSPECTION_XML, "org.snapback.");
     assert_eq!(checked_in.len(), 2, "the checked-in XML has both interfaces");
-    // 6 methods, 4 signals, 2 properties; 2 methods, 11 properties.
-    assert_eq!(checked_in["org.snapback.Snapback1.Manager"].len(), 12);
+    // 7 methods, 4 signals, 2 properties; 2 methods, 11 properties.
+    assert_eq!(checked_in["org.snapback.Snapback1.Manager"].len(), 13);
     assert_eq!(checked_in["org.snapback.Snapback1.Snapshot"].len(), 13);
     assert_eq!(
         served, checked_in,
@@ -361,4 +361,54 @@ async fn empty_volume_list_without_auto_volumes_is_an_invalid_argument() {
     assert!(manager.status().await.unwrap().volumes["data"].snapshots.is_empty());
     // Naming the volume works.
     manager.snapshot(&["data"], "named", no_options()).await.unwrap();
+}
+
+/// The boot side through the bus: a set of the root volume (here `[boot] root_volume`, with a
+/// /boot in a directory of the test) has a boot-menu entry named by `BootEntry`;
+/// `RefreshBootEntries` writes it again after it was lost, and it goes with its set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_entries_follow_the_sets_and_can_be_written_again() {
+    let boot_dir = tempfile::Builder::new().prefix("snapback-boot-").tempdir_in("/var/tmp").unwrap();
+    let boot = boot_dir.path().join("boot");
+    std::fs::create_dir_all(boot.join("loader/entries")).unwrap();
+    std::fs::create_dir_all(boot.join("grub2")).unwrap();
+    std::fs::write(boot.join("vmlinuz-6.11"), "kernel 6.11").unwrap();
+    std::fs::write(boot.join("initramfs-6.11.img"), "initramfs 6.11").unwrap();
+    std::fs::write(
+        boot.join("loader/entries/m-6.11.conf"),
+        "title Fedora 6.11\nlinux /vmlinuz-6.11\ninitrd /initramfs-6.11.img\noptions ro\n",
+    )
+    .unwrap();
+    std::fs::write(boot.join("grub2/grubenv"), "# GRUB Environment Block\nsaved_entry=m-6.11\n").unwrap();
+    let fx = Fixture::start(Options {
+        extra_config: format!(
+            "\n[boot]\nroot_volume = \"data\"\nboot_dir = \"{}\"\nesp = \"{}\"\n",
+            boot.display(),
+            boot_dir.path().join("esp").display()
+        ),
+        ..Options::default()
+    });
+    let connection = fx.connect().await;
+    let manager = fx.manager(&connection).await;
+    let set = manager.snapshot(&[], "before upgrade", no_options()).await.unwrap();
+    let proxy = fx.snapshot_proxy(&connection, set.as_str()).await;
+    let entry = proxy.boot_entry().await.unwrap();
+    assert_eq!(entry, boot.join("loader/entries/snapback-rollback-1.conf").display().to_string());
+    let text = std::fs::read_to_string(&entry).unwrap();
+    assert!(text.contains("snapback.rollback=1") && text.contains("title Roll back to snapshot 1: before upgrade"), "{text}");
+
+    // Lost (an administrator cleaned /boot): written again, with the kernel copy it boots.
+    std::fs::remove_file(&entry).unwrap();
+    std::fs::remove_dir_all(boot.join("snapback")).unwrap();
+    let written = manager.refresh_boot_entries().await.unwrap();
+    assert_eq!(written, vec![entry.clone()]);
+    let text = std::fs::read_to_string(&entry).unwrap();
+    let kernel = text.lines().find_map(|line| line.strip_prefix("linux /")).unwrap();
+    assert_eq!(std::fs::read_to_string(boot.join(kernel)).unwrap(), "kernel 6.11");
+
+    manager.delete(&set).await.unwrap();
+    assert!(!std::path::Path::new(&entry).exists(), "the entry goes with its set");
+    assert!(!boot.join(kernel).exists(), "and so does the kernel copy only it booted");
+    assert!(boot.join("vmlinuz-6.11").exists());
+    assert!(manager.refresh_boot_entries().await.unwrap().is_empty());
 }

@@ -57,6 +57,12 @@ pub trait Manager {
         options: HashMap<&str, Variant<'_>>,
     ) -> Result<(), Error>;
 
+    /// Addition to v1: writes the boot-menu entry ("Roll back to snapshot N") of every set
+    /// that recorded /boot again, with the kernel copies it boots, and removes those of sets
+    /// that are gone. Returns the entry files written. Checked as org.snapback.snapshot.
+    #[zbus(allow_interactive_auth)]
+    fn refresh_boot_entries(&self) -> Result<Vec<String>, Error>;
+
     /// The daemon's version.
     #[zbus(property(emits_changed_signal = "const"))]
     fn version(&self) -> zbus::Result<String>;

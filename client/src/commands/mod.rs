@@ -1,5 +1,6 @@
 //! One module per command. The D-Bus commands share one connection and one runtime.
 
+pub mod boot;
 pub mod cancel;
 pub mod cow;
 pub mod delete;
@@ -22,7 +23,14 @@ pub fn run(command: Command, format: Format, ask_password: bool) -> Result<Outco
     if let Command::Cow(cmd) = command {
         return cow::run(cmd, format);
     }
-    let mutates = matches!(command, Command::Snapshot(_) | Command::Rollback { .. } | Command::Cancel { .. } | Command::Delete { .. });
+    let mutates = matches!(
+        command,
+        Command::Snapshot(_)
+            | Command::Rollback { .. }
+            | Command::Cancel { .. }
+            | Command::Delete { .. }
+            | Command::Boot(crate::cli::BootCommand::Regenerate)
+    );
     // Kept until the command is done: every call it makes may need the agent.
     let _agent = (mutates && ask_password).then(PolkitAgent::start_if_useful).flatten();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -41,6 +49,7 @@ pub fn run(command: Command, format: Format, ask_password: bool) -> Result<Outco
             Command::Cancel { id } => cancel::run(&client, format, id).await,
             Command::Delete { ids } => delete::run(&client, format, &ids).await,
             Command::Watch { id } => watch::run(&client, format, id).await,
+            Command::Boot(cmd) => boot::run(&client, format, cmd).await,
             // Handled above; kept here so that the match stays exhaustive without a panic.
             Command::Cow(cmd) => cow::run(cmd, format),
         }

@@ -158,12 +158,13 @@ impl BootSide {
         self.refresh_entries(pool);
     }
 
-    /// Writes the boot-menu entry of every set that recorded the boot configuration (with
-    /// kept copies of kernels an upgrade removed since) and removes those of sets that are
-    /// gone. Failures are logged: the entries are a way back, not the rollback itself.
-    pub fn refresh_entries(&self, pool: &Pool) {
+    /// Writes the boot-menu entry of every set that recorded the boot configuration (and the
+    /// kept copies it boots) and removes those of sets that are gone. Returns the entries
+    /// written. Failures are logged: the entries are a way back, not the rollback itself.
+    pub fn refresh_entries(&self, pool: &Pool) -> Vec<PathBuf> {
+        let mut written = Vec::new();
         if !self.config.enabled {
-            return;
+            return written;
         }
         let registry = pool.registry();
         let mut live = std::collections::BTreeSet::new();
@@ -172,6 +173,7 @@ impl BootSide {
                 Ok(Some(path)) => {
                     live.insert(set.id);
                     tracing::debug!(snapshot_id = set.id, entry = %path.display(), "rollback boot entry written");
+                    written.push(path);
                 }
                 Ok(None) => {}
                 Err(err) => tracing::warn!(snapshot_id = set.id, %err, "writing the rollback boot entry of snapshot set {}", set.id),
@@ -180,6 +182,7 @@ impl BootSide {
         if let Err(err) = entries::prune(&self.roots, &live, &RealFs) {
             tracing::warn!(%err, "removing rollback boot entries of deleted snapshot sets");
         }
+        written
     }
 
     /// The path of set `id`'s rollback entry, when it has one.

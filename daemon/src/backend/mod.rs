@@ -191,6 +191,9 @@ pub trait Backend: Send + Sync + fmt::Debug {
         description: Option<String>,
         userdata: BTreeMap<String, String>,
     ) -> BackendResult<SnapshotSetInfo>;
+    /// Writes the boot-menu entry of every set that recorded /boot again (and removes those of
+    /// sets that are gone); returns the entries written.
+    fn refresh_boot_entries(&self) -> BackendResult<Vec<PathBuf>>;
     /// Register where events go; backends start emitting after this call.
     fn set_event_sink(&self, sink: EventSink);
     /// Stop background work and release devices, leaving every volume consistent on disk.

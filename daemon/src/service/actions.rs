@@ -138,6 +138,19 @@ pub async fn delete(
     Ok(())
 }
 
+pub async fn refresh_boot_entries(
+    shared: &Arc<Shared>,
+    connection: &Connection,
+    header: &Header<'_>,
+) -> Result<Vec<String>, Error> {
+    shared.authorizer.check(header, ACTION_SNAPSHOT).await?;
+    let _mutation = shared.mutations.lock().await;
+    let written = shared.call(|backend| backend.refresh_boot_entries()).await?;
+    // Every set's BootEntry may have changed.
+    super::publish::refresh_all(shared, connection).await?;
+    Ok(written.into_iter().map(|path| path.display().to_string()).collect())
+}
+
 pub async fn update_metadata(
     shared: &Arc<Shared>,
     connection: &Connection,

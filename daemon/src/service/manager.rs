@@ -93,6 +93,17 @@ impl Manager {
             .await
     }
 
+    /// Addition to v1: write the boot-menu entry of every set that recorded /boot again (and
+    /// remove those of sets that are gone). Returns the entry files written. Checked as
+    /// org.snapback.snapshot.
+    async fn refresh_boot_entries(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<Vec<String>, Error> {
+        actions::refresh_boot_entries(&self.shared, connection, &header).await
+    }
+
     #[zbus(property(emits_changed_signal = "const"))]
     fn version(&self) -> String {
         self.shared.version.clone()

@@ -611,7 +611,8 @@ impl Backend for KernelBackend {
             return Err(e);
         }
         inner.boot.record_new_set(&inner.pool, &record, |name| inner.volumes.get(name).map(|v| v.spec.device_path()));
-        Ok(inner.info(&record))
+        // Read again: the boot side may have added the set's boot record since.
+        Ok(inner.info(&inner.record(id).unwrap_or(record)))
     }
 
     fn rollback(&self, id: SnapshotId) -> BackendResult<RollbackOutcome> {
@@ -697,6 +698,11 @@ impl Backend for KernelBackend {
         sets::update_metadata(&self.inner.pool, id, description, userdata)?;
         self.inner.emit(BackendEvent::SnapshotChanged(id));
         Ok(self.inner.info(&self.inner.record(id)?))
+    }
+
+    fn refresh_boot_entries(&self) -> BackendResult<Vec<PathBuf>> {
+        let _ops = lock(&self.inner.ops);
+        Ok(self.inner.boot.refresh_entries(&self.inner.pool))
     }
 
     fn set_event_sink(&self, sink: EventSink) {

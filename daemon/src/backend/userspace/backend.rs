@@ -376,7 +376,8 @@ impl Backend for UserspaceBackend {
         self.publish_snapshot_files(id, &names);
         self.shared.boot.record_new_set(&self.shared.pool, &record, |name| self.shared.volumes.get(name).and_then(|v| v.device()));
         tracing::info!(snapshot_id = id, volumes = ?names, description = %record.description, "snapshot set created");
-        Ok(self.shared.info(&record))
+        // Read again: the boot side may have added the set's boot record since.
+        Ok(self.shared.info(&self.shared.record(id).unwrap_or(record)))
     }
 
     fn rollback(&self, id: SnapshotId) -> BackendResult<RollbackOutcome> {
@@ -478,6 +479,11 @@ impl Backend for UserspaceBackend {
         sets::update_metadata(&self.shared.pool, id, description, userdata)?;
         self.shared.emit(BackendEvent::SnapshotChanged(id));
         Ok(self.shared.info(&self.shared.record(id)?))
+    }
+
+    fn refresh_boot_entries(&self) -> BackendResult<Vec<PathBuf>> {
+        let _ops = lock(&self.shared.ops);
+        Ok(self.shared.boot.refresh_entries(&self.shared.pool))
     }
 
     fn set_event_sink(&self, sink: EventSink) {
