@@ -227,15 +227,20 @@ impl Inner {
     }
 
     /// The volumes of `set` a merge cannot start on now: in use (mounted) and not already
-    /// merging. Starting a merge under a mounted file system would change its data under it;
-    /// a volume already merging shows the snapshot's data whatever its table is reloaded with.
-    /// At boot (`activate`) no volume is open yet, so nothing waits.
+    /// merging, since starting a merge under a mounted file system would change its data under
+    /// it; and merging, but stopped by the kernel (`Merge failed`): the kernel refuses a second
+    /// `snapshot-merge` table over the same COW (EINVAL, seen in the VM), so a failed kernel
+    /// merge starts again only on a freshly assembled volume, at the next boot. At boot
+    /// (`activate`) no volume exists yet, so nothing waits.
     fn must_wait(&self, set: &SnapshotSetRecord) -> BackendResult<Vec<String>> {
         let mut wait = Vec::new();
         for name in set.volumes() {
             let Some(volume) = self.volumes.get(&name) else { continue };
             let busy = stack::origin_busy(&self.dm, &volume.spec).map_err(dm_error)?;
-            if busy && !self.merging_now(volume)? {
+            let merging = self.merging_now(volume)?;
+            let stopped = merging
+                && matches!(stack::merge_status(&self.dm, &volume.spec), Ok(KernelSnapshotStatus::MergeFailed));
+            if (busy && !merging) || stopped {
                 wait.push(name);
             }
         }

@@ -125,5 +125,10 @@ check_eq c-table-origin-after-restart-2 snapshot-origin "$(target_of c)"
 chunk_sums /dev/mapper/snapback-b > /tmp/b-now.chunks
 check_eq b-reads-snapshot-after-restart-2 256 "$(same_chunks /tmp/keep/b-v1.chunks /tmp/b-now.chunks)"
 check a-merge-failed-after-restart-2 wait_state 1 merge-failed 30
+# a retry of a merge the kernel stopped waits for the next boot (a second snapshot-merge table
+# over the same COW is refused): scheduled, and the volume stays snapshot-merge
+check_eq a-retry-scheduled 's "scheduled"' "$(busctl call $BUS $MGR $BUS.Manager Rollback 'oa{sv}' $SNAP/1 0)"
+check_eq a-state-scheduled merge-scheduled "$(state 1)"
+check_eq a-table-merge-after-retry snapshot-merge "$(target_of a)"
 stop_daemon
 umount /mnt/c
