@@ -1198,7 +1198,11 @@ fn a_rollback_of_the_root_volume_brings_back_boot_and_a_cancel_the_upgrade() {
     // The way back from the boot menu: the snapshot-time default (6.11) with the parameter.
     let entry_path = boot.join(format!("loader/entries/snapback-rollback-{}.conf", set.id));
     let entry = fs::read_to_string(&entry_path).unwrap();
-    assert!(entry.contains("linux /vmlinuz-6.11\n") && entry.contains(&format!("snapback.rollback={}", set.id)), "{entry}");
+    // It boots the kept copy (under snapback/), which the upgrade below cannot take away.
+    let linux = entry.lines().find_map(|line| line.strip_prefix("linux /")).expect("a linux line");
+    assert!(linux.starts_with("snapback/") && linux.ends_with("/vmlinuz-6.11"), "{entry}");
+    assert_eq!(fs::read(boot.join(linux)).unwrap(), fs::read(boot.join("vmlinuz-6.11")).unwrap());
+    assert!(entry.contains(&format!("snapback.rollback={}", set.id)), "{entry}");
     assert!(entry.starts_with(&format!("title Roll back to snapshot {}: ", set.id)), "{entry}");
 
     upgrade_boot(&boot);

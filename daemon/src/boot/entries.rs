@@ -4,9 +4,11 @@
 //! `snapbackd activate`) starts that set's rollback before root is mounted, so it works when
 //! the upgrade broke everything after the initramfs: no bus, daemon or polkit needed.
 //!
-//! The entry boots the files where they still are, unchanged; once an upgrade removed or
-//! replaced one, from a copy under `snapback/<sha256 prefix>/` on the same partition, written
-//! from the pool (one copy per content, shared by every entry that boots it).
+//! The entry boots copies of the snapshot-time files under `snapback/<sha256 prefix>/` on the
+//! same partition, written from the pool when the entry is written (one copy per content,
+//! shared by every entry that boots it), never the distribution's files where they are: an
+//! upgrade removes or regenerates those with no daemon call in between, and an entry pointing
+//! at them would no longer boot, or would boot the upgrade's initramfs.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -75,8 +77,8 @@ fn version_order(a: &Entry, b: &Entry) -> std::cmp::Ordering {
     key(a).cmp(&key(b))
 }
 
-/// Writes (or rewrites) set `set`'s rollback entry, with copies of the files the upgrade
-/// removed or changed. Returns the entry's path, or None when the set's record has no entry
+/// Writes (or rewrites) set `set`'s rollback entry and the kept copies of the files it boots.
+/// Returns the entry's path, or None when the set's record has no entry
 /// to boot.
 pub fn write(
     roots: &BootRoots,
@@ -107,17 +109,15 @@ pub fn write(
             fields.push((key.clone(), value.clone()));
             continue;
         };
-        let on_disk = tree::read(roots, &(root, relative.clone())).ok().map(|(bytes, _)| tree::sha256(&bytes));
-        let path = if on_disk.as_deref() == Some(kept.sha256.as_str()) {
-            relative
-        } else {
-            let name = relative.rsplit('/').next().unwrap_or("file");
-            let copy = format!("{OWN_DIR}/{}/{name}", &kept.sha256[..16]);
-            if tree::read(roots, &(root, copy.clone())).ok().map(|(b, _)| tree::sha256(&b)).as_deref() != Some(kept.sha256.as_str()) {
-                fs_ops.write_atomic(&dir.join(&copy), &fetch(&kept.sha256)?, 0o644)?;
-            }
-            copy
-        };
+        // Always a kept copy, never the distribution's file where it is: the upgrade that
+        // removes or regenerates that file runs while nothing rewrites this entry (the daemon
+        // refreshes entries only when it starts or a set changes), and the next boot would
+        // then fail to load it, or boot a kernel the snapshot never had.
+        let name = relative.rsplit('/').next().unwrap_or("file");
+        let path = format!("{OWN_DIR}/{}/{name}", &kept.sha256[..16]);
+        if tree::read(roots, &(root, path.clone())).ok().map(|(b, _)| tree::sha256(&b)).as_deref() != Some(kept.sha256.as_str()) {
+            fs_ops.write_atomic(&dir.join(&path), &fetch(&kept.sha256)?, 0o644)?;
+        }
         let rest: Vec<&str> = words.collect();
         let value = std::iter::once(format!("/{path}")).chain(rest.iter().map(|w| w.to_string())).collect::<Vec<_>>().join(" ");
         fields.push((key.clone(), value));
