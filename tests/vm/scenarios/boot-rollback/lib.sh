@@ -83,3 +83,16 @@ entry_field() { sed -n "s/^$2 //p" "$1" | head -n1; }
 pool_used() {
   busctl call $BUS $MGR $BUS.Manager Status | tr ' ' '\n' | grep -A2 -x '"used"' | tail -n1
 }
+
+# wait_daemon SECONDS : owns_name with a longer bound: a start that finishes a /boot restore
+# (files written from the pool, checksummed) serves the bus only afterwards, which takes more
+# than owns_name's minute with a debug build under TCG
+wait_daemon() {
+  _n=0
+  while ! busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
+      GetConnectionUnixProcessID s $BUS 2>/dev/null | grep -qx "u $DAEMON_PID"; do
+    kill -0 "$DAEMON_PID" 2>/dev/null || { echo "snapbackd exited"; tail -n 20 /tmp/snapbackd.log; return 1; }
+    sleep 0.5; _n=$((_n + 1))
+    [ $_n -lt $(($1 * 2)) ] || { echo "snapbackd did not take its name"; tail -n 20 /tmp/snapbackd.log; return 1; }
+  done
+}
