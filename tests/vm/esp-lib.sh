@@ -98,9 +98,10 @@ esp_cat() { mcopy -n -i "$(_esp)" "::$1" - 2>/dev/null; }
 # esp_exists PATH
 esp_exists() { mdir -i "$(_esp)" -b "::$1" >/dev/null 2>&1; }
 
-# esp_ls DIR : the names in DIR, one a line, sorted (no . and ..)
+# esp_ls DIR : the names in DIR, one a line, sorted (no . and ..; mdir -b ends a directory's
+# name with a slash, dropped here)
 esp_ls() {
-  mdir -i "$(_esp)" -b "::$1" 2>/dev/null | sed -e 's|.*/||' -e '/^\.\{1,2\}$/d' | sort
+  mdir -i "$(_esp)" -b "::$1" 2>/dev/null | sed -e 's|/$||' -e 's|.*/||' -e '/^\.\{1,2\}$/d' | sort
 }
 
 # esp_rm PATH : deletes a file (not an error when it is not there)
