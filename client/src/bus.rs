@@ -54,7 +54,10 @@ impl Client {
     }
 
     /// The proxy of snapshot set `id`, with its properties fetched (one `GetAll`).
-    pub async fn snapshot_proxy(&self, path: &OwnedObjectPath) -> Result<SnapshotProxy<'static>, Error> {
+    pub async fn snapshot_proxy(
+        &self,
+        path: &OwnedObjectPath,
+    ) -> Result<SnapshotProxy<'static>, Error> {
         Ok(SnapshotProxy::builder(&self.conn).path(path.clone()).build().await?)
     }
 
@@ -62,9 +65,7 @@ impl Client {
     pub async fn snapshot(&self, id: u32) -> Result<SnapshotView, Error> {
         let path = snapback_dbus::snapshot_path(id);
         match self.read_snapshot(&path).await {
-            Err(Error::Daemon { name, .. }) if is_missing_object(&name) => {
-                Err(not_found(id))
-            }
+            Err(Error::Daemon { name, .. }) if is_missing_object(&name) => Err(not_found(id)),
             other => other,
         }
     }
@@ -94,7 +95,9 @@ impl Client {
         let objects = om.get_managed_objects().await?;
         Ok(objects
             .into_iter()
-            .filter(|(_, ifaces)| ifaces.keys().any(|i| i.as_str() == snapback_dbus::SNAPSHOT_INTERFACE))
+            .filter(|(_, ifaces)| {
+                ifaces.keys().any(|i| i.as_str() == snapback_dbus::SNAPSHOT_INTERFACE)
+            })
             .map(|(path, _)| path)
             .collect())
     }
@@ -175,7 +178,8 @@ impl Client {
 
 /// Ids of snapshot set paths (paths that are not set paths are skipped).
 fn ids_of(paths: &[OwnedObjectPath]) -> Vec<u32> {
-    let mut ids: Vec<u32> = paths.iter().filter_map(|p| snapback_dbus::snapshot_id(p.as_str())).collect();
+    let mut ids: Vec<u32> =
+        paths.iter().filter_map(|p| snapback_dbus::snapshot_id(p.as_str())).collect();
     ids.sort_unstable();
     ids
 }

@@ -220,7 +220,8 @@ fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, suffix) = t.split_at(digits_end);
-    let number: u64 = number.parse().map_err(|_| format!("{s:?} is not a size (examples: 4096, 512M, 2G)"))?;
+    let number: u64 =
+        number.parse().map_err(|_| format!("{s:?} is not a size (examples: 4096, 512M, 2G)"))?;
     let shift = match suffix.trim().to_ascii_uppercase().as_str() {
         "" | "B" => 0,
         "K" | "KB" | "KIB" => 10,
@@ -268,8 +269,15 @@ mod tests {
     #[test]
     fn snapshot_arguments() {
         let cli = Cli::try_parse_from([
-            "snapbackctl", "snapshot", "-d", "before upgrade", "--important", "--userdata",
-            "tx=42", "root", "var",
+            "snapbackctl",
+            "snapshot",
+            "-d",
+            "before upgrade",
+            "--important",
+            "--userdata",
+            "tx=42",
+            "root",
+            "var",
         ])
         .unwrap();
         let Command::Snapshot(args) = cli.command else { panic!("not snapshot") };

@@ -24,7 +24,9 @@ pub enum Error {
     Bus(zbus::Error),
 
     /// The daemon's reply did not have the shape API v1 promises.
-    #[error("unexpected reply from snapbackd: {0}; are snapbackctl and snapbackd the same version?")]
+    #[error(
+        "unexpected reply from snapbackd: {0}; are snapbackctl and snapbackd the same version?"
+    )]
     Protocol(String),
 
     /// A merge the command waited for ended in failure.
@@ -128,9 +130,11 @@ pub fn daemon_sentence(name: &str, message: &str) -> String {
                 "no such snapshot set{}: `snapbackctl list` shows the existing ones",
                 colon(message)
             ),
-            "org.freedesktop.DBus.Error.NoReply" | "org.freedesktop.DBus.Error.TimedOut" => format!(
-                "snapbackd did not answer in time{detail}: check `systemctl status snapbackd`"
-            ),
+            "org.freedesktop.DBus.Error.NoReply" | "org.freedesktop.DBus.Error.TimedOut" => {
+                format!(
+                    "snapbackd did not answer in time{detail}: check `systemctl status snapbackd`"
+                )
+            }
             _ => format!("{name}{}", colon(message)),
         },
     }
@@ -171,7 +175,12 @@ mod tests {
     #[test]
     fn every_api_error_name_has_its_own_sentence() {
         for name in [
-            "NotFound", "Busy", "InvalidArgument", "SnapshotInvalid", "NoSpace", "AlreadyMerging",
+            "NotFound",
+            "Busy",
+            "InvalidArgument",
+            "SnapshotInvalid",
+            "NoSpace",
+            "AlreadyMerging",
             "Backend",
         ] {
             let s = daemon_sentence(&format!("{SNAPBACK_ERROR_PREFIX}{name}"), "msg");

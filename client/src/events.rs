@@ -144,8 +144,12 @@ fn decode(msg: &zbus::Message) -> Result<Option<Event>, Error> {
     let bad = |e: zbus::Error| Error::Protocol(format!("signal {interface}.{member}: {e}"));
     if interface.as_str() == snapback_dbus::MANAGER_INTERFACE {
         let event = match member.as_str() {
-            "SnapshotCreated" => Event::Created(body.deserialize::<ObjectPath<'_>>().map_err(bad)?.into()),
-            "SnapshotRemoved" => Event::Removed(body.deserialize::<ObjectPath<'_>>().map_err(bad)?.into()),
+            "SnapshotCreated" => {
+                Event::Created(body.deserialize::<ObjectPath<'_>>().map_err(bad)?.into())
+            }
+            "SnapshotRemoved" => {
+                Event::Removed(body.deserialize::<ObjectPath<'_>>().map_err(bad)?.into())
+            }
             "RollbackScheduled" => {
                 Event::RollbackScheduled(body.deserialize::<ObjectPath<'_>>().map_err(bad)?.into())
             }
@@ -158,7 +162,9 @@ fn decode(msg: &zbus::Message) -> Result<Option<Event>, Error> {
         };
         return Ok(Some(event));
     }
-    if interface.as_str() == "org.freedesktop.DBus.Properties" && member.as_str() == "PropertiesChanged" {
+    if interface.as_str() == "org.freedesktop.DBus.Properties"
+        && member.as_str() == "PropertiesChanged"
+    {
         let (iface, changed, _invalidated): (String, HashMap<String, OwnedVariant>, Vec<String>) =
             body.deserialize().map_err(bad)?;
         if iface != snapback_dbus::SNAPSHOT_INTERFACE {

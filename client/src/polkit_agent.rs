@@ -26,7 +26,10 @@ impl TtyAgent {
     /// up), so the call that follows can use it. Anything that fails here only means polkit
     /// will refuse with a message that says how to authenticate.
     pub fn start_if_useful() -> Option<TtyAgent> {
-        if rustix::process::geteuid().is_root() || !std::io::stdin().is_terminal() || !Path::new(PKTTYAGENT).exists() {
+        if rustix::process::geteuid().is_root()
+            || !std::io::stdin().is_terminal()
+            || !Path::new(PKTTYAGENT).exists()
+        {
             return None;
         }
         // pkttyagent closes its --notify-fd once registered. Its stdout serves as that fd (it

@@ -33,13 +33,7 @@ fn expected(chunk: u32) -> BTreeMap<String, String> {
 fn unpack(zst: &Path, dir: &Path, name: &str) -> PathBuf {
     require("zstd", "zstd");
     let out = dir.join(name);
-    let status = Command::new("zstd")
-        .arg("-qdf")
-        .arg(zst)
-        .arg("-o")
-        .arg(&out)
-        .status()
-        .unwrap();
+    let status = Command::new("zstd").arg("-qdf").arg(zst).arg("-o").arg(&out).status().unwrap();
     assert!(status.success(), "zstd -d {}", zst.display());
     out
 }
@@ -57,12 +51,7 @@ fn fixture(chunk: u32) -> Fixture {
     let sub = fixtures().join(format!("kernel-cow-chunk{chunk}"));
     let cow = unpack(&sub.join("cow.img.zst"), dir.path(), "cow.img");
     let origin = unpack(&sub.join("origin-final.img.zst"), dir.path(), "origin.img");
-    Fixture {
-        dir,
-        cow,
-        origin,
-        expected: expected(chunk),
-    }
+    Fixture { dir, cow, origin, expected: expected(chunk) }
 }
 
 fn ctl(args: &[&str]) -> Output {
@@ -75,11 +64,7 @@ fn text(out: &[u8]) -> String {
 
 fn sha256(path: &Path) -> String {
     let out = run(Command::new("sha256sum").arg(path));
-    text(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned()
+    text(&out.stdout).split_whitespace().next().unwrap().to_owned()
 }
 
 fn json(out: &Output) -> serde_json::Value {
@@ -114,16 +99,8 @@ fn inspect_reports_the_kernels_status_numbers() {
         let out = ctl(&["cow", "inspect", p(&f.cow)]);
         assert_eq!(out.status.code(), Some(0));
         let status = &f.expected["status"];
-        let usage = status
-            .split_whitespace()
-            .skip(3)
-            .collect::<Vec<_>>()
-            .join(" ");
-        assert!(
-            text(&out.stdout).contains(&format!("Usage: {usage} ")),
-            "{}",
-            text(&out.stdout)
-        );
+        let usage = status.split_whitespace().skip(3).collect::<Vec<_>>().join(" ");
+        assert!(text(&out.stdout).contains(&format!("Usage: {usage} ")), "{}", text(&out.stdout));
         assert!(text(&out.stdout).contains(&format!("Exceptions: {}\n", f.expected["exceptions"])));
     }
 }
@@ -133,13 +110,7 @@ fn check_passes_kernel_stores() {
     for chunk in CHUNK_SIZES {
         let f = fixture(chunk);
         let out = ctl(&["cow", "check", p(&f.cow)]);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
+        assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
         assert_eq!(text(&out.stdout), format!("{}: clean\n", f.cow.display()));
         let v = json(&ctl(&["cow", "check", "--json", p(&f.cow)]));
         assert_eq!(v["clean"], true);
@@ -153,20 +124,9 @@ fn export_gives_the_kernels_snapshot_view() {
         let f = fixture(chunk);
         let out_path = f.dir.path().join("view.img");
         let origin_before = sha256(&f.origin);
-        let out = ctl(&[
-            "cow",
-            "export",
-            "--origin",
-            p(&f.origin),
-            p(&f.cow),
-            p(&out_path),
-        ]);
+        let out = ctl(&["cow", "export", "--origin", p(&f.origin), p(&f.cow), p(&out_path)]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-        assert_eq!(
-            sha256(&out_path),
-            f.expected["snapshot_view_sha256"],
-            "chunk {chunk}"
-        );
+        assert_eq!(sha256(&out_path), f.expected["snapshot_view_sha256"], "chunk {chunk}");
         // Export only reads.
         assert_eq!(sha256(&f.origin), origin_before);
         assert_eq!(sha256(&f.cow), f.expected["cow_sha256"]);
@@ -187,11 +147,7 @@ fn merge_gives_the_kernels_merged_origin_and_empties_the_store() {
                 f.origin.display()
             )
         );
-        assert_eq!(
-            sha256(&f.origin),
-            f.expected["merged_origin_sha256"],
-            "chunk {chunk}"
-        );
+        assert_eq!(sha256(&f.origin), f.expected["merged_origin_sha256"], "chunk {chunk}");
         let v = json(&ctl(&["cow", "inspect", "--json", p(&f.cow)]));
         assert_eq!(v["exceptions"], 0);
         // The kernel's status after its own merge: `<allocated>/<total> <metadata>`.
@@ -201,14 +157,7 @@ fn merge_gives_the_kernels_merged_origin_and_empties_the_store() {
         assert_eq!(v["total_sectors"].to_string(), total);
         assert_eq!(v["metadata_sectors"].to_string(), merged[4]);
         // Merging again is a no-op that succeeds (what a resumed, finished merge looks like).
-        let again = ctl(&[
-            "cow",
-            "merge",
-            "--json",
-            "--origin",
-            p(&f.origin),
-            p(&f.cow),
-        ]);
+        let again = ctl(&["cow", "merge", "--json", "--origin", p(&f.origin), p(&f.cow)]);
         assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
         assert_eq!(json(&again)["exceptions_left"], 0);
         assert_eq!(sha256(&f.origin), f.expected["merged_origin_sha256"]);
@@ -234,34 +183,15 @@ fn an_invalid_store_is_reported_and_never_merged() {
 
     let out = ctl(&["cow", "check", p(&f.cow)]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stdout).contains("marked invalid"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert!(text(&out.stdout).contains("marked invalid"), "{}", text(&out.stdout));
 
     let out = ctl(&["cow", "merge", "--origin", p(&f.origin), p(&f.cow)]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("invalid"),
-        "{}",
-        text(&out.stderr)
-    );
-    assert_eq!(
-        sha256(&f.origin),
-        origin_before,
-        "a refused merge touched the origin"
-    );
+    assert!(text(&out.stderr).contains("invalid"), "{}", text(&out.stderr));
+    assert_eq!(sha256(&f.origin), origin_before, "a refused merge touched the origin");
 
     let view = f.dir.path().join("view.img");
-    let out = ctl(&[
-        "cow",
-        "export",
-        "--origin",
-        p(&f.origin),
-        p(&f.cow),
-        p(&view),
-    ]);
+    let out = ctl(&["cow", "export", "--origin", p(&f.origin), p(&f.cow), p(&view)]);
     assert_eq!(out.status.code(), Some(1));
     assert!(!view.exists(), "a refused export created its output");
 }
@@ -276,16 +206,8 @@ fn damage_is_named_with_its_offset() {
     std::fs::write(&f.cow, &bytes).unwrap();
     let out = ctl(&["cow", "check", p(&f.cow)]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stdout).contains("wrong magic"),
-        "{}",
-        text(&out.stdout)
-    );
-    assert!(
-        text(&out.stderr).contains("not clean"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stdout).contains("wrong magic"), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("not clean"), "{}", text(&out.stderr));
     let out = ctl(&["cow", "inspect", p(&f.cow)]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("wrong magic"));
@@ -304,10 +226,7 @@ fn damage_is_named_with_its_offset() {
     let problems = v["problems"].as_array().unwrap();
     assert!(
         problems.iter().any(|p| p["offset"] == area as u64 + 16
-            && p["message"]
-                .as_str()
-                .unwrap()
-                .contains("repeats origin chunk")),
+            && p["message"].as_str().unwrap().contains("repeats origin chunk")),
         "{problems:?}"
     );
 }
@@ -319,21 +238,13 @@ fn an_all_zero_cow_holds_no_store() {
     std::fs::write(&cow, vec![0u8; 1 << 20]).unwrap();
     let out = ctl(&["cow", "inspect", p(&cow)]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("holds no snapshot store"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("holds no snapshot store"), "{}", text(&out.stderr));
     // And nothing was formatted.
     assert!(std::fs::read(&cow).unwrap().iter().all(|&b| b == 0));
     let missing = dir.path().join("missing.img");
     let out = ctl(&["cow", "check", p(&missing)]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("cannot open"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("cannot open"), "{}", text(&out.stderr));
 }
 
 #[test]
@@ -358,14 +269,8 @@ fn merge_draws_a_progress_bar_only_on_a_terminal() {
     let out = run(Command::new("script").args(["-qec", &cmd, "/dev/null"]));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     let shown = text(&out.stdout);
-    assert!(
-        shown.contains("merging") && shown.contains("0%"),
-        "no bar drawn:\n{shown:?}"
-    );
-    assert!(
-        shown.contains("\u{1b}[2K"),
-        "the bar is not redrawn in place:\n{shown:?}"
-    );
+    assert!(shown.contains("merging") && shown.contains("0%"), "no bar drawn:\n{shown:?}");
+    assert!(shown.contains("\u{1b}[2K"), "the bar is not redrawn in place:\n{shown:?}");
     assert!(shown.contains("merged 1017 chunks into"), "{shown:?}");
     assert_eq!(sha256(&f.origin), f.expected["merged_origin_sha256"]);
     // Without a terminal (every other test here), stdout is only the result line: checked
@@ -374,10 +279,7 @@ fn merge_draws_a_progress_bar_only_on_a_terminal() {
 
 /// Fails loudly, never passes silently, when not root (loop devices, mount).
 fn require_root() {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "this test needs root: loop devices and mount"
-    );
+    assert!(rustix::process::geteuid().is_root(), "this test needs root: loop devices and mount");
 }
 
 /// A loop device over a file, detached when dropped.
@@ -467,16 +369,8 @@ fn merge_refuses_a_mounted_origin_and_writes_nothing() {
             )
         );
         assert_eq!(text(&out.stdout), "");
-        assert_eq!(
-            sha256(&device.0),
-            device_before,
-            "a refused merge wrote to the mounted origin"
-        );
-        assert_eq!(
-            sha256(&f.cow),
-            cow_before,
-            "a refused merge wrote to the COW"
-        );
+        assert_eq!(sha256(&device.0), device_before, "a refused merge wrote to the mounted origin");
+        assert_eq!(sha256(&f.cow), cow_before, "a refused merge wrote to the COW");
     }
     assert_eq!(std::fs::read(at.join("file")).unwrap(), b"kept");
 
@@ -543,16 +437,8 @@ fn merge_refuses_a_claimed_cow_and_a_locked_file() {
         "{}",
         text(&out.stderr)
     );
-    assert_eq!(
-        sha256(&f.origin),
-        origin_before,
-        "a refused merge wrote to the origin"
-    );
-    assert_eq!(
-        sha256(&f.cow),
-        cow_before,
-        "a refused merge wrote to the COW"
-    );
+    assert_eq!(sha256(&f.origin), origin_before, "a refused merge wrote to the origin");
+    assert_eq!(sha256(&f.cow), cow_before, "a refused merge wrote to the COW");
     drop(lock);
 
     // Nothing held any more: the files merge, to the kernel's own result.
@@ -587,20 +473,9 @@ fn export_refuses_a_mounted_output_before_truncating_it() {
     common::run_ok(&mut Command::new("sync"));
     let before = (sha256(&image), sha256(&device.0));
     for out_path in [&image, &device.0] {
-        let out = ctl(&[
-            "cow",
-            "export",
-            "--origin",
-            p(&f.origin),
-            p(&f.cow),
-            p(out_path),
-        ]);
+        let out = ctl(&["cow", "export", "--origin", p(&f.origin), p(&f.cow), p(out_path)]);
         assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
-        assert!(
-            text(&out.stderr).contains(": is in use (mounted?)"),
-            "{}",
-            text(&out.stderr)
-        );
+        assert!(text(&out.stderr).contains(": is in use (mounted?)"), "{}", text(&out.stderr));
         assert_eq!(
             (sha256(&image), sha256(&device.0)),
             before,

@@ -89,7 +89,17 @@ fn status_snapshot_list_show_in_both_formats() {
 
     // snapshot: human and JSON
     let (out, _) = d.ctl_status(
-        &["snapshot", "-d", "before dnf upgrade", "--important", "--userdata", "tx=42", "--userdata", "by=test", "root"],
+        &[
+            "snapshot",
+            "-d",
+            "before dnf upgrade",
+            "--important",
+            "--userdata",
+            "tx=42",
+            "--userdata",
+            "by=test",
+            "root",
+        ],
         0,
     );
     assert_eq!(out, "created snapshot set 1 of root (8.0 MiB of COW space)\n");
@@ -117,7 +127,9 @@ fn status_snapshot_list_show_in_both_formats() {
     assert_eq!(s1["merge_progress"], 0.0);
     let created = s1["created"].as_str().unwrap().to_owned();
     let created_usec = s1["created_usec"].as_u64().unwrap();
-    let now_usec = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64;
+    let now_usec =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros()
+            as u64;
     assert!(now_usec - created_usec < 60_000_000, "created {created_usec}, now {now_usec}");
     assert_eq!(created.len(), "2026-11-23T19:57:49Z".len());
     let created2 = sets[1]["created"].as_str().unwrap().to_owned();
@@ -194,7 +206,10 @@ fn rollback_wait_restores_the_volume_and_watch_follows_it() {
     let kinds: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
     assert_eq!(kinds[0], "existing");
     assert_eq!(events[0]["snapshot"]["description"], "good state");
-    assert!(events.iter().any(|e| e["event"] == "changed" && e["changes"]["state"] == "merging"), "{kinds:?}");
+    assert!(
+        events.iter().any(|e| e["event"] == "changed" && e["changes"]["state"] == "merging"),
+        "{kinds:?}"
+    );
     // (MergeProgress changes are not asserted: a 4 MiB merge may finish within one update.)
     assert!(kinds.contains(&"removed"), "{kinds:?}");
     assert!(
@@ -294,7 +309,10 @@ fn errors_are_actionable_sentences_with_exit_status_1() {
 fn no_daemon_and_no_bus_are_explained() {
     let bus = Daemon::bus_only();
     let (_, err) = bus.ctl_status(&["status"], 1);
-    assert!(err.starts_with("snapbackctl: snapbackd is not running and could not be started"), "{err}");
+    assert!(
+        err.starts_with("snapbackctl: snapbackd is not running and could not be started"),
+        "{err}"
+    );
 
     let out = common::run(
         Command::new(common::own_binary("snapbackctl"))
@@ -304,7 +322,9 @@ fn no_daemon_and_no_bus_are_explained() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.starts_with("snapbackctl: cannot connect to the system bus (unix:path=/nonexistent/bus)"),
+        err.starts_with(
+            "snapbackctl: cannot connect to the system bus (unix:path=/nonexistent/bus)"
+        ),
         "{err}"
     );
 }

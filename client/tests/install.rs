@@ -101,7 +101,8 @@ fn installs_the_expected_files_into_destdir() {
     let on_disk = tree(&dest);
     assert_eq!(listed, on_disk, "--list disagrees with what is on disk");
     let (pages, rest): (Vec<&String>, Vec<&String>) = on_disk.iter().partition(|p| {
-        p.starts_with("/usr/share/man/man8/snapbackctl-") || p.starts_with("/usr/share/man/man8/snapbackd-")
+        p.starts_with("/usr/share/man/man8/snapbackctl-")
+            || p.starts_with("/usr/share/man/man8/snapbackd-")
     });
     assert_eq!(rest.iter().map(|s| s.as_str()).collect::<Vec<_>>(), EXPECTED);
     for page in CTL_PAGES {
@@ -140,11 +141,16 @@ fn installs_the_expected_files_into_destdir() {
     assert!(man.contains("rollback"));
     let man = std::fs::read_to_string(dest.join("usr/share/man/man8/snapbackd.8")).unwrap();
     assert!(man.contains(".TH snapbackd 8"), "snapbackd.8 has no title");
-    let bash = std::fs::read_to_string(dest.join("usr/share/bash-completion/completions/snapbackctl")).unwrap();
+    let bash =
+        std::fs::read_to_string(dest.join("usr/share/bash-completion/completions/snapbackctl"))
+            .unwrap();
     assert!(bash.contains("complete -F _snapbackctl") && bash.contains("rollback"));
-    let zsh = std::fs::read_to_string(dest.join("usr/share/zsh/site-functions/_snapbackctl")).unwrap();
+    let zsh =
+        std::fs::read_to_string(dest.join("usr/share/zsh/site-functions/_snapbackctl")).unwrap();
     assert!(zsh.starts_with("#compdef snapbackctl"));
-    let fish = std::fs::read_to_string(dest.join("usr/share/fish/vendor_completions.d/snapbackctl.fish")).unwrap();
+    let fish =
+        std::fs::read_to_string(dest.join("usr/share/fish/vendor_completions.d/snapbackctl.fish"))
+            .unwrap();
     assert!(fish.contains("complete -c snapbackctl") && fish.contains("-a \"watch\""));
 }
 
@@ -157,16 +163,22 @@ fn another_prefix_moves_units_exec_paths_and_configuration() {
     assert!(listed.contains(&"/opt/snapback/libexec/snapbackd".to_owned()));
     assert!(listed.contains(&"/opt/snapback/etc/snapback/snapback.toml.example".to_owned()));
     assert!(listed.iter().all(|p| p.starts_with("/opt/snapback/")), "{listed:?}");
-    let unit = std::fs::read_to_string(dest.join("opt/snapback/lib/systemd/system/snapbackd.service")).unwrap();
+    let unit =
+        std::fs::read_to_string(dest.join("opt/snapback/lib/systemd/system/snapbackd.service"))
+            .unwrap();
     assert!(unit.contains("\nExecStart=/opt/snapback/libexec/snapbackd\n"), "{unit}");
     assert!(!unit.contains("/usr/libexec/snapbackd"));
-    let unit = std::fs::read_to_string(dest.join("opt/snapback/lib/systemd/system/snapback-activate.service")).unwrap();
+    let unit = std::fs::read_to_string(
+        dest.join("opt/snapback/lib/systemd/system/snapback-activate.service"),
+    )
+    .unwrap();
     assert!(unit.contains("\nExecStart=/opt/snapback/libexec/snapbackd activate\n"), "{unit}");
 }
 
 #[test]
 fn bad_arguments_are_refused() {
-    let out = common::run(Command::new(repo().join("tools/install")).args(["--prefix", "relative"]));
+    let out =
+        common::run(Command::new(repo().join("tools/install")).args(["--prefix", "relative"]));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("must be absolute"));
     let out = common::run(Command::new(repo().join("tools/install")).arg("--frobnicate"));

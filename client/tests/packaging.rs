@@ -105,15 +105,19 @@ fn spec_builds_with_rpmbuild_and_packages_every_file() {
 
     // The configuration example is marked as configuration (kept on upgrade).
     let configs = run_ok(Command::new("rpm").arg("-qcp").arg(rpm));
-    assert!(String::from_utf8_lossy(&configs.stdout).contains("/etc/snapback/snapback.toml.example"));
+    assert!(
+        String::from_utf8_lossy(&configs.stdout).contains("/etc/snapback/snapback.toml.example")
+    );
 
     // The packaged daemon is the one that was built.
     let extract = work.path().join("extract");
     std::fs::create_dir_all(&extract).unwrap();
-    run_ok(Command::new("sh").current_dir(&extract).arg("-c").arg(format!(
-        "rpm2cpio '{}' | cpio -idm --quiet",
-        rpm.display()
-    )));
+    run_ok(
+        Command::new("sh")
+            .current_dir(&extract)
+            .arg("-c")
+            .arg(format!("rpm2cpio '{}' | cpio -idm --quiet", rpm.display())),
+    );
     let packaged = extract.join("usr/bin/snapbackctl");
     let out = run_ok(Command::new(&packaged).arg("--version"));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("snapbackctl {}", version()));
@@ -140,13 +144,18 @@ fn the_from_source_path_of_the_spec_parses() {
     require("rpmspec", "rpm");
     let out = run_ok(Command::new("rpmspec").arg("-P").arg(repo().join("packaging/snapback.spec")));
     let spec = String::from_utf8_lossy(&out.stdout);
-    assert!(spec.contains(&format!("Source1:        snapback-{}-vendor.tar.gz", version())), "{spec}");
+    assert!(
+        spec.contains(&format!("Source1:        snapback-{}-vendor.tar.gz", version())),
+        "{spec}"
+    );
     assert!(spec.contains("BuildRequires:  cargo >= 1.89"));
     assert!(spec.contains("replace-with = \"vendored-sources\""));
     assert!(spec.contains("cargo build --release --locked --offline -p snapbackd -p snapbackctl"));
     assert!(spec.contains("--bin-dir target/release"));
     let out = run_ok(
-        Command::new("rpmspec").args(["-P", "--with", "prebuilt"]).arg(repo().join("packaging/snapback.spec")),
+        Command::new("rpmspec")
+            .args(["-P", "--with", "prebuilt"])
+            .arg(repo().join("packaging/snapback.spec")),
     );
     let spec = String::from_utf8_lossy(&out.stdout);
     assert!(!spec.contains("cargo build"), "the prebuilt path compiles:\n{spec}");

@@ -56,20 +56,11 @@ fn units_pass_systemd_analyze_verify() {
         std::fs::write(&path, text).unwrap();
         units.push(path);
     }
-    let out = run(Command::new("systemd-analyze")
-        .arg("verify")
-        .arg("--man=no")
-        .args(&units));
+    let out = run(Command::new("systemd-analyze").arg("verify").arg("--man=no").args(&units));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "systemd-analyze verify failed:\n{stderr}"
-    );
+    assert!(out.status.success(), "systemd-analyze verify failed:\n{stderr}");
     // Unknown keys and bad values are only warnings with exit status 0: fail on any output.
-    assert!(
-        stderr.trim().is_empty(),
-        "systemd-analyze verify complained:\n{stderr}"
-    );
+    assert!(stderr.trim().is_empty(), "systemd-analyze verify complained:\n{stderr}");
 }
 
 #[test]
@@ -78,15 +69,9 @@ fn systemd_analyze_verify_catches_a_bad_unit() {
     require("systemd-analyze", "systemd");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.service");
-    std::fs::write(
-        &path,
-        "[Service]\nType=notify\nProtectSystem=very\nExecStart=/bin/true\n",
-    )
-    .unwrap();
-    let out = run(Command::new("systemd-analyze")
-        .arg("verify")
-        .arg("--man=no")
-        .arg(&path));
+    std::fs::write(&path, "[Service]\nType=notify\nProtectSystem=very\nExecStart=/bin/true\n")
+        .unwrap();
+    let out = run(Command::new("systemd-analyze").arg("verify").arg("--man=no").arg(&path));
     assert!(!String::from_utf8_lossy(&out.stderr).trim().is_empty());
 }
 
@@ -97,31 +82,17 @@ fn units_use_the_installed_daemon_path() {
     assert_eq!(one(&service, "Type"), "notify");
     assert_eq!(one(&service, "BusName"), "org.snapback.Snapback1");
     assert_eq!(one(&service, "ProtectSystem"), "strict");
-    assert_eq!(
-        one(&service, "CapabilityBoundingSet"),
-        "CAP_SYS_ADMIN CAP_MKNOD"
-    );
+    assert_eq!(one(&service, "CapabilityBoundingSet"), "CAP_SYS_ADMIN CAP_MKNOD");
     assert_eq!(one(&service, "NoNewPrivileges"), "yes");
     let devices = &service["DeviceAllow"];
-    for dev in [
-        "/dev/mapper/control rw",
-        "/dev/fuse rw",
-        "/dev/loop-control rw",
-        "block-* rwm",
-    ] {
-        assert!(
-            devices.iter().any(|d| d == dev),
-            "DeviceAllow={dev} missing"
-        );
+    for dev in ["/dev/mapper/control rw", "/dev/fuse rw", "/dev/loop-control rw", "block-* rwm"] {
+        assert!(devices.iter().any(|d| d == dev), "DeviceAllow={dev} missing");
     }
     let unit = section(&systemd_file("snapbackd.service"), "Unit");
     assert!(one(&unit, "Documentation").contains("man:snapbackd(8)"));
 
     let activate = section(&systemd_file("snapback-activate.service"), "Service");
-    assert_eq!(
-        one(&activate, "ExecStart"),
-        "/usr/libexec/snapbackd activate"
-    );
+    assert_eq!(one(&activate, "ExecStart"), "/usr/libexec/snapbackd activate");
     assert_eq!(one(&activate, "Type"), "oneshot");
     let unit = section(&systemd_file("snapback-activate.service"), "Unit");
     assert_eq!(one(&unit, "DefaultDependencies"), "no");
@@ -171,10 +142,7 @@ fn activate_unit_is_confined_as_far_as_early_boot_allows() {
         "ProtectClock", // implies DeviceAllow=char-rtc, i.e. a device policy
         "PrivateIPC",   // udev's dm semaphores
     ] {
-        assert!(
-            !service.contains_key(key),
-            "{key}= must not be set on snapback-activate.service"
-        );
+        assert!(!service.contains_key(key), "{key}= must not be set on snapback-activate.service");
     }
 }
 
@@ -205,27 +173,18 @@ fn verify_with_separate_mounts(extra: &str) -> String {
         .unwrap();
         units.push(path);
     }
-    let out = run(Command::new("systemd-analyze")
-        .arg("verify")
-        .arg("--man=no")
-        .args(&units));
+    let out = run(Command::new("systemd-analyze").arg("verify").arg("--man=no").args(&units));
     String::from_utf8_lossy(&out.stderr).trim().to_owned()
 }
 
 #[test]
 fn activate_unit_runs_before_separate_var_and_tmp_without_a_cycle() {
     let report = verify_with_separate_mounts("");
-    assert!(
-        report.is_empty(),
-        "systemd-analyze verify complained:\n{report}"
-    );
+    assert!(report.is_empty(), "systemd-analyze verify complained:\n{report}");
     // The same check reports the cycle the settings the unit leaves out would make.
     for setting in ["PrivateTmp=yes", "StateDirectory=snapback"] {
         let report = verify_with_separate_mounts(setting);
-        assert!(
-            report.contains("Found ordering cycle"),
-            "{setting}: no cycle reported:\n{report}"
-        );
+        assert!(report.contains("Found ordering cycle"), "{setting}: no cycle reported:\n{report}");
     }
 }
 
@@ -246,13 +205,7 @@ fn exposure(name: &str) -> f64 {
         .lines()
         .find(|l| l.contains("Overall exposure level"))
         .unwrap_or_else(|| panic!("{stdout}"));
-    let score = line
-        .rsplit(": ")
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap();
+    let score = line.rsplit(": ").next().unwrap().split_whitespace().next().unwrap();
     score.parse().unwrap_or_else(|e| panic!("{line}: {e}"))
 }
 
@@ -262,26 +215,17 @@ fn both_units_score_as_confined() {
     // now (the daemon keeps AF_NETLINK, FUSE and mounts).
     let activate = exposure("snapback-activate.service");
     let daemon = exposure("snapbackd.service");
-    assert!(
-        activate <= 2.0,
-        "snapback-activate.service exposure {activate}"
-    );
+    assert!(activate <= 2.0, "snapback-activate.service exposure {activate}");
     assert!(daemon <= 3.0, "snapbackd.service exposure {daemon}");
 }
 
 #[test]
 fn activation_file_starts_the_unit_that_owns_the_name() {
-    let activation = section(
-        &systemd_file("org.snapback.Snapback1.service"),
-        "D-BUS Service",
-    );
+    let activation = section(&systemd_file("org.snapback.Snapback1.service"), "D-BUS Service");
     assert_eq!(one(&activation, "Name"), snapback_dbus_name());
     assert_eq!(one(&activation, "User"), "root");
     let unit = one(&activation, "SystemdService");
-    assert!(
-        systemd_file(&unit).is_file(),
-        "SystemdService={unit} is not shipped"
-    );
+    assert!(systemd_file(&unit).is_file(), "SystemdService={unit} is not shipped");
     let service = section(&systemd_file(&unit), "Service");
     assert_eq!(one(&service, "BusName"), snapback_dbus_name());
 }
@@ -301,9 +245,7 @@ fn policy_files_are_well_formed_xml() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.xml");
     std::fs::write(&bad, "<busconfig><policy></busconfig>").unwrap();
-    assert!(!run(Command::new("xmllint").arg("--noout").arg(&bad))
-        .status
-        .success());
+    assert!(!run(Command::new("xmllint").arg("--noout").arg(&bad)).status.success());
 }
 
 #[test]
@@ -337,11 +279,8 @@ impl PrivateBus {
     fn start() -> PrivateBus {
         let dir = tempfile::tempdir().unwrap();
         // Non-root test users must reach the socket.
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
         let socket = dir.path().join("bus");
         let config = dir.path().join("bus.conf");
         std::fs::write(
@@ -360,23 +299,14 @@ impl PrivateBus {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         if line.trim().is_empty() {
             let out = child.wait_with_output().unwrap();
-            panic!(
-                "dbus-daemon rejected the policy:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            panic!("dbus-daemon rejected the policy:\n{}", String::from_utf8_lossy(&out.stderr));
         }
         std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o777))
             .unwrap();
-        PrivateBus {
-            child,
-            address: line.trim().to_owned(),
-            _dir: dir,
-        }
+        PrivateBus { child, address: line.trim().to_owned(), _dir: dir }
     }
 
     /// `RequestName(name)` as `user` (None = root): the reply, or the error text.
@@ -427,24 +357,16 @@ fn dbus_daemon_accepts_the_bus_policy_and_only_root_owns_the_name() {
     require("setpriv", "util-linux");
     let bus = PrivateBus::start();
     // 1 = DBUS_REQUEST_NAME_REPLY_PRIMARY_OWNER
-    assert_eq!(
-        bus.request_name(None, "org.snapback.Snapback1"),
-        Ok("u 1".to_owned())
-    );
+    assert_eq!(bus.request_name(None, "org.snapback.Snapback1"), Ok("u 1".to_owned()));
     // 65534: nobody / nogroup.
     let denied = bus.request_name(Some("65534"), "org.snapback.Snapback1");
     assert!(
-        denied
-            .as_ref()
-            .is_err_and(|e| e.contains("denied") || e.contains("Access")),
+        denied.as_ref().is_err_and(|e| e.contains("denied") || e.contains("Access")),
         "nobody could own the name: {denied:?}"
     );
     // The bus is still up (the policy did not make it exit).
     std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(
-        bus.request_name(None, "org.snapback.Snapback1"),
-        Ok("u 1".to_owned())
-    );
+    assert_eq!(bus.request_name(None, "org.snapback.Snapback1"), Ok("u 1".to_owned()));
 }
 
 #[test]
@@ -462,20 +384,10 @@ fn with_the_project_policy_everyone_reads_and_polkit_decides() {
         run(&mut cmd)
     };
     let out = as_nobody(&["list"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "No snapshot sets.\n");
     let out = as_nobody(&["--json", "status"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     // Mutations reach the daemon (the bus lets them through) and polkit refuses: there is no
     // polkitd on this bus, so nobody is authorized.
     let out = as_nobody(&["snapshot", "-d", "x"]);

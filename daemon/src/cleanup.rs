@@ -80,9 +80,7 @@ impl CleanupConfig {
     /// Checks values serde cannot: the service calls it after parsing the file.
     pub fn validate(&self) -> Result<(), CleanupConfigError> {
         if self.pool_usage_limit_percent == 0 || self.pool_usage_limit_percent > 100 {
-            return Err(CleanupConfigError::UsageLimit(
-                self.pool_usage_limit_percent,
-            ));
+            return Err(CleanupConfigError::UsageLimit(self.pool_usage_limit_percent));
         }
         Ok(())
     }
@@ -153,10 +151,8 @@ pub fn plan(
     }
     let mut ordered: Vec<&SnapshotSetInfo> = sets.iter().collect();
     ordered.sort_by_key(|s| (s.created_us, s.id));
-    let deletable: Vec<bool> = ordered
-        .iter()
-        .map(|s| protection(s, config, now_us).is_none())
-        .collect();
+    let deletable: Vec<bool> =
+        ordered.iter().map(|s| protection(s, config, now_us).is_none()).collect();
     let mut chosen = vec![false; ordered.len()];
 
     if config.delete_invalid {
@@ -178,11 +174,7 @@ pub fn plan(
 
     for important in [false, true] {
         let (limit, rule, kind) = if important {
-            (
-                config.number_limit_important,
-                Rule::NumberImportant,
-                "important",
-            )
+            (config.number_limit_important, Rule::NumberImportant, "important")
         } else {
             (config.number_limit, Rule::Number, "ordinary")
         };
@@ -248,11 +240,7 @@ pub fn plan(
                          oldest {}set {} frees {} bytes",
                         start_percent,
                         config.pool_usage_limit_percent,
-                        if ordered[i].important {
-                            "important "
-                        } else {
-                            ""
-                        },
+                        if ordered[i].important { "important " } else { "" },
                         ordered[i].id,
                         ordered[i].size_bytes
                     ),
@@ -361,22 +349,13 @@ mod tests {
     }
 
     fn config(number_limit: u32, number_limit_important: u32) -> CleanupConfig {
-        CleanupConfig {
-            number_limit,
-            number_limit_important,
-            ..CleanupConfig::default()
-        }
+        CleanupConfig { number_limit, number_limit_important, ..CleanupConfig::default() }
     }
 
     #[test]
     fn number_rule_deletes_the_oldest_beyond_the_limit() {
         // Given out of order: the policy sorts by creation time.
-        let sets = vec![
-            set(3, 10, false),
-            set(1, 30, false),
-            set(4, 5, false),
-            set(2, 20, false),
-        ];
+        let sets = vec![set(3, 10, false), set(1, 30, false), set(4, 5, false), set(2, 20, false)];
         let p = plan(&config(2, 5), &sets, &roomy(), NOW);
         assert_eq!(ids(&p), vec![1, 2]);
         assert!(p.deletions.iter().all(|d| d.rule == Rule::Number));
@@ -399,19 +378,13 @@ mod tests {
         let p = plan(&config(2, 2), &sets, &roomy(), NOW);
         assert_eq!(ids(&p), vec![1]);
         assert_eq!(p.deletions[0].rule, Rule::NumberImportant);
-        assert!(p.deletions[0]
-            .reason
-            .contains("3 important snapshot sets, keeping the newest 2"));
+        assert!(p.deletions[0].reason.contains("3 important snapshot sets, keeping the newest 2"));
     }
 
     #[test]
     fn zero_limit_turns_the_number_rule_off() {
-        let sets: Vec<_> = (1..=30)
-            .map(|i| set(i, 100 - u64::from(i), false))
-            .collect();
-        assert!(plan(&config(0, 0), &sets, &roomy(), NOW)
-            .deletions
-            .is_empty());
+        let sets: Vec<_> = (1..=30).map(|i| set(i, 100 - u64::from(i), false)).collect();
+        assert!(plan(&config(0, 0), &sets, &roomy(), NOW).deletions.is_empty());
     }
 
     #[test]
@@ -431,12 +404,8 @@ mod tests {
 
     #[test]
     fn sets_with_a_rollback_are_never_deleted() {
-        let mut sets = vec![
-            set(1, 50, false),
-            set(2, 40, false),
-            set(3, 30, false),
-            set(4, 20, false),
-        ];
+        let mut sets =
+            vec![set(1, 50, false), set(2, 40, false), set(3, 30, false), set(4, 20, false)];
         sets[0].state = SnapshotState::MergeScheduled;
         sets[1].state = SnapshotState::Merging;
         sets[2].state = SnapshotState::MergeFailed;
@@ -454,31 +423,17 @@ mod tests {
         // Set 2 goes as invalid; then 2 ordinary sets remain, within the limit.
         assert_eq!(ids(&p), vec![2]);
         assert_eq!(p.deletions[0].rule, Rule::Invalid);
-        assert!(p.deletions[0]
-            .reason
-            .contains("can no longer be rolled back to"));
+        assert!(p.deletions[0].reason.contains("can no longer be rolled back to"));
 
-        let keep_invalid = CleanupConfig {
-            delete_invalid: false,
-            ..config(2, 5)
-        };
+        let keep_invalid = CleanupConfig { delete_invalid: false, ..config(2, 5) };
         let p = plan(&keep_invalid, &sets, &roomy(), NOW);
-        assert_eq!(
-            ids(&p),
-            vec![1],
-            "without delete_invalid it is counted like any set"
-        );
+        assert_eq!(ids(&p), vec![1], "without delete_invalid it is counted like any set");
     }
 
     #[test]
     fn space_rule_deletes_oldest_ordinary_first_until_under_the_limit() {
         // 1000 MiB pool, 950 used, limit 80% = 800: 150 MiB must go, 100 MiB per set -> 2 sets.
-        let sets = vec![
-            set(1, 50, true),
-            set(2, 40, false),
-            set(3, 30, false),
-            set(4, 20, false),
-        ];
+        let sets = vec![set(1, 50, true), set(2, 40, false), set(3, 30, false), set(4, 20, false)];
         let cfg = config(0, 0);
         let p = plan(&cfg, &sets, &pool(1000, 950), NOW);
         assert_eq!(ids(&p), vec![2, 3]);
@@ -530,13 +485,8 @@ mod tests {
 
     #[test]
     fn disabled_cleanup_decides_nothing() {
-        let sets: Vec<_> = (1..=20)
-            .map(|i| set(i, 100 - u64::from(i), false))
-            .collect();
-        let cfg = CleanupConfig {
-            enabled: false,
-            ..config(1, 1)
-        };
+        let sets: Vec<_> = (1..=20).map(|i| set(i, 100 - u64::from(i), false)).collect();
+        let cfg = CleanupConfig { enabled: false, ..config(1, 1) };
         assert_eq!(plan(&cfg, &sets, &pool(1000, 1000), NOW), Plan::default());
     }
 
@@ -549,12 +499,7 @@ mod tests {
 
     #[test]
     fn execute_goes_on_after_a_failure_and_reports_it() {
-        let sets = vec![
-            set(1, 50, false),
-            set(2, 40, false),
-            set(3, 30, false),
-            set(4, 20, false),
-        ];
+        let sets = vec![set(1, 50, false), set(2, 40, false), set(3, 30, false), set(4, 20, false)];
         let p = plan(&config(1, 1), &sets, &roomy(), NOW);
         assert_eq!(ids(&p), vec![1, 2, 3]);
         let mut tried = Vec::new();
@@ -587,10 +532,7 @@ mod tests {
             }
         );
         assert_eq!(cfg.validate(), Ok(()));
-        assert!(
-            toml::from_str::<CleanupConfig>("number_limt = 3\n").is_err(),
-            "typo must fail"
-        );
+        assert!(toml::from_str::<CleanupConfig>("number_limt = 3\n").is_err(), "typo must fail");
         let bad: CleanupConfig = toml::from_str("pool_usage_limit_percent = 0\n").unwrap();
         assert_eq!(bad.validate(), Err(CleanupConfigError::UsageLimit(0)));
     }
@@ -600,9 +542,6 @@ mod tests {
         let doc = "enabled = true\nnumber_limit = 10\nnumber_limit_important = 5\n\
                    min_age_seconds = 1800\npool_usage_limit_percent = 80\ndelete_invalid = true\n\
                    interval_seconds = 3600\n";
-        assert_eq!(
-            toml::from_str::<CleanupConfig>(doc).unwrap(),
-            CleanupConfig::default()
-        );
+        assert_eq!(toml::from_str::<CleanupConfig>(doc).unwrap(), CleanupConfig::default());
     }
 }

@@ -96,7 +96,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     logging::init();
     match cli.command {
         Some(Command::Init { force }) => init(&cli.config, force),
-        Some(Command::Activate { device_timeout, ref cmdline }) => activate(&cli.config, device_timeout, cmdline),
+        Some(Command::Activate { device_timeout, ref cmdline }) => {
+            activate(&cli.config, device_timeout, cmdline)
+        }
         None => serve(&cli),
     }
 }
@@ -124,12 +126,19 @@ fn activate(config_path: &Path, device_timeout: u64, cmdline: &Path) -> Result<(
             "{why}; with the userspace backend, volumes are assembled when snapbackd starts"
         )));
     }
-    kernel::boot_devices::wait_for(&kernel::boot_devices::configured(&config), Duration::from_secs(device_timeout))
-        .map_err(|missing| CliError::DevicesMissing {
-            seconds: device_timeout,
-            missing: kernel::boot_devices::describe(&missing),
-        })?;
-    let rollback = match std::fs::read_to_string(cmdline).ok().as_deref().and_then(crate::boot::entries::requested_rollback) {
+    kernel::boot_devices::wait_for(
+        &kernel::boot_devices::configured(&config),
+        Duration::from_secs(device_timeout),
+    )
+    .map_err(|missing| CliError::DevicesMissing {
+        seconds: device_timeout,
+        missing: kernel::boot_devices::describe(&missing),
+    })?;
+    let rollback = match std::fs::read_to_string(cmdline)
+        .ok()
+        .as_deref()
+        .and_then(crate::boot::entries::requested_rollback)
+    {
         Some(Ok(id)) => Some(id),
         Some(Err(why)) => {
             eprintln!("snapback: {why}; booting normally");
@@ -139,7 +148,8 @@ fn activate(config_path: &Path, device_timeout: u64, cmdline: &Path) -> Result<(
         None => None,
     };
     let pool = open_pool(&config)?;
-    let devices = kernel::activate(&config, pool, rollback).map_err(|e| CliError::Backend(e.to_string()))?;
+    let devices =
+        kernel::activate(&config, pool, rollback).map_err(|e| CliError::Backend(e.to_string()))?;
     for device in devices {
         println!("{}", device.display());
     }
@@ -173,7 +183,11 @@ fn open_pool(config: &Config) -> Result<Pool, CliError> {
     Ok(Pool::open(&config.pool.path)?)
 }
 
-fn open_backend(kind: BackendKind, config: &Config, pool: Pool) -> Result<Arc<dyn Backend>, CliError> {
+fn open_backend(
+    kind: BackendKind,
+    config: &Config,
+    pool: Pool,
+) -> Result<Arc<dyn Backend>, CliError> {
     let opened: Arc<dyn Backend> = match kind {
         BackendKind::Kernel => Arc::new(
             KernelBackend::open(config, pool).map_err(|e| CliError::Backend(e.to_string()))?,
@@ -201,7 +215,9 @@ fn testing_merge_step_pause() -> Option<std::time::Duration> {
         return None;
     }
     let ms: u64 = std::env::var("SNAPBACK_TEST_MERGE_STEP_PAUSE_MS").ok()?.parse().ok()?;
-    tracing::warn!("testing: {ms} ms pause after every merge step (SNAPBACK_TEST_MERGE_STEP_PAUSE_MS)");
+    tracing::warn!(
+        "testing: {ms} ms pause after every merge step (SNAPBACK_TEST_MERGE_STEP_PAUSE_MS)"
+    );
     Some(std::time::Duration::from_millis(ms))
 }
 
@@ -259,11 +275,14 @@ mod tests {
         assert_eq!(cli.config, PathBuf::from(DEFAULT_CONFIG_PATH));
         assert!(cli.command.is_none() && cli.backend.is_none() && !cli.no_polkit);
 
-        let cli = Cli::try_parse_from(["snapbackd", "--backend", "userspace", "--config", "/x.toml"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["snapbackd", "--backend", "userspace", "--config", "/x.toml"])
+                .unwrap();
         assert_eq!(cli.backend, Some(BackendChoice::Userspace));
         assert_eq!(cli.config, PathBuf::from("/x.toml"));
 
-        let cli = Cli::try_parse_from(["snapbackd", "init", "--config", "/y.toml", "--force"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["snapbackd", "init", "--config", "/y.toml", "--force"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Init { force: true })));
         assert_eq!(cli.config, PathBuf::from("/y.toml"));
 

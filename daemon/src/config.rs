@@ -104,10 +104,8 @@ pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
 /// absent). Kept apart from `Config` so that code building a `Config` by hand is unaffected.
 pub fn load_with_cleanup(path: impl AsRef<Path>) -> Result<(Config, CleanupConfig), ConfigError> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     parse_with_cleanup(&text, path)
 }
 
@@ -125,10 +123,7 @@ pub fn parse_with_cleanup(
         path: origin.to_path_buf(),
         message: describe_toml_error(text, &e),
     })?;
-    let invalid = |message: String| ConfigError::Invalid {
-        path: origin.to_path_buf(),
-        message,
-    };
+    let invalid = |message: String| ConfigError::Invalid { path: origin.to_path_buf(), message };
     raw.cleanup.validate().map_err(|e| invalid(e.to_string()))?;
     if raw.pool.path.as_os_str().is_empty() {
         return Err(invalid("[pool] path must not be empty".into()));
@@ -143,16 +138,10 @@ pub fn parse_with_cleanup(
     for volume in &raw.volumes {
         validate_volume_name(&volume.name).map_err(&invalid)?;
         if !names.insert(volume.name.as_str()) {
-            return Err(invalid(format!(
-                "volume name '{}' is declared twice",
-                volume.name
-            )));
+            return Err(invalid(format!("volume name '{}' is declared twice", volume.name)));
         }
         if volume.device.as_os_str().is_empty() {
-            return Err(invalid(format!(
-                "volume '{}': device must not be empty",
-                volume.name
-            )));
+            return Err(invalid(format!("volume '{}': device must not be empty", volume.name)));
         }
         if volume.device == raw.pool.path {
             return Err(invalid(format!(
@@ -191,14 +180,7 @@ pub fn parse_with_cleanup(
             return Err(invalid(format!("[boot] root_volume '{root}' is not a declared volume")));
         }
     }
-    Ok((
-        Config {
-            pool: raw.pool,
-            volumes: raw.volumes,
-            boot: raw.boot,
-        },
-        raw.cleanup,
-    ))
+    Ok((Config { pool: raw.pool, volumes: raw.volumes, boot: raw.boot }, raw.cleanup))
 }
 
 /// Volume names become device names (`snapback-<name>`) and bus data: keep them plain.
@@ -209,9 +191,7 @@ pub fn validate_volume_name(name: &str) -> Result<(), String> {
     if name.len() > 64 {
         return Err(format!("volume name '{name}' is longer than 64 characters"));
     }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
     {
         return Err(format!(
             "volume name '{name}' contains '{bad}': use letters, digits, '-' and '_' only"
@@ -235,13 +215,10 @@ fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
 /// Parse a size such as `1G`, `512M`, `4096`, `2GiB` (binary units) into bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
-    let split = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(trimmed.len());
+    let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
     let (digits, unit) = trimmed.split_at(split);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("'{text}' is not a size (examples: 4096, 512M, 1G)"))?;
+    let number: u64 =
+        digits.parse().map_err(|_| format!("'{text}' is not a size (examples: 4096, 512M, 1G)"))?;
     let shift = match unit.trim().to_ascii_uppercase().as_str() {
         "" | "B" => 0,
         "K" | "KB" | "KIB" => 10,
@@ -250,9 +227,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "T" | "TB" | "TIB" => 40,
         other => return Err(format!("unknown size unit '{other}' in '{text}'")),
     };
-    number
-        .checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("size '{text}' is too large"))
+    number.checked_mul(1u64 << shift).ok_or_else(|| format!("size '{text}' is too large"))
 }
 
 fn deserialize_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
@@ -263,9 +238,7 @@ fn deserialize_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option
             f.write_str("a size in bytes or a string such as \"1G\"")
         }
         fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            u64::try_from(v)
-                .map(Some)
-                .map_err(|_| E::custom("size must not be negative"))
+            u64::try_from(v).map(Some).map_err(|_| E::custom("size must not be negative"))
         }
         fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
             Ok(Some(v))
@@ -377,12 +350,9 @@ cow_size = "512M"
                 assert!(err.contains(&needle), "{a} / {b}: no {needle} in: {err}");
             }
         }
-        for (a, b) in [
-            ("data", "data-01"),
-            ("data", "data-realm"),
-            ("data", "data-cow"),
-            ("data", "data_1"),
-        ] {
+        for (a, b) in
+            [("data", "data-01"), ("data", "data-realm"), ("data", "data-cow"), ("data", "data_1")]
+        {
             let config = parse_str(&two_volumes(a, b)).unwrap_or_else(|e| panic!("{a} / {b}: {e}"));
             assert_eq!(config.volumes.len(), 2);
         }
@@ -391,15 +361,9 @@ cow_size = "512M"
     #[test]
     fn shared_devices_and_pool_overlap_are_refused() {
         let shared = "[pool]\npath = \"/p\"\n[[volume]]\nname = \"a\"\ndevice = \"/d\"\n[[volume]]\nname = \"b\"\ndevice = \"/d\"\n";
-        assert!(parse_str(shared)
-            .unwrap_err()
-            .to_string()
-            .contains("already used"));
+        assert!(parse_str(shared).unwrap_err().to_string().contains("already used"));
         let on_pool = "[pool]\npath = \"/p\"\n[[volume]]\nname = \"a\"\ndevice = \"/p\"\n";
-        assert!(parse_str(on_pool)
-            .unwrap_err()
-            .to_string()
-            .contains("pool itself"));
+        assert!(parse_str(on_pool).unwrap_err().to_string().contains("pool itself"));
     }
 
     #[test]
@@ -408,9 +372,7 @@ cow_size = "512M"
             parse_str("[[volume]]\nname = \"a\"\ndevice = \"/d\"\n"),
             Err(ConfigError::Parse { .. })
         ));
-        let err = parse_str("[pool]\npath = \"/p\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = parse_str("[pool]\npath = \"/p\"\n").unwrap_err().to_string();
         assert!(err.contains("no [[volume]]"), "{err}");
     }
 
@@ -423,10 +385,7 @@ cow_size = "512M"
         assert_eq!((cleanup.number_limit, cleanup.min_age_seconds), (3, 0));
         assert!(cleanup.enabled, "unset keys keep their defaults");
         let text = format!("{GOOD}\n[cleanup]\npool_usage_limit_percent = 0\n");
-        assert!(parse_str(&text)
-            .unwrap_err()
-            .to_string()
-            .contains("pool_usage_limit_percent"));
+        assert!(parse_str(&text).unwrap_err().to_string().contains("pool_usage_limit_percent"));
         let text = format!("{GOOD}\n[cleanup]\nnumber = 3\n");
         assert!(parse_str(&text).unwrap_err().to_string().contains("number"));
     }

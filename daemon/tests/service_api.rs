@@ -37,13 +37,14 @@ async fn introspection_matches_the_checked_in_xml() {
     let fx = Fixture::start(Options::default());
     let connection = fx.connect().await;
     let manager = fx.manager(&connection).await;
-    let set = manager
-        .snapshot(&[], "for introspection", no_options())
-        .await
-        .unwrap();
+    let set = manager.snapshot(&[], "for introspection", no_options()).await.unwrap();
 
-    let mut served = introspect::parse(&introspect_xml(&connection, MANAGER_PATH).await, "org.snapback.");
-    served.extend(introspect::parse(&introspect_xml(&connection, set.as_str()).await, "org.snapback."));
+    let mut served =
+        introspect::parse(&introspect_xml(&connection, MANAGER_PATH).await, "org.snapback.");
+    served.extend(introspect::parse(
+        &introspect_xml(&connection, set.as_str()).await,
+        "org.snapback.",
+    ));
     let checked_in = introspect::parse(INTROSPECTION_XML, "org.snapback.");
     assert_eq!(checked_in.len(), 2, "the checked-in XML has both interfaces");
     // 7 methods, 4 signals, 2 properties; 2 methods, 11 properties.
@@ -118,7 +119,8 @@ async fn status_reports_backend_pool_and_volumes() {
     assert!(status.pool.used > 0);
 
     // And over busctl, the exact keys a shell user reads.
-    let out = fx.busctl(&["call", BUS_NAME, MANAGER_PATH, "org.snapback.Snapback1.Manager", "Status"]);
+    let out =
+        fx.busctl(&["call", BUS_NAME, MANAGER_PATH, "org.snapback.Snapback1.Manager", "Status"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     for needle in [
@@ -152,22 +154,17 @@ async fn snapshot_objects_signals_and_properties_follow_the_sets() {
     options.insert("userdata", Variant::new(HashMap::from([("dnf.tid", "17")])));
     options.insert("important", Variant::new(true));
     options.insert("cow-size", Variant::new(16 * MIB));
-    let before = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64;
+    let before =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros()
+            as u64;
     let path = manager.snapshot(&["data"], "before upgrade", options).await.unwrap();
     assert!(path.as_str().starts_with("/org/snapback/Snapback1/snapshot/"));
 
-    let signal = tokio::time::timeout(Duration::from_secs(20), created.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let signal =
+        tokio::time::timeout(Duration::from_secs(20), created.next()).await.unwrap().unwrap();
     assert_eq!(signal.args().unwrap().snapshot().as_str(), path.as_str());
-    let signal = tokio::time::timeout(Duration::from_secs(20), added.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let signal =
+        tokio::time::timeout(Duration::from_secs(20), added.next()).await.unwrap().unwrap();
     let args = signal.args().unwrap();
     assert_eq!(args.object_path().as_str(), path.as_str());
     assert!(args.interfaces_and_properties().keys().any(|i| i.as_str() == SNAPSHOT_INTERFACE));
@@ -225,10 +222,8 @@ async fn snapshot_objects_signals_and_properties_follow_the_sets() {
 
     // Delete through the snapshot object itself.
     snapshot.delete().await.unwrap();
-    let signal = tokio::time::timeout(Duration::from_secs(20), removed.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let signal =
+        tokio::time::timeout(Duration::from_secs(20), removed.next()).await.unwrap().unwrap();
     assert_eq!(signal.args().unwrap().snapshot().as_str(), path.as_str());
     assert!(snapshot.description().await.is_err(), "the object is gone");
     let managed = object_manager.get_managed_objects().await.unwrap();
@@ -316,8 +311,16 @@ async fn bad_requests_get_named_errors_and_change_nothing() {
 
     // busctl shows the message; dbus-send the error name (the bus carries both).
     let out = fx.busctl(&[
-        "call", BUS_NAME, MANAGER_PATH, "org.snapback.Snapback1.Manager", "Snapshot", "assa{sv}", "1",
-        "nope", "", "0",
+        "call",
+        BUS_NAME,
+        MANAGER_PATH,
+        "org.snapback.Snapback1.Manager",
+        "Snapshot",
+        "assa{sv}",
+        "1",
+        "nope",
+        "",
+        "0",
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
@@ -326,7 +329,8 @@ async fn bad_requests_get_named_errors_and_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cleanup_after_a_new_set_keeps_the_newest() {
     let fx = Fixture::start(Options {
-        extra_config: "\n[cleanup]\nnumber_limit = 2\nmin_age_seconds = 0\ninterval_seconds = 0\n".into(),
+        extra_config: "\n[cleanup]\nnumber_limit = 2\nmin_age_seconds = 0\ninterval_seconds = 0\n"
+            .into(),
         ..Options::default()
     });
     let connection = fx.connect().await;
@@ -342,7 +346,8 @@ async fn cleanup_after_a_new_set_keeps_the_newest() {
     kept.sort_by_key(|p| snapback_dbus::snapshot_id(p.as_str()));
     assert_eq!(kept, sets[2..].to_vec(), "the two newest stay");
     for old in &sets[..2] {
-        let signal = tokio::time::timeout(Duration::from_secs(20), removed.next()).await.unwrap().unwrap();
+        let signal =
+            tokio::time::timeout(Duration::from_secs(20), removed.next()).await.unwrap().unwrap();
         assert_eq!(signal.args().unwrap().snapshot().as_str(), old.as_str());
     }
     assert!(fx.daemon_log().contains("cleanup: deleted snapshot set"), "{}", fx.daemon_log());
@@ -368,7 +373,8 @@ async fn empty_volume_list_without_auto_volumes_is_an_invalid_argument() {
 /// `RefreshBootEntries` writes it again after it was lost, and it goes with its set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boot_entries_follow_the_sets_and_can_be_written_again() {
-    let boot_dir = tempfile::Builder::new().prefix("snapback-boot-").tempdir_in("/var/tmp").unwrap();
+    let boot_dir =
+        tempfile::Builder::new().prefix("snapback-boot-").tempdir_in("/var/tmp").unwrap();
     let boot = boot_dir.path().join("boot");
     std::fs::create_dir_all(boot.join("loader/entries")).unwrap();
     std::fs::create_dir_all(boot.join("grub2")).unwrap();
@@ -379,7 +385,8 @@ async fn boot_entries_follow_the_sets_and_can_be_written_again() {
         "title Fedora 6.11\nlinux /vmlinuz-6.11\ninitrd /initramfs-6.11.img\noptions ro\n",
     )
     .unwrap();
-    std::fs::write(boot.join("grub2/grubenv"), "# GRUB Environment Block\nsaved_entry=m-6.11\n").unwrap();
+    std::fs::write(boot.join("grub2/grubenv"), "# GRUB Environment Block\nsaved_entry=m-6.11\n")
+        .unwrap();
     let fx = Fixture::start(Options {
         extra_config: format!(
             "\n[boot]\nroot_volume = \"data\"\nboot_dir = \"{}\"\nesp = \"{}\"\n",
@@ -395,7 +402,11 @@ async fn boot_entries_follow_the_sets_and_can_be_written_again() {
     let entry = proxy.boot_entry().await.unwrap();
     assert_eq!(entry, boot.join("loader/entries/snapback-rollback-1.conf").display().to_string());
     let text = std::fs::read_to_string(&entry).unwrap();
-    assert!(text.contains("snapback.rollback=1") && text.contains("title Roll back to snapshot 1: before upgrade"), "{text}");
+    assert!(
+        text.contains("snapback.rollback=1")
+            && text.contains("title Roll back to snapshot 1: before upgrade"),
+        "{text}"
+    );
 
     // Lost (an administrator cleaned /boot): written again, with the kernel copy it boots.
     std::fs::remove_file(&entry).unwrap();

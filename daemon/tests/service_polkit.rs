@@ -44,10 +44,8 @@ fn text(out: &std::process::Output) -> String {
 async fn polkit_decides_mutations_reads_are_open() {
     let tag = format!("snapback-test-{}", std::process::id());
     let policy = fs::read_to_string(repo_root().join("systemd/org.snapback.policy")).unwrap();
-    let _actions = Installed::new(
-        PathBuf::from(format!("/usr/share/polkit-1/actions/{tag}.policy")),
-        &policy,
-    );
+    let _actions =
+        Installed::new(PathBuf::from(format!("/usr/share/polkit-1/actions/{tag}.policy")), &policy);
     let mut fx = Fixture::start(Options { polkit: true, ..Options::default() });
     let connection = fx.connect().await;
     let manager = fx.manager(&connection).await;
@@ -60,19 +58,41 @@ async fn polkit_decides_mutations_reads_are_open() {
     let out = fx.busctl_as_nobody(&["call", BUS_NAME, MANAGER_PATH, MANAGER, "Status"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("\"backend\" s \"userspace\""), "{}", text(&out));
-    let out = fx.busctl_as_nobody(&["get-property", BUS_NAME, set.as_str(), SNAPSHOT_INTERFACE, "Description"]);
+    let out = fx.busctl_as_nobody(&[
+        "get-property",
+        BUS_NAME,
+        set.as_str(),
+        SNAPSHOT_INTERFACE,
+        "Description",
+    ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "s \"by root\"", "{}", text(&out));
     let out = fx.busctl_as_nobody(&["introspect", BUS_NAME, MANAGER_PATH]);
     assert!(out.status.success() && text(&out).contains(".Rollback"), "{}", text(&out));
 
     // Mutations without a rule: refused with NotAuthorized, nothing changes.
     let out = fx.busctl_as_nobody(&[
-        "call", BUS_NAME, MANAGER_PATH, MANAGER, "Snapshot", "assa{sv}", "1", "data", "by nobody", "0",
+        "call",
+        BUS_NAME,
+        MANAGER_PATH,
+        MANAGER,
+        "Snapshot",
+        "assa{sv}",
+        "1",
+        "data",
+        "by nobody",
+        "0",
     ]);
     assert!(!out.status.success());
     assert!(text(&out).contains("not authorized"), "{}", text(&out));
     let out = fx.busctl_as_nobody(&[
-        "call", BUS_NAME, MANAGER_PATH, MANAGER, "Rollback", "oa{sv}", set.as_str(), "0",
+        "call",
+        BUS_NAME,
+        MANAGER_PATH,
+        MANAGER,
+        "Rollback",
+        "oa{sv}",
+        set.as_str(),
+        "0",
     ]);
     assert!(!out.status.success());
     assert!(text(&out).contains("not authorized: "), "{}", text(&out));
@@ -114,7 +134,16 @@ async fn polkit_decides_mutations_reads_are_open() {
     let started = Instant::now();
     let created = loop {
         let out = fx.busctl_as_nobody(&[
-            "call", BUS_NAME, MANAGER_PATH, MANAGER, "Snapshot", "assa{sv}", "1", "data", "by nobody", "0",
+            "call",
+            BUS_NAME,
+            MANAGER_PATH,
+            MANAGER,
+            "Snapshot",
+            "assa{sv}",
+            "1",
+            "data",
+            "by nobody",
+            "0",
         ]);
         if out.status.success() {
             break String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -123,14 +152,22 @@ async fn polkit_decides_mutations_reads_are_open() {
         assert!(started.elapsed() < Duration::from_secs(30), "polkitd never applied the rule");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let new_path = created.strip_prefix("o \"").and_then(|s| s.strip_suffix('"')).unwrap().to_string();
+    let new_path =
+        created.strip_prefix("o \"").and_then(|s| s.strip_suffix('"')).unwrap().to_string();
     let status = manager.status().await.unwrap();
     assert_eq!(status.volumes["data"].snapshots.len(), 2, "{status:?}");
     let proxy = fx.snapshot_proxy(&connection, &new_path).await;
     assert_eq!(proxy.description().await.unwrap(), "by nobody");
 
     let out = fx.busctl_as_nobody(&[
-        "call", BUS_NAME, MANAGER_PATH, MANAGER, "Rollback", "oa{sv}", &new_path, "0",
+        "call",
+        BUS_NAME,
+        MANAGER_PATH,
+        MANAGER,
+        "Rollback",
+        "oa{sv}",
+        &new_path,
+        "0",
     ]);
     assert!(text(&out).contains("not authorized"), "rollback is not in the rule: {}", text(&out));
     assert_eq!(proxy.state().await.unwrap(), "active");
@@ -158,7 +195,11 @@ fn hold_exclusively(device: &str) -> fs::File {
 /// Waits until `set` is gone from Status (a merged set is removed).
 async fn wait_gone(fx: &Fixture, manager: &snapback_dbus::ManagerProxy<'_>, set: &str) {
     let started = Instant::now();
-    while manager.status().await.unwrap().volumes["data"].snapshots.iter().any(|s| s.as_str() == set) {
+    while manager.status().await.unwrap().volumes["data"]
+        .snapshots
+        .iter()
+        .any(|s| s.as_str() == set)
+    {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "{set} still listed after 60 s:\n{}",
@@ -185,7 +226,12 @@ async fn root_mutates_without_polkitd_nobody_is_refused() {
     let set = manager.snapshot(&["data"], "by root", HashMap::new()).await.unwrap();
     assert_eq!(manager.status().await.unwrap().volumes["data"].snapshots, vec![set.clone()]);
     manager
-        .update_metadata(&set.as_ref(), "renamed by root", HashMap::from([("who", "root")]), HashMap::new())
+        .update_metadata(
+            &set.as_ref(),
+            "renamed by root",
+            HashMap::from([("who", "root")]),
+            HashMap::new(),
+        )
         .await
         .unwrap();
     let snapshot = fx.snapshot_proxy(&connection, set.as_str()).await;
@@ -200,7 +246,18 @@ async fn root_mutates_without_polkitd_nobody_is_refused() {
     let before = manager.status().await.unwrap();
     assert_eq!(before.pending, vec![set.clone()]);
     for args in [
-        vec!["call", BUS_NAME, MANAGER_PATH, MANAGER, "Snapshot", "assa{sv}", "1", "data", "by nobody", "0"],
+        vec![
+            "call",
+            BUS_NAME,
+            MANAGER_PATH,
+            MANAGER,
+            "Snapshot",
+            "assa{sv}",
+            "1",
+            "data",
+            "by nobody",
+            "0",
+        ],
         vec!["call", BUS_NAME, MANAGER_PATH, MANAGER, "Rollback", "oa{sv}", set.as_str(), "0"],
         vec![
             "call",
@@ -225,7 +282,11 @@ async fn root_mutates_without_polkitd_nobody_is_refused() {
         );
     }
     for (path, method, arg) in [
-        (MANAGER_PATH, format!("{MANAGER}.CancelRollback"), Some(format!("objpath:{}", set.as_str()))),
+        (
+            MANAGER_PATH,
+            format!("{MANAGER}.CancelRollback"),
+            Some(format!("objpath:{}", set.as_str())),
+        ),
         (MANAGER_PATH, format!("{MANAGER}.Delete"), Some(format!("objpath:{}", set.as_str()))),
         (set.as_str(), format!("{SNAPSHOT_INTERFACE}.Delete"), None),
     ] {
@@ -321,7 +382,10 @@ async fn root_mutates_while_polkitd_hangs_nobody_is_refused_in_bounded_time() {
     .await
     .expect("root's UpdateMetadata waited for the hung polkitd")
     .unwrap();
-    assert_eq!(fx.snapshot_proxy(&connection, set.as_str()).await.description().await.unwrap(), "renamed");
+    assert_eq!(
+        fx.snapshot_proxy(&connection, set.as_str()).await.description().await.unwrap(),
+        "renamed"
+    );
     tokio::time::timeout(root, manager.delete(&set.as_ref()))
         .await
         .expect("root's Delete waited for the hung polkitd")
@@ -329,7 +393,10 @@ async fn root_mutates_while_polkitd_hangs_nobody_is_refused_in_bounded_time() {
     assert_eq!(manager.status().await.unwrap().volumes["data"].snapshots, vec![kept.clone()]);
 
     let (snapshot_out, delete_out) = tokio::task::spawn_blocking(move || {
-        (snapshot_by_nobody.wait_with_output().unwrap(), delete_by_nobody.wait_with_output().unwrap())
+        (
+            snapshot_by_nobody.wait_with_output().unwrap(),
+            delete_by_nobody.wait_with_output().unwrap(),
+        )
     })
     .await
     .unwrap();

@@ -52,7 +52,11 @@ fn populate(root: &Path, seed: u64, large: usize) {
         write_file(&root.join(format!("etc/conf-{i}.txt")), 100 + (i as usize) * 37, seed + i);
     }
     for i in 0..10u64 {
-        write_file(&root.join(format!("usr/lib/pkg{}/lib{i}.so", i % 3)), 20_000 + (i as usize) * 4096, seed + 100 + i);
+        write_file(
+            &root.join(format!("usr/lib/pkg{}/lib{i}.so", i % 3)),
+            20_000 + (i as usize) * 4096,
+            seed + 100 + i,
+        );
     }
     write_file(&root.join("var/big.bin"), large, seed + 1000);
     std::os::unix::fs::symlink("../etc/conf-1.txt", root.join("usr/link")).unwrap();
@@ -86,7 +90,12 @@ fn full_tree(root: &Path) -> (String, BTreeMap<String, String>) {
 }
 
 /// Wait until `set` is no longer merging or pending (the backend removes a merged set).
-async fn wait_merge_end(fx: &Fixture, manager: &ManagerProxy<'_>, set: &OwnedObjectPath, timeout: Duration) {
+async fn wait_merge_end(
+    fx: &Fixture,
+    manager: &ManagerProxy<'_>,
+    set: &OwnedObjectPath,
+    timeout: Duration,
+) {
     let started = Instant::now();
     loop {
         let status = manager.status().await.unwrap();
@@ -95,7 +104,8 @@ async fn wait_merge_end(fx: &Fixture, manager: &ManagerProxy<'_>, set: &OwnedObj
             return;
         }
         if listed && !status.merging.contains(set) && !status.pending.contains(set) {
-            let proxy = fx.snapshot_proxy(&manager.inner().connection().clone(), set.as_str()).await;
+            let proxy =
+                fx.snapshot_proxy(&manager.inner().connection().clone(), set.as_str()).await;
             let state = proxy.state().await.unwrap_or_default();
             assert_ne!(state, "merge-failed", "merge failed:\n{}", fx.all_daemon_logs());
         }
@@ -159,7 +169,10 @@ async fn rollback_restores_the_tree_byte_for_byte() {
     let status = manager.status().await.unwrap();
     assert_eq!(status.volumes["root"].state, "active");
     assert!(status.volumes["root"].snapshots.is_empty(), "the merged set is removed");
-    assert!(fx.daemon_log().contains("434d125d881e4dcd99ae6d046f431929"), "merge-finished MESSAGE_ID logged");
+    assert!(
+        fx.daemon_log().contains("434d125d881e4dcd99ae6d046f431929"),
+        "merge-finished MESSAGE_ID logged"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,7 +237,8 @@ async fn busy_volume_rollback_is_scheduled_cancelled_and_runs_at_next_start() {
 
     let mut scheduled = manager.receive_rollback_scheduled().await.unwrap();
     assert_eq!(manager.rollback(&set.as_ref(), HashMap::new()).await.unwrap(), "scheduled");
-    let signal = tokio::time::timeout(Duration::from_secs(20), scheduled.next()).await.unwrap().unwrap();
+    let signal =
+        tokio::time::timeout(Duration::from_secs(20), scheduled.next()).await.unwrap().unwrap();
     assert_eq!(signal.args().unwrap().snapshot().as_str(), set.as_str());
     let snapshot = fx.snapshot_proxy(&connection, set.as_str()).await;
     assert_eq!(snapshot.state().await.unwrap(), "merge-scheduled");
@@ -234,7 +248,10 @@ async fn busy_volume_rollback_is_scheduled_cancelled_and_runs_at_next_start() {
         "scheduled",
         "asking again is idempotent"
     );
-    assert!(fx.daemon_log().contains("232e5b9c367b440f8372d816dfe6b0f1"), "rollback-scheduled MESSAGE_ID");
+    assert!(
+        fx.daemon_log().contains("232e5b9c367b440f8372d816dfe6b0f1"),
+        "rollback-scheduled MESSAGE_ID"
+    );
 
     manager.cancel_rollback(&set.as_ref()).await.unwrap();
     assert_eq!(snapshot.state().await.unwrap(), "active");
@@ -295,7 +312,11 @@ async fn restart_mid_merge_resumes_and_finishes() {
         if p > 0.05 {
             break p;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "no merge progress:\n{}", fx.daemon_log());
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no merge progress:\n{}",
+            fx.daemon_log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(progress < 1.0, "merge finished before the restart; make the steps smaller");
@@ -305,7 +326,11 @@ async fn restart_mid_merge_resumes_and_finishes() {
     drop(connection);
     let stopped = Instant::now();
     assert!(fx.stop_daemon().success(), "{}", fx.daemon_log());
-    eprintln!("restart_mid_merge: stopped at {:.0}% after {:?}", progress * 100.0, stopped.elapsed());
+    eprintln!(
+        "restart_mid_merge: stopped at {:.0}% after {:?}",
+        progress * 100.0,
+        stopped.elapsed()
+    );
 
     fx.start_daemon();
     let connection = fx.connect().await;
@@ -337,11 +362,25 @@ async fn overflowing_snapshot_is_invalid_and_cannot_be_rolled_back() {
     let device = fx.device_of(&connection, "root").await;
     let set = manager.snapshot(&["root"], "small", cow_size(4 * MIB)).await.unwrap();
     // Write the whole volume: far more than the COW and the pool hold.
-    run("dd", &["if=/dev/zero", &format!("of={device}"), "bs=1M", "count=48", "oflag=direct", "status=none"]);
+    run(
+        "dd",
+        &[
+            "if=/dev/zero",
+            &format!("of={device}"),
+            "bs=1M",
+            "count=48",
+            "oflag=direct",
+            "status=none",
+        ],
+    );
     let snapshot = fx.snapshot_proxy(&connection, set.as_str()).await;
     let started = Instant::now();
     while snapshot.state().await.unwrap() != "invalid" {
-        assert!(started.elapsed() < Duration::from_secs(20), "snapshot never invalidated:\n{}", fx.daemon_log());
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "snapshot never invalidated:\n{}",
+            fx.daemon_log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     match manager.rollback(&set.as_ref(), HashMap::new()).await {
@@ -417,7 +456,8 @@ async fn fifty_status_clients_answer_during_a_merge_and_a_snapshot() {
     for _ in 0..50 {
         let address = fx.bus_address.clone();
         clients.push(tokio::spawn(async move {
-            let connection = zbus::connection::Builder::address(address.as_str()).build().await.unwrap();
+            let connection =
+                zbus::connection::Builder::address(address.as_str()).build().await.unwrap();
             let manager = ManagerProxy::new(&connection).await.unwrap();
             let mut latencies = Vec::new();
             let mut saw_merging = false;
@@ -487,7 +527,11 @@ async fn crash_mid_merge_resumes_and_finishes() {
         if p > 0.05 {
             break p;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "no merge progress:\n{}", fx.daemon_log());
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no merge progress:\n{}",
+            fx.daemon_log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(progress < 1.0, "merge finished before the crash");
@@ -514,7 +558,12 @@ fn busctl_call(fx: &Fixture, path: &str, interface: &str, method: &str, args: &[
     argv.extend_from_slice(args);
     let out = fx.busctl(&argv);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "busctl {argv:?}: {}\n{}", String::from_utf8_lossy(&out.stderr), fx.all_daemon_logs());
+    assert!(
+        out.status.success(),
+        "busctl {argv:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        fx.all_daemon_logs()
+    );
     stdout
 }
 
@@ -531,8 +580,18 @@ fn call_error(fx: &Fixture, path: &str, member: &str, args: &[&str]) -> String {
 }
 
 fn state_of(fx: &Fixture, set: &str) -> String {
-    let out = fx.busctl(&["get-property", "org.snapback.Snapback1", set, "org.snapback.Snapback1.Snapshot", "State"]);
-    String::from_utf8_lossy(&out.stdout).trim().trim_start_matches("s ").trim_matches('"').to_string()
+    let out = fx.busctl(&[
+        "get-property",
+        "org.snapback.Snapback1",
+        set,
+        "org.snapback.Snapback1.Snapshot",
+        "State",
+    ]);
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_start_matches("s ")
+        .trim_matches('"')
+        .to_string()
 }
 
 /// Issue 12's sequence through the bus, with busctl as the client: a merge that fails half way
@@ -551,7 +610,9 @@ async fn a_half_merged_set_survives_busctl_pressing_every_button() {
     // made read-only under the running daemon.
     fx.stop_daemon();
     let image = fx.path("root.img");
-    let backing = String::from_utf8(run("losetup", &["--find", "--show", image.to_str().unwrap()]).stdout).unwrap();
+    let backing =
+        String::from_utf8(run("losetup", &["--find", "--show", image.to_str().unwrap()]).stdout)
+            .unwrap();
     let backing = backing.trim().to_string();
     struct Detach(String);
     impl Drop for Detach {
@@ -561,7 +622,8 @@ async fn a_half_merged_set_survives_busctl_pressing_every_button() {
         }
     }
     let _detach = Detach(backing.clone());
-    let config = fs::read_to_string(&fx.config_path).unwrap().replace(image.to_str().unwrap(), &backing);
+    let config =
+        fs::read_to_string(&fx.config_path).unwrap().replace(image.to_str().unwrap(), &backing);
     fs::write(&fx.config_path, config).unwrap();
     fx.start_daemon();
 
@@ -572,19 +634,35 @@ async fn a_half_merged_set_survives_busctl_pressing_every_button() {
     populate(&mnt, 7, 24 << 20);
     run("sync", &[]);
     let before = full_tree(&mnt);
-    let out = busctl_call(&fx, "/org/snapback/Snapback1", "org.snapback.Snapback1.Manager", "Snapshot",
-        &["assa{sv}", "0", "before upgrade", "1", "cow-size", "t", &(64 * MIB).to_string()]);
+    let out = busctl_call(
+        &fx,
+        "/org/snapback/Snapback1",
+        "org.snapback.Snapback1.Manager",
+        "Snapshot",
+        &["assa{sv}", "0", "before upgrade", "1", "cow-size", "t", &(64 * MIB).to_string()],
+    );
     let set = out.split('"').nth(1).unwrap().to_string();
     churn(&mnt, 70, 24 << 20);
     fx.umount(&mnt);
 
-    let out = busctl_call(&fx, &set, "org.snapback.Snapback1.Snapshot", "Rollback", &["a{sv}", "0"]);
+    let out =
+        busctl_call(&fx, &set, "org.snapback.Snapback1.Snapshot", "Rollback", &["a{sv}", "0"]);
     assert!(out.contains("\"merging\""), "{out}");
     // Let part of it merge, then fail the rest.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let out = fx.busctl(&["get-property", "org.snapback.Snapback1", &set, "org.snapback.Snapback1.Snapshot", "MergeProgress"]);
-        let progress: f64 = String::from_utf8_lossy(&out.stdout).trim().trim_start_matches("d ").parse().unwrap_or(0.0);
+        let out = fx.busctl(&[
+            "get-property",
+            "org.snapback.Snapback1",
+            &set,
+            "org.snapback.Snapback1.Snapshot",
+            "MergeProgress",
+        ]);
+        let progress: f64 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .trim_start_matches("d ")
+            .parse()
+            .unwrap_or(0.0);
         if progress > 0.05 {
             break;
         }
@@ -594,7 +672,12 @@ async fn a_half_merged_set_survives_busctl_pressing_every_button() {
     run("blockdev", &["--setro", &backing]);
     let deadline = Instant::now() + Duration::from_secs(60);
     while state_of(&fx, &set) != "merge-failed" {
-        assert!(Instant::now() < deadline, "state {}: {}", state_of(&fx, &set), fx.all_daemon_logs());
+        assert!(
+            Instant::now() < deadline,
+            "state {}: {}",
+            state_of(&fx, &set),
+            fx.all_daemon_logs()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 
@@ -610,25 +693,48 @@ async fn a_half_merged_set_survives_busctl_pressing_every_button() {
     }
     let mounted = Unmount(mnt.clone());
     assert_eq!(full_tree(&mnt), before, "the half-merged volume reads as the snapshot");
-    let out = busctl_call(&fx, &set, "org.snapback.Snapback1.Snapshot", "Rollback", &["a{sv}", "0"]);
+    let out =
+        busctl_call(&fx, &set, "org.snapback.Snapback1.Snapshot", "Rollback", &["a{sv}", "0"]);
     assert!(out.contains("\"scheduled\""), "{out}");
     assert_eq!(state_of(&fx, &set), "merge-scheduled");
-    busctl_call(&fx, "/org/snapback/Snapback1", "org.snapback.Snapback1.Manager", "CancelRollback", &["o", &set]);
+    busctl_call(
+        &fx,
+        "/org/snapback/Snapback1",
+        "org.snapback.Snapback1.Manager",
+        "CancelRollback",
+        &["o", &set],
+    );
     assert_eq!(state_of(&fx, &set), "merge-failed");
     let refused = call_error(&fx, &set, "org.snapback.Snapback1.Snapshot.Delete", &[]);
-    assert!(refused.contains("org.snapback.Snapback1.Error.Busy") && refused.contains("half rolled back"), "{refused}");
+    assert!(
+        refused.contains("org.snapback.Snapback1.Error.Busy")
+            && refused.contains("half rolled back"),
+        "{refused}"
+    );
     let object = format!("objpath:{set}");
-    let refused = call_error(&fx, "/org/snapback/Snapback1", "org.snapback.Snapback1.Manager.CancelRollback", &[&object]);
+    let refused = call_error(
+        &fx,
+        "/org/snapback/Snapback1",
+        "org.snapback.Snapback1.Manager.CancelRollback",
+        &[&object],
+    );
     assert!(refused.contains("org.snapback.Snapback1.Error.InvalidArgument"), "{refused}");
     assert_eq!(state_of(&fx, &set), "merge-failed");
     drop(mounted);
 
     // The device is writable again: Rollback resumes and the set goes when it is done.
     run("blockdev", &["--setrw", &backing]);
-    let out = busctl_call(&fx, &set, "org.snapback.Snapback1.Snapshot", "Rollback", &["a{sv}", "0"]);
+    let out =
+        busctl_call(&fx, &set, "org.snapback.Snapback1.Snapshot", "Rollback", &["a{sv}", "0"]);
     assert!(out.contains("\"merging\""), "{out}");
     let manager = fx.manager(&connection).await;
-    wait_merge_end(&fx, &manager, &OwnedObjectPath::try_from(set.as_str()).unwrap(), Duration::from_secs(120)).await;
+    wait_merge_end(
+        &fx,
+        &manager,
+        &OwnedObjectPath::try_from(set.as_str()).unwrap(),
+        Duration::from_secs(120),
+    )
+    .await;
     let mnt = fx.mount(&device, "mnt");
     assert_eq!(full_tree(&mnt), before, "after the resumed merge");
     fx.umount(&mnt);

@@ -63,12 +63,7 @@ fn sd_notify_ready_status_watchdog_and_stopping() {
 #[test]
 fn a_second_daemon_is_refused_while_the_name_is_owned() {
     let fx = Fixture::start(Options::default());
-    let out = fx
-        .daemon_command()
-        .env("SNAPBACK_TESTING", "1")
-        .arg("--no-polkit")
-        .output()
-        .unwrap();
+    let out = fx.daemon_command().env("SNAPBACK_TESTING", "1").arg("--no-polkit").output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("already owned"), "{stderr}");
@@ -81,13 +76,18 @@ fn a_second_daemon_is_refused_while_the_name_is_owned() {
 fn command_line_refusals_say_why() {
     let fx = Fixture::start(Options::default());
     // --no-polkit without SNAPBACK_TESTING=1.
-    let out = fx.daemon_command().env_remove("SNAPBACK_TESTING").arg("--no-polkit").output().unwrap();
+    let out =
+        fx.daemon_command().env_remove("SNAPBACK_TESTING").arg("--no-polkit").output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("SNAPBACK_TESTING=1"));
 
     // A configuration error names the file and the line.
     let bad = fx.path("bad.toml");
-    std::fs::write(&bad, "[pool]\npath = \"/x\"\n\n[[volume]]\nname = \"a\"\ndevice = \"/d\"\nsize = 1\n").unwrap();
+    std::fs::write(
+        &bad,
+        "[pool]\npath = \"/x\"\n\n[[volume]]\nname = \"a\"\ndevice = \"/d\"\nsize = 1\n",
+    )
+    .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_snapbackd"))
         .arg("--config")
         .arg(&bad)
@@ -118,7 +118,8 @@ fn command_line_refusals_say_why() {
             std::fs::write(&pool, vec![0u8; 64 << 20]).unwrap();
         }
         let config = fx.path(&format!("{name}.toml"));
-        let text = format!("[pool]\npath = {pool:?}\n\n[[volume]]\nname = \"v\"\ndevice = {volume:?}\n");
+        let text =
+            format!("[pool]\npath = {pool:?}\n\n[[volume]]\nname = \"v\"\ndevice = {volume:?}\n");
         std::fs::write(&config, text).unwrap();
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_snapbackd"))
             .args(["init", "--config"])
@@ -127,7 +128,8 @@ fn command_line_refusals_say_why() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{name}: {stderr}");
-        let warned = stderr.contains("snapbackd: warning: the pool file") && stderr.contains("dd if=/dev/zero");
+        let warned = stderr.contains("snapbackd: warning: the pool file")
+            && stderr.contains("dd if=/dev/zero");
         assert_eq!(warned, sparse, "{name}: {stderr}");
     }
 }
@@ -141,7 +143,8 @@ fn journal_fields(data: &[u8]) -> Vec<(String, String)> {
         let Some(end) = rest.iter().position(|b| *b == b'=' || *b == b'\n') else { break };
         let key = String::from_utf8_lossy(&rest[..end]).into_owned();
         if rest[end] == b'=' {
-            let line_end = rest[end..].iter().position(|b| *b == b'\n').map_or(rest.len(), |p| end + p);
+            let line_end =
+                rest[end..].iter().position(|b| *b == b'\n').map_or(rest.len(), |p| end + p);
             fields.push((key, String::from_utf8_lossy(&rest[end + 1..line_end]).into_owned()));
             rest = &rest[(line_end + 1).min(rest.len())..];
         } else {
@@ -156,7 +159,11 @@ fn journal_fields(data: &[u8]) -> Vec<(String, String)> {
 }
 
 /// Reads journal datagrams until one has every `(key, value)` of `want`; returns its fields.
-fn journal_entry_with(socket: &UnixDatagram, want: &[(&str, &str)], timeout: Duration) -> Vec<(String, String)> {
+fn journal_entry_with(
+    socket: &UnixDatagram,
+    want: &[(&str, &str)],
+    timeout: Duration,
+) -> Vec<(String, String)> {
     let started = Instant::now();
     let mut buf = vec![0u8; 65536];
     let mut seen = Vec::new();
@@ -178,18 +185,26 @@ async fn logs_go_to_journald_with_message_ids_and_fields() {
     let journal = fx.journal.as_ref().unwrap();
     let connection = fx.connect().await;
     let manager = fx.manager(&connection).await;
-    let set = manager.snapshot(&["data"], "journal", std::collections::HashMap::new()).await.unwrap();
+    let set =
+        manager.snapshot(&["data"], "journal", std::collections::HashMap::new()).await.unwrap();
     let id = snapback_dbus::snapshot_id(set.as_str()).unwrap();
     let id = id.to_string();
     let entry = journal_entry_with(
         journal,
-        &[("MESSAGE_ID", "f2ac8f71a2f6497e9b58ec2833fad94f"), ("SNAPSHOT_ID", &id), ("VOLUMES", "data")],
+        &[
+            ("MESSAGE_ID", "f2ac8f71a2f6497e9b58ec2833fad94f"),
+            ("SNAPSHOT_ID", &id),
+            ("VOLUMES", "data"),
+        ],
         LIVENESS,
     );
     let field = |key: &str| entry.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
     assert_eq!(field("SYSLOG_IDENTIFIER"), Some("snapbackd"));
     assert_eq!(field("PRIORITY"), Some("5"), "tracing-journald maps INFO to notice");
-    assert_eq!(field("MESSAGE"), Some(format!("snapshot set {id} created over data (journal)").as_str()));
+    assert_eq!(
+        field("MESSAGE"),
+        Some(format!("snapshot set {id} created over data (journal)").as_str())
+    );
 
     // The rollback of an idle volume: started now, then finished, each with its own MESSAGE_ID.
     // The call runs beside the journal reads: the test's socket queues only a few datagrams,
@@ -200,10 +215,17 @@ async fn logs_go_to_journald_with_message_ids_and_fields() {
     });
     let started = journal_entry_with(
         journal,
-        &[("MESSAGE_ID", "551aff89e1214461bbf071d87a6807d6"), ("SNAPSHOT_ID", &id), ("VOLUMES", "data")],
+        &[
+            ("MESSAGE_ID", "551aff89e1214461bbf071d87a6807d6"),
+            ("SNAPSHOT_ID", &id),
+            ("VOLUMES", "data"),
+        ],
         LIVENESS,
     );
-    assert!(started.iter().any(|(k, v)| k == "MESSAGE" && v == &format!("rollback of snapshot set {id} started: merging")));
+    assert!(started
+        .iter()
+        .any(|(k, v)| k == "MESSAGE"
+            && v == &format!("rollback of snapshot set {id} started: merging")));
     journal_entry_with(
         journal,
         &[("MESSAGE_ID", "434d125d881e4dcd99ae6d046f431929"), ("SNAPSHOT_ID", &id), ("OK", "true")],

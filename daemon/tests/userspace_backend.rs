@@ -29,12 +29,16 @@ struct Env {
 
 impl Env {
     fn new(volumes: &[(&str, u64)], pool_bytes: u64) -> Env {
-        assert!(rustix::process::geteuid().is_root(), "these tests need root (FUSE, loop devices, mount)");
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "these tests need root (FUSE, loop devices, mount)"
+        );
         let dir = tempfile::Builder::new().prefix("snapback-us-").tempdir_in("/var/tmp").unwrap();
         let pool_path = dir.path().join("pool.img");
         fs::File::create(&pool_path).unwrap().set_len(pool_bytes).unwrap();
         let dev = Arc::new(snapback_engine::io::FileIo::open(&pool_path, true).unwrap());
-        pool::format_io(dev, &pool_path, FormatOptions { force: false, extent_bytes: 4 * MIB }).unwrap();
+        pool::format_io(dev, &pool_path, FormatOptions { force: false, extent_bytes: 4 * MIB })
+            .unwrap();
         let volumes = volumes
             .iter()
             .map(|(name, bytes)| {
@@ -43,7 +47,14 @@ impl Env {
                 VolumeConfig { name: name.to_string(), device, auto: true, cow_size: None }
             })
             .collect();
-        Env { config: Config { pool: PoolConfig { path: pool_path }, volumes, boot: Default::default() }, dir }
+        Env {
+            config: Config {
+                pool: PoolConfig { path: pool_path },
+                volumes,
+                boot: Default::default(),
+            },
+            dir,
+        }
     }
 
     fn options(&self) -> UserspaceOptions {
@@ -72,7 +83,11 @@ impl Env {
 
 fn sh(program: &str, args: &[&str]) {
     let output = Command::new(program).args(args).output().unwrap();
-    assert!(output.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 fn device_of(backend: &UserspaceBackend, volume: &str) -> String {
@@ -176,7 +191,11 @@ fn record_events(backend: &UserspaceBackend) -> Events {
 /// Events are emitted after the state they report is visible, so a test that saw the
 /// state waits for the event instead of expecting it already recorded (30 s: a liveness
 /// bound on a loaded machine).
-fn wait_for_event(events: &Events, what: &str, matches: impl Fn(&BackendEvent) -> bool) -> BackendEvent {
+fn wait_for_event(
+    events: &Events,
+    what: &str,
+    matches: impl Fn(&BackendEvent) -> bool,
+) -> BackendEvent {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(event) = events.lock().unwrap().iter().find(|event| matches(event)) {
@@ -221,10 +240,16 @@ fn a_snapshot_of_a_mounted_file_system_is_frozen_clean_and_holds_the_last_writes
     let mounted = mkfs_and_mount(&device, &mnt);
     // Written, never synced by anyone: only the snapshot's own flush/freeze can put it there.
     fs::write(mnt.join("unsynced"), b"written just before the snapshot\n").unwrap();
-    assert!(ext4_needs_recovery(Path::new(&device)), "a mounted ext4 is marked as needing recovery");
+    assert!(
+        ext4_needs_recovery(Path::new(&device)),
+        "a mounted ext4 is marked as needing recovery"
+    );
 
     let set = backend
-        .create_snapshot(SnapshotRequest { cow_size_bytes: Some(16 * MIB), ..SnapshotRequest::default() })
+        .create_snapshot(SnapshotRequest {
+            cow_size_bytes: Some(16 * MIB),
+            ..SnapshotRequest::default()
+        })
         .unwrap();
     // The live file system was thawed: it takes writes again.
     fs::write(mnt.join("after"), b"after the snapshot\n").unwrap();
@@ -238,11 +263,18 @@ fn a_snapshot_of_a_mounted_file_system_is_frozen_clean_and_holds_the_last_writes
     let copy = env.dir.path().join("snapshot-copy.img");
     fs::copy(&snapshot_file, &copy).unwrap();
     let fsck = Command::new("e2fsck").args(["-f", "-n"]).arg(&copy).output().unwrap();
-    assert!(fsck.status.success(), "e2fsck of the snapshot: {}", String::from_utf8_lossy(&fsck.stdout));
+    assert!(
+        fsck.status.success(),
+        "e2fsck of the snapshot: {}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
     let cat = Command::new("debugfs").args(["-R", "cat /unsynced"]).arg(&copy).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&cat.stdout), "written just before the snapshot\n");
     let after = Command::new("debugfs").args(["-R", "stat /after"]).arg(&copy).output().unwrap();
-    assert!(String::from_utf8_lossy(&after.stderr).contains("File not found"), "later writes are not in the snapshot");
+    assert!(
+        String::from_utf8_lossy(&after.stderr).contains("File not found"),
+        "later writes are not in the snapshot"
+    );
 
     mounted.unmount();
     backend.delete(set.id).unwrap();
@@ -266,10 +298,16 @@ fn a_file_system_covered_by_another_mount_is_frozen_through_a_mount_point_that_s
     let cover = Mounted(Some(first.clone()));
 
     let set = backend
-        .create_snapshot(SnapshotRequest { cow_size_bytes: Some(16 * MIB), ..SnapshotRequest::default() })
+        .create_snapshot(SnapshotRequest {
+            cow_size_bytes: Some(16 * MIB),
+            ..SnapshotRequest::default()
+        })
         .unwrap();
     let snapshot_file = env.options().fuse_dir.join(format!("vol@{}", set.id));
-    assert!(!ext4_needs_recovery(&snapshot_file), "the ext4 was frozen through the bind mount, not skipped");
+    assert!(
+        !ext4_needs_recovery(&snapshot_file),
+        "the ext4 was frozen through the bind mount, not skipped"
+    );
     assert!(fs::write(second.join("after"), b"thawed\n").is_ok(), "thawed again");
 
     cover.unmount();
@@ -345,7 +383,10 @@ fn two_volume_set_scheduled_while_mounted_merges_at_next_open() {
 
     // snapshot while mounted: the backend syncs the filesystems before suspending
     let set = backend
-        .create_snapshot(SnapshotRequest { cow_size_bytes: Some(16 * MIB), ..SnapshotRequest::default() })
+        .create_snapshot(SnapshotRequest {
+            cow_size_bytes: Some(16 * MIB),
+            ..SnapshotRequest::default()
+        })
         .unwrap();
     assert_eq!(set.volumes, vec!["root".to_string(), "var".to_string()]);
     fs::write(root_mnt.join("os-release"), b"v2 broken\n").unwrap();
@@ -397,7 +438,10 @@ fn a_rollback_scheduled_under_a_mount_waits_while_the_old_device_stays_mounted_a
     fs::write(mnt.join("file"), b"v1\n").unwrap();
     let before = tree(&mnt);
     let set = backend
-        .create_snapshot(SnapshotRequest { cow_size_bytes: Some(16 * MIB), ..SnapshotRequest::default() })
+        .create_snapshot(SnapshotRequest {
+            cow_size_bytes: Some(16 * MIB),
+            ..SnapshotRequest::default()
+        })
         .unwrap();
     fs::write(mnt.join("file"), b"v2\n").unwrap();
     sh("sync", &[]);
@@ -407,14 +451,28 @@ fn a_rollback_scheduled_under_a_mount_waits_while_the_old_device_stays_mounted_a
     backend.shutdown().unwrap();
     drop(backend);
     let backend = env.open();
-    assert_eq!(backend.snapshot(set.id).unwrap().state, SnapshotState::MergeScheduled, "merged under the mount");
+    assert_eq!(
+        backend.snapshot(set.id).unwrap().state,
+        SnapshotState::MergeScheduled,
+        "merged under the mount"
+    );
     assert_ne!(device_of(&backend, "restarted"), old_device, "the volume gets a new device");
-    let sys_backing = Path::new("/sys/block").join(Path::new(&old_device).file_name().unwrap()).join("loop/backing_file");
-    assert_eq!(fs::read_to_string(&sys_backing).unwrap().trim_end(), "/restarted", "the old device, its FUSE mount detached");
+    let sys_backing = Path::new("/sys/block")
+        .join(Path::new(&old_device).file_name().unwrap())
+        .join("loop/backing_file");
+    assert_eq!(
+        fs::read_to_string(&sys_backing).unwrap().trim_end(),
+        "/restarted",
+        "the old device, its FUSE mount detached"
+    );
     backend.shutdown().unwrap();
     drop(backend);
     let backend = env.open();
-    assert_eq!(backend.snapshot(set.id).unwrap().state, SnapshotState::MergeScheduled, "merged under the mount at a second restart");
+    assert_eq!(
+        backend.snapshot(set.id).unwrap().state,
+        SnapshotState::MergeScheduled,
+        "merged under the mount at a second restart"
+    );
 
     // unmounted (its I/O fails now: nothing serves it), the old device detaches; the next start merges
     drop(mounted);
@@ -452,16 +510,23 @@ fn origin_writes_the_engine_holds_are_written_back_without_anyone_flushing() {
     let env = Env::new(&[("vol", 64 * MIB)], 128 * MIB);
     let backend = env.open();
     let set = backend
-        .create_snapshot(SnapshotRequest { cow_size_bytes: Some(16 * MIB), ..SnapshotRequest::default() })
+        .create_snapshot(SnapshotRequest {
+            cow_size_bytes: Some(16 * MIB),
+            ..SnapshotRequest::default()
+        })
         .unwrap();
     let backing = env.config.volumes[0].device.clone();
     let before = read_file(&backing, 0, 1 << 20);
     // The served file is FOPEN_DIRECT_IO: the write reaches the engine at once. It stays open
     // and is never fsynced, so only the monitor's expiry can move the data on.
-    let served = fs::OpenOptions::new().write(true).open(env.options().fuse_dir.join("vol")).unwrap();
+    let served =
+        fs::OpenOptions::new().write(true).open(env.options().fuse_dir.join("vol")).unwrap();
     let data = pattern(1 << 20, 77);
     std::os::unix::fs::FileExt::write_all_at(&served, &data, 0).unwrap();
-    assert!(read_file(&backing, 0, 1 << 20) == before, "a write into fresh chunks is held (write-back) at first");
+    assert!(
+        read_file(&backing, 0, 1 << 20) == before,
+        "a write into fresh chunks is held (write-back) at first"
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     while read_file(&backing, 0, 1 << 20) != data {
         assert!(Instant::now() < deadline, "held origin writes never reached the backing file");
@@ -489,7 +554,10 @@ fn reopen_mid_merge_resumes_and_ends_with_the_snapshot_content() {
     let original = pattern(32 << 20, 21);
     write_device(&device, 0, &original);
     let set = backend
-        .create_snapshot(SnapshotRequest { cow_size_bytes: Some(40 * MIB), ..SnapshotRequest::default() })
+        .create_snapshot(SnapshotRequest {
+            cow_size_bytes: Some(40 * MIB),
+            ..SnapshotRequest::default()
+        })
         .unwrap();
     write_device(&device, 0, &pattern(32 << 20, 22));
     let events = record_events(&backend);
@@ -509,7 +577,9 @@ fn reopen_mid_merge_resumes_and_ends_with_the_snapshot_content() {
         assert!(Instant::now() < deadline, "no merge progress: {info:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    wait_for_event(&events, "SnapshotChanged for the progress", |e| *e == BackendEvent::SnapshotChanged(set.id));
+    wait_for_event(&events, "SnapshotChanged for the progress", |e| {
+        *e == BackendEvent::SnapshotChanged(set.id)
+    });
     backend.shutdown().unwrap();
     drop(backend);
 
@@ -525,7 +595,10 @@ fn reopen_mid_merge_resumes_and_ends_with_the_snapshot_content() {
     backend.shutdown().unwrap();
     drop(backend);
     let backing = &env.config.volumes[0].device;
-    assert!(read_file(backing, 0, 32 << 20) == original, "volume content after resumed merge is wrong");
+    assert!(
+        read_file(backing, 0, 32 << 20) == original,
+        "volume content after resumed merge is wrong"
+    );
 }
 
 #[test]
@@ -544,7 +617,10 @@ fn full_pool_is_no_space_with_nothing_half_made() {
     assert_eq!(Pool::open(&env.config.pool.path).unwrap().registry(), before, "registry unchanged");
     // the pool still serves a set that fits, with the id nothing consumed
     let set = backend
-        .create_snapshot(SnapshotRequest { cow_size_bytes: Some(8 * MIB), ..SnapshotRequest::default() })
+        .create_snapshot(SnapshotRequest {
+            cow_size_bytes: Some(8 * MIB),
+            ..SnapshotRequest::default()
+        })
         .unwrap();
     assert_eq!(set.id, before.next_snapshot_id);
     assert_eq!(backend.pool().used_bytes, 16 * MIB);
@@ -565,7 +641,10 @@ fn rollback_of_a_cow_invalidated_before_the_monitor_saw_it_is_refused_and_marked
     let backend = env.open_with(options);
     let device = device_of(&backend, "vol");
     let set = backend
-        .create_snapshot(SnapshotRequest { cow_size_bytes: Some(4 * MIB), ..SnapshotRequest::default() })
+        .create_snapshot(SnapshotRequest {
+            cow_size_bytes: Some(4 * MIB),
+            ..SnapshotRequest::default()
+        })
         .unwrap();
     let data = pattern(8 << 20, 6);
     write_device(&device, 0, &data);
@@ -587,7 +666,10 @@ fn full_cow_grows_or_invalidates_and_the_volume_keeps_working() {
     let events = record_events(&backend);
     let device = device_of(&backend, "vol");
     let set = backend
-        .create_snapshot(SnapshotRequest { cow_size_bytes: Some(4 * MIB), ..SnapshotRequest::default() })
+        .create_snapshot(SnapshotRequest {
+            cow_size_bytes: Some(4 * MIB),
+            ..SnapshotRequest::default()
+        })
         .unwrap();
     let data = pattern(8 << 20, 5);
     write_device(&device, 0, &data);
@@ -597,7 +679,11 @@ fn full_cow_grows_or_invalidates_and_the_volume_keeps_working() {
         assert!(Instant::now() < deadline, "snapshot never became invalid");
         std::thread::sleep(Duration::from_millis(50));
     }
-    wait_for_event(&events, "SnapshotInvalidated", |e| matches!(e, BackendEvent::SnapshotInvalidated { id, .. } if *id == set.id));
+    wait_for_event(
+        &events,
+        "SnapshotInvalidated",
+        |e| matches!(e, BackendEvent::SnapshotInvalidated { id, .. } if *id == set.id),
+    );
     assert!(matches!(backend.rollback(set.id), Err(BackendError::SnapshotInvalid(_))));
     assert!(read_file(Path::new(&device), 0, 8 << 20) == data, "origin writes all landed");
     backend.delete(set.id).unwrap();
@@ -610,7 +696,10 @@ fn full_cow_grows_or_invalidates_and_the_volume_keeps_working() {
     let backend = env.open_with(options);
     let device = device_of(&backend, "vol");
     let set = backend
-        .create_snapshot(SnapshotRequest { cow_size_bytes: Some(4 * MIB), ..SnapshotRequest::default() })
+        .create_snapshot(SnapshotRequest {
+            cow_size_bytes: Some(4 * MIB),
+            ..SnapshotRequest::default()
+        })
         .unwrap();
     for step in 0..32u64 {
         write_device(&device, step * 256 * 1024, &pattern(256 << 10, 40 + step as u32));
@@ -623,7 +712,10 @@ fn full_cow_grows_or_invalidates_and_the_volume_keeps_working() {
             if info.used_bytes as f64 <= threshold * info.size_bytes as f64 {
                 break;
             }
-            assert!(Instant::now() < deadline, "the COW was not grown past the threshold: {info:?}");
+            assert!(
+                Instant::now() < deadline,
+                "the COW was not grown past the threshold: {info:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -631,7 +723,11 @@ fn full_cow_grows_or_invalidates_and_the_volume_keeps_working() {
     assert_eq!(info.state, SnapshotState::Active, "{info:?}");
     assert!(info.size_bytes > 4 * MIB, "COW grew: {info:?}");
     let updated = backend
-        .update_metadata(set.id, Some("renamed".into()), BTreeMap::from([("dnf".into(), "42".into())]))
+        .update_metadata(
+            set.id,
+            Some("renamed".into()),
+            BTreeMap::from([("dnf".into(), "42".into())]),
+        )
         .unwrap();
     assert_eq!(updated.description, "renamed");
     assert_eq!(updated.userdata.get("dnf").map(String::as_str), Some("42"));
@@ -672,12 +768,33 @@ fn measure_throughput() {
     let env = Env::new(&[("bench", 2 * SIZE_MIB * MIB)], 2 * SIZE_MIB * MIB);
     // pre-fill the backing file so every measured write overwrites allocated blocks
     let backing = env.config.volumes[0].device.clone();
-    sh("dd", &["if=/dev/urandom", &format!("of={}", backing.display()), "bs=1M", &format!("count={SIZE_MIB}"), "conv=notrunc,fsync", "status=none"]);
+    sh(
+        "dd",
+        &[
+            "if=/dev/urandom",
+            &format!("of={}", backing.display()),
+            "bs=1M",
+            &format!("count={SIZE_MIB}"),
+            "conv=notrunc,fsync",
+            "status=none",
+        ],
+    );
     // and the pool's data area (after the two 2 MiB registry slots) with zeros, as a pool file
     // made with dd is (README): copies into a sparse pool would also pay the file system's
     // block allocation, committed by every group commit's fdatasync
     let pool_path = env.config.pool.path.display().to_string();
-    sh("dd", &["if=/dev/zero", &format!("of={pool_path}"), "bs=1M", "seek=4", &format!("count={}", 2 * SIZE_MIB - 4), "conv=notrunc,fsync", "status=none"]);
+    sh(
+        "dd",
+        &[
+            "if=/dev/zero",
+            &format!("of={pool_path}"),
+            "bs=1M",
+            "seek=4",
+            &format!("count={}", 2 * SIZE_MIB - 4),
+            "conv=notrunc,fsync",
+            "status=none",
+        ],
+    );
     let backend = env.open();
     let device = device_of(&backend, "bench");
     let dd = |args: &[&str]| -> f64 {
@@ -688,21 +805,48 @@ fn measure_throughput() {
     let of = format!("of={device}");
     let iff = format!("if={device}");
     let count = format!("count={SIZE_MIB}");
-    let write = |seed: &str| dd(&[&format!("if={seed}"), &of, "bs=1M", &count, "oflag=direct", "conv=fsync", "status=none"]);
+    let write = |seed: &str| {
+        dd(&[
+            &format!("if={seed}"),
+            &of,
+            "bs=1M",
+            &count,
+            "oflag=direct",
+            "conv=fsync",
+            "status=none",
+        ])
+    };
     let zero_src = env.dir.path().join("src.img");
-    sh("dd", &["if=/dev/urandom", &format!("of={}", zero_src.display()), "bs=1M", &count, "status=none"]);
+    sh(
+        "dd",
+        &["if=/dev/urandom", &format!("of={}", zero_src.display()), "bs=1M", &count, "status=none"],
+    );
     let src = zero_src.to_str().unwrap().to_string();
 
     let raw_write = {
         let started = Instant::now();
-        sh("dd", &[&format!("if={src}"), &format!("of={}", backing.display()), "bs=1M", &count, "oflag=direct", "conv=notrunc,fsync", "status=none"]);
+        sh(
+            "dd",
+            &[
+                &format!("if={src}"),
+                &format!("of={}", backing.display()),
+                "bs=1M",
+                &count,
+                "oflag=direct",
+                "conv=notrunc,fsync",
+                "status=none",
+            ],
+        );
         SIZE_MIB as f64 / started.elapsed().as_secs_f64()
     };
     let plain_write = write(&src);
     let plain_read = dd(&[&iff, "of=/dev/null", "bs=1M", &count, "iflag=direct", "status=none"]);
     let started = Instant::now();
     let set = backend
-        .create_snapshot(SnapshotRequest { cow_size_bytes: Some((SIZE_MIB + 16) * MIB), ..SnapshotRequest::default() })
+        .create_snapshot(SnapshotRequest {
+            cow_size_bytes: Some((SIZE_MIB + 16) * MIB),
+            ..SnapshotRequest::default()
+        })
         .unwrap();
     let snapshot_ms = started.elapsed().as_secs_f64() * 1000.0;
     let cow_write = write(&src);
@@ -712,10 +856,7 @@ fn measure_throughput() {
     // meanwhile: 4 KiB reads of the volume through FUSE (the loop device's path), timed
     let volume_file = env.options().fuse_dir.join("bench");
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut reader = StopOnDrop {
-        done: done.clone(),
-        handle: None,
-    };
+    let mut reader = StopOnDrop { done: done.clone(), handle: None };
     reader.handle = Some({
         let done = done.clone();
         std::thread::spawn(move || {
@@ -741,15 +882,35 @@ fn measure_throughput() {
     let (p50, p99, max) = (at(0.5), at(0.99), at(1.0));
     let copy = {
         let started = Instant::now();
-        sh("dd", &[&format!("if={src}"), &format!("of={}", env.dir.path().join("copy.img").display()), "bs=1M", &count, "oflag=direct", "conv=fsync", "status=none"]);
+        sh(
+            "dd",
+            &[
+                &format!("if={src}"),
+                &format!("of={}", env.dir.path().join("copy.img").display()),
+                "bs=1M",
+                &count,
+                "oflag=direct",
+                "conv=fsync",
+                "status=none",
+            ],
+        );
         SIZE_MIB as f64 / started.elapsed().as_secs_f64()
     };
     println!("backing file direct write       {raw_write:8.1} MiB/s");
-    println!("volume write, no snapshot       {plain_write:8.1} MiB/s  ({:.2} of backing file)", plain_write / raw_write);
+    println!(
+        "volume write, no snapshot       {plain_write:8.1} MiB/s  ({:.2} of backing file)",
+        plain_write / raw_write
+    );
     println!("volume read, no snapshot        {plain_read:8.1} MiB/s");
     println!("snapshot create (sync+suspend)  {snapshot_ms:8.1} ms");
-    println!("volume write, first after snap  {cow_write:8.1} MiB/s  ({:.2} of no snapshot)", cow_write / plain_write);
-    println!("volume write, chunks already cow{overwrite:8.1} MiB/s  ({:.2} of no snapshot)", overwrite / plain_write);
+    println!(
+        "volume write, first after snap  {cow_write:8.1} MiB/s  ({:.2} of no snapshot)",
+        cow_write / plain_write
+    );
+    println!(
+        "volume write, chunks already cow{overwrite:8.1} MiB/s  ({:.2} of no snapshot)",
+        overwrite / plain_write
+    );
     println!("merge of {SIZE_MIB} MiB of exceptions     {merge:8.1} MiB/s  ({:.2} of a plain file copy at {copy:.1} MiB/s)", merge / copy);
     println!("4 KiB reads during the merge     p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms ({} reads)", latencies.len());
     backend.shutdown().unwrap();
@@ -760,7 +921,10 @@ fn a_corrupt_cow_found_at_start_makes_its_set_invalid_and_the_volume_works() {
     let env = Env::new(&[("vol", 32 * MIB)], 64 * MIB);
     let backend = env.open();
     let set = backend
-        .create_snapshot(SnapshotRequest { description: "kept".into(), ..SnapshotRequest::default() })
+        .create_snapshot(SnapshotRequest {
+            description: "kept".into(),
+            ..SnapshotRequest::default()
+        })
         .unwrap();
     backend.shutdown().unwrap();
     drop(backend);
@@ -796,7 +960,10 @@ fn a_failed_merge_is_reported_kept_and_resumed_by_another_rollback() {
     let original = pattern(16 << 20, 61);
     write_device(&device, 0, &original);
     let set = backend
-        .create_snapshot(SnapshotRequest { cow_size_bytes: Some(24 * MIB), ..SnapshotRequest::default() })
+        .create_snapshot(SnapshotRequest {
+            cow_size_bytes: Some(24 * MIB),
+            ..SnapshotRequest::default()
+        })
         .unwrap();
     // 8 MiB = 512 exceptions: the first metadata area is not full, so the failing read is a
     // data chunk's (see the report about a failing metadata-area read)
@@ -814,23 +981,36 @@ fn a_failed_merge_is_reported_kept_and_resumed_by_another_rollback() {
         assert!(Instant::now() < deadline, "merge never failed");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let failed = wait_for_event(&events, "MergeFinished(failed)", |e| {
-        matches!(e, BackendEvent::MergeFinished { id, ok: false, .. } if *id == set.id)
-    });
+    let failed = wait_for_event(
+        &events,
+        "MergeFinished(failed)",
+        |e| matches!(e, BackendEvent::MergeFinished { id, ok: false, .. } if *id == set.id),
+    );
     assert!(
         matches!(&failed, BackendEvent::MergeFinished { message, .. } if message.contains("volume vol")),
         "MergeFinished(false) names the volume: {failed:?}"
     );
-    assert!(matches!(backend.delete(set.id), Err(BackendError::Busy(_))), "a half-merged set is kept");
+    assert!(
+        matches!(backend.delete(set.id), Err(BackendError::Busy(_))),
+        "a half-merged set is kept"
+    );
 
     // the device comes back: Rollback resumes and finishes with the snapshot's content
     let file = fs::OpenOptions::new().write(true).open(&pool_path).unwrap();
     file.set_len(pool_bytes.len() as u64).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&file, &pool_bytes[data_offset as usize..], data_offset).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(
+        &file,
+        &pool_bytes[data_offset as usize..],
+        data_offset,
+    )
+    .unwrap();
     file.sync_all().unwrap();
     assert_eq!(backend.rollback(set.id).unwrap(), RollbackOutcome::Merging);
     wait_removed(&backend, set.id);
-    assert!(read_file(Path::new(&device), 0, 16 << 20) == original, "content after the resumed merge");
+    assert!(
+        read_file(Path::new(&device), 0, 16 << 20) == original,
+        "content after the resumed merge"
+    );
     let finished = BackendEvent::MergeFinished { id: set.id, ok: true, message: String::new() };
     wait_for_event(&events, "MergeFinished(ok) after the resumed merge", |e| *e == finished);
 }
@@ -844,7 +1024,9 @@ impl Drop for StaleLeftovers {
         // Only ours: other tests run in parallel, and free device numbers are reused.
         snapbackd::backend::userspace::loop_device::detach_stale(&self.0, &[]);
         let mounted = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        if mounted.lines().any(|l| l.split(' ').nth(4) == self.0.to_str() && l.contains(" - tmpfs dead-snapbackd ")) {
+        if mounted.lines().any(|l| {
+            l.split(' ').nth(4) == self.0.to_str() && l.contains(" - tmpfs dead-snapbackd ")
+        }) {
             let _ = Command::new("umount").arg("-l").arg(&self.0).status();
         }
     }
@@ -860,7 +1042,11 @@ fn leftovers_of_a_crashed_daemon_are_cleaned_up_at_open() {
     // If the backend does not clean them up, the test must not leave them behind itself.
     let _leftovers = StaleLeftovers(fuse_dir.clone());
     fs::File::create(fuse_dir.join("vol")).unwrap().set_len(16 * MIB).unwrap();
-    let output = Command::new("losetup").args(["--find", "--show"]).arg(fuse_dir.join("vol")).output().unwrap();
+    let output = Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(fuse_dir.join("vol"))
+        .output()
+        .unwrap();
     let stale = String::from_utf8(output.stdout).unwrap().trim().to_string();
     let stale_name = Path::new(&stale).file_name().unwrap().to_owned();
     let sys_backing = Path::new("/sys/block").join(&stale_name).join("loop/backing_file");
@@ -870,7 +1056,8 @@ fn leftovers_of_a_crashed_daemon_are_cleaned_up_at_open() {
     let device = device_of(&backend, "vol");
     let sys_backing_now = fs::read_to_string(&sys_backing).unwrap_or_default();
     assert!(
-        device == stale && sys_backing_now.trim() == fuse_dir.join("vol").to_str().unwrap() || !sys_backing.exists(),
+        device == stale && sys_backing_now.trim() == fuse_dir.join("vol").to_str().unwrap()
+            || !sys_backing.exists(),
         "stale loop device {stale} still attached to the dead file"
     );
     // and the new device works through the new FUSE mount
@@ -893,14 +1080,23 @@ fn the_volume_stays_usable_during_an_online_merge() {
     let original = pattern(16 << 20, 81);
     write_device(&device, 0, &original);
     let set = backend
-        .create_snapshot(SnapshotRequest { cow_size_bytes: Some(24 * MIB), ..SnapshotRequest::default() })
+        .create_snapshot(SnapshotRequest {
+            cow_size_bytes: Some(24 * MIB),
+            ..SnapshotRequest::default()
+        })
         .unwrap();
     write_device(&device, 0, &pattern(8 << 20, 82));
     assert_eq!(backend.rollback(set.id).unwrap(), RollbackOutcome::Merging);
     // no new set on a merging volume
-    assert!(matches!(backend.create_snapshot(SnapshotRequest::default()), Err(BackendError::Busy(_))));
+    assert!(matches!(
+        backend.create_snapshot(SnapshotRequest::default()),
+        Err(BackendError::Busy(_))
+    ));
     // while it merges: reads see the snapshot's content, new writes land and stay
-    assert!(read_file(Path::new(&device), 0, 8 << 20) == original[..8 << 20], "reads during the merge");
+    assert!(
+        read_file(Path::new(&device), 0, 8 << 20) == original[..8 << 20],
+        "reads during the merge"
+    );
     let late = pattern(1 << 20, 83);
     write_device(&device, 3 * MIB, &late);
     write_device(&device, 20 * MIB, &late);
@@ -913,14 +1109,21 @@ fn the_volume_stays_usable_during_an_online_merge() {
     wait_removed(&backend, set.id);
     let mut expected = original.clone();
     expected[3 << 20..4 << 20].copy_from_slice(&late);
-    assert!(read_file(Path::new(&device), 0, 16 << 20) == expected, "merged content plus the later write");
+    assert!(
+        read_file(Path::new(&device), 0, 16 << 20) == expected,
+        "merged content plus the later write"
+    );
     assert!(read_file(Path::new(&device), 20 * MIB, 1 << 20) == late);
 }
 
 /// Holds a block device open with O_EXCL, as a mount does: the backend then sees it busy.
 fn hold_busy(device: &str) -> fs::File {
     use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::EXCL.bits() as i32).open(device).unwrap()
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::EXCL.bits() as i32)
+        .open(device)
+        .unwrap()
 }
 
 /// Makes every COW read fail (the pool file ends where its data area begins) until the
@@ -936,14 +1139,19 @@ fn cut_pool(env: &Env) -> (Vec<u8>, u64) {
 fn restore_pool(env: &Env, (bytes, data_offset): &(Vec<u8>, u64)) {
     let file = OpenOptions::new().write(true).open(&env.config.pool.path).unwrap();
     file.set_len(bytes.len() as u64).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&file, &bytes[*data_offset as usize..], *data_offset).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &bytes[*data_offset as usize..], *data_offset)
+        .unwrap();
     file.sync_all().unwrap();
 }
 
 fn wait_state(backend: &UserspaceBackend, id: u32, state: SnapshotState) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while backend.snapshot(id).unwrap().state != state {
-        assert!(Instant::now() < deadline, "set {id} never became {state:?}: {:?}", backend.snapshot(id));
+        assert!(
+            Instant::now() < deadline,
+            "set {id} never became {state:?}: {:?}",
+            backend.snapshot(id)
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -1015,14 +1223,19 @@ fn a_half_merged_set_stays_whole_whatever_is_pressed() {
     backend.cancel_rollback(set.id).unwrap();
     assert_eq!(backend.snapshot(set.id).unwrap().state, SnapshotState::MergeFailed);
     match backend.delete(set.id) {
-        Err(BackendError::Busy(message)) => assert!(message.contains("half rolled back"), "{message}"),
+        Err(BackendError::Busy(message)) => {
+            assert!(message.contains("half rolled back"), "{message}")
+        }
         other => panic!("delete of a half-merged set: {other:?}"),
     }
     assert!(matches!(backend.cancel_rollback(set.id), Err(BackendError::InvalidArgument(_))));
     // One rollback per volume: the other set over b is refused and left as it was.
     match backend.rollback(second.id) {
         Err(BackendError::AlreadyMerging(message)) => {
-            assert!(message.contains("volume b") && message.contains(&format!("set {}", set.id)), "{message}")
+            assert!(
+                message.contains("volume b") && message.contains(&format!("set {}", set.id)),
+                "{message}"
+            )
         }
         other => panic!("rollback of a second set over a half-merged volume: {other:?}"),
     }
@@ -1050,7 +1263,9 @@ fn a_volume_missing_from_the_configuration_costs_no_set() {
         volumes: env.config.volumes.iter().filter(|v| v.name != "b").cloned().collect(),
         ..env.config.clone()
     };
-    let open = |config: &Config| UserspaceBackend::open_with(config, Pool::open(&config.pool.path).unwrap(), env.options());
+    let open = |config: &Config| {
+        UserspaceBackend::open_with(config, Pool::open(&config.pool.path).unwrap(), env.options())
+    };
     let backend = env.open();
     let (dev_a, dev_b) = (device_of(&backend, "a"), device_of(&backend, "b"));
     let (original_a, original_b) = (pattern(4 << 20, 81), pattern(4 << 20, 82));
@@ -1105,7 +1320,10 @@ fn a_volume_still_open_at_shutdown_takes_no_write_its_snapshots_would_miss() {
     let original = pattern(4 << 20, 91);
     write_device(&device, 0, &original);
     let set = backend
-        .create_snapshot(SnapshotRequest { cow_size_bytes: Some(8 * MIB), ..SnapshotRequest::default() })
+        .create_snapshot(SnapshotRequest {
+            cow_size_bytes: Some(8 * MIB),
+            ..SnapshotRequest::default()
+        })
         .unwrap();
     let changed = pattern(1 << 20, 92);
     write_device(&device, 0, &changed);
@@ -1124,7 +1342,10 @@ fn a_volume_still_open_at_shutdown_takes_no_write_its_snapshots_would_miss() {
     // Read through FUSE: the old loop device's number may be the new one's, with its pages.
     let volume = read_file(&env.dir.path().join("fuse").join("held"), 0, 4 << 20);
     assert!(volume[..1 << 20] == changed[..], "the write before shutdown is kept");
-    assert!(volume[2 << 20..3 << 20] == original[2 << 20..3 << 20], "the refused write did not land");
+    assert!(
+        volume[2 << 20..3 << 20] == original[2 << 20..3 << 20],
+        "the refused write did not land"
+    );
     let view = env.dir.path().join("fuse").join(format!("held@{}", set.id));
     assert!(read_file(&view, 0, 4 << 20) == original, "the snapshot is whole");
 }
@@ -1135,8 +1356,13 @@ fn boot_dirs(env: &mut Env) -> (PathBuf, PathBuf) {
     let boot = env.dir.path().join("boot");
     let esp = env.dir.path().join("esp");
     let kernel = |version: &str| {
-        fs::write(boot.join(format!("vmlinuz-{version}")), pattern(300_000, version.len() as u32)).unwrap();
-        fs::write(boot.join(format!("initramfs-{version}.img")), pattern(500_000, 7 + version.len() as u32)).unwrap();
+        fs::write(boot.join(format!("vmlinuz-{version}")), pattern(300_000, version.len() as u32))
+            .unwrap();
+        fs::write(
+            boot.join(format!("initramfs-{version}.img")),
+            pattern(500_000, 7 + version.len() as u32),
+        )
+        .unwrap();
         fs::write(
             boot.join(format!("loader/entries/m-{version}.conf")),
             format!("title Fedora {version}\nlinux /vmlinuz-{version}\ninitrd /initramfs-{version}.img\noptions root=/dev/mapper/snapback-root\n"),
@@ -1148,7 +1374,8 @@ fn boot_dirs(env: &mut Env) -> (PathBuf, PathBuf) {
     fs::create_dir_all(esp.join("loader")).unwrap();
     kernel("6.10");
     kernel("6.11");
-    fs::write(boot.join("grub2/grubenv"), "# GRUB Environment Block\nsaved_entry=m-6.11\n").unwrap();
+    fs::write(boot.join("grub2/grubenv"), "# GRUB Environment Block\nsaved_entry=m-6.11\n")
+        .unwrap();
     fs::write(esp.join("loader/loader.conf"), "timeout 3\n").unwrap();
     env.config.boot = snapbackd::boot::BootConfig {
         enabled: true,
@@ -1168,7 +1395,8 @@ fn upgrade_boot(boot: &Path) {
         "title Fedora 6.12\nlinux /vmlinuz-6.12\ninitrd /initramfs-6.12.img\noptions root=/dev/mapper/snapback-root\n",
     )
     .unwrap();
-    fs::write(boot.join("grub2/grubenv"), "# GRUB Environment Block\nsaved_entry=m-6.12\n").unwrap();
+    fs::write(boot.join("grub2/grubenv"), "# GRUB Environment Block\nsaved_entry=m-6.12\n")
+        .unwrap();
     for old in ["vmlinuz-6.10", "initramfs-6.10.img", "loader/entries/m-6.10.conf"] {
         fs::remove_file(boot.join(old)).unwrap();
     }
@@ -1189,11 +1417,16 @@ fn a_rollback_of_the_root_volume_brings_back_boot_and_a_cancel_the_upgrade() {
     let at_snapshot = boot_state(&env);
     let request = SnapshotRequest { cow_size_bytes: Some(8 * MIB), ..SnapshotRequest::default() };
     let set = backend.create_snapshot(request.clone()).unwrap();
-    let data_only = backend.create_snapshot(SnapshotRequest { volumes: vec!["data".into()], ..request }).unwrap();
+    let data_only = backend
+        .create_snapshot(SnapshotRequest { volumes: vec!["data".into()], ..request })
+        .unwrap();
     let registry = Pool::open(&env.config.pool.path).unwrap().registry();
     let recorded = registry.set(set.id).unwrap().boot.clone().expect("the root set records /boot");
     assert_eq!(recorded.files.len(), at_snapshot.len());
-    assert!(registry.set(data_only.id).unwrap().boot.is_none(), "a set without the root volume records nothing");
+    assert!(
+        registry.set(data_only.id).unwrap().boot.is_none(),
+        "a set without the root volume records nothing"
+    );
     assert!(registry.boot_blob_extent_count() > 0);
     // The way back from the boot menu: the snapshot-time default (6.11) with the parameter.
     let entry_path = boot.join(format!("loader/entries/snapback-rollback-{}.conf", set.id));
@@ -1214,7 +1447,10 @@ fn a_rollback_of_the_root_volume_brings_back_boot_and_a_cancel_the_upgrade() {
     let held = hold_busy(&device);
     assert_eq!(backend.rollback(set.id).unwrap(), RollbackOutcome::Scheduled);
     assert_eq!(boot_state(&env), at_snapshot);
-    assert_eq!(fs::read_to_string(boot.join("grub2/grubenv")).unwrap(), "# GRUB Environment Block\nsaved_entry=m-6.11\n");
+    assert_eq!(
+        fs::read_to_string(boot.join("grub2/grubenv")).unwrap(),
+        "# GRUB Environment Block\nsaved_entry=m-6.11\n"
+    );
     assert_eq!(snapbackd::boot::tree::bootable(&env.config.boot.roots()), Ok(()));
     // Cancelled: the upgrade's /boot is back, and nothing is due any more.
     backend.cancel_rollback(set.id).unwrap();
@@ -1230,7 +1466,8 @@ fn a_rollback_of_the_root_volume_brings_back_boot_and_a_cancel_the_upgrade() {
     upgrade_boot_again(&boot);
     let pool = Pool::open(&env.config.pool.path).unwrap();
     pool.update(|registry| {
-        registry.set_mut(set.id).unwrap().boot_restore = Some(snapbackd::pool::BootRestore::Snapshot);
+        registry.set_mut(set.id).unwrap().boot_restore =
+            Some(snapbackd::pool::BootRestore::Snapshot);
         Ok(())
     })
     .unwrap();
@@ -1249,5 +1486,6 @@ fn a_rollback_of_the_root_volume_brings_back_boot_and_a_cancel_the_upgrade() {
 /// The upgrade's /boot as a crash part way through its restore would leave it.
 fn upgrade_boot_again(boot: &Path) {
     fs::write(boot.join("vmlinuz-6.12"), pattern(310_000, 12)).unwrap();
-    fs::write(boot.join("grub2/grubenv"), "# GRUB Environment Block\nsaved_entry=m-6.12\n").unwrap();
+    fs::write(boot.join("grub2/grubenv"), "# GRUB Environment Block\nsaved_entry=m-6.12\n")
+        .unwrap();
 }

@@ -81,11 +81,7 @@ mod tests {
         let status = Status {
             backend: "userspace".into(),
             version: "0.1.0".into(),
-            pool: PoolStatus {
-                path: "/var/tmp/pool".into(),
-                size: 4 << 30,
-                used: 1 << 20,
-            },
+            pool: PoolStatus { path: "/var/tmp/pool".into(), size: 4 << 30, used: 1 << 20 },
             volumes,
             pending: vec![],
             merging: vec![crate::snapshot_path(1)],

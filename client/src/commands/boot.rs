@@ -22,7 +22,9 @@ pub async fn run(client: &Client, format: Format, command: BootCommand) -> Resul
         BootCommand::Regenerate => {
             let written = client.manager().refresh_boot_entries().await?;
             match format {
-                Format::Human if written.is_empty() => "No snapshot set has a boot entry.\n".to_owned(),
+                Format::Human if written.is_empty() => {
+                    "No snapshot set has a boot entry.\n".to_owned()
+                }
                 Format::Human => written.iter().map(|path| format!("wrote {path}\n")).collect(),
                 Format::Json => crate::output::json::pretty(json!({ "written": written })) + "\n",
             }
@@ -43,13 +45,19 @@ pub fn list_json(snapshots: &[SnapshotView]) -> Value {
 }
 
 pub fn render_list(snapshots: &[SnapshotView]) -> String {
-    let with_entry: Vec<&SnapshotView> = snapshots.iter().filter(|s| !s.boot_entry.is_empty()).collect();
+    let with_entry: Vec<&SnapshotView> =
+        snapshots.iter().filter(|s| !s.boot_entry.is_empty()).collect();
     if with_entry.is_empty() {
         return "No snapshot set has a boot entry (only sets of the root volume that recorded /boot do).\n".to_owned();
     }
     let mut table = Table::new(&["ID", "STATE", "ENTRY", "DESCRIPTION"]).align_right(0);
     for s in with_entry {
-        table.row(vec![s.id.to_string(), s.state_label(), s.boot_entry.clone(), s.description.clone()]);
+        table.row(vec![
+            s.id.to_string(),
+            s.state_label(),
+            s.boot_entry.clone(),
+            s.description.clone(),
+        ]);
     }
     table.render()
 }
@@ -60,7 +68,12 @@ mod tests {
 
     fn sets() -> Vec<SnapshotView> {
         vec![
-            SnapshotView { id: 1, state: "active".into(), description: "data only".into(), ..Default::default() },
+            SnapshotView {
+                id: 1,
+                state: "active".into(),
+                description: "data only".into(),
+                ..Default::default()
+            },
             SnapshotView {
                 id: 2,
                 state: "merge-scheduled".into(),
@@ -80,7 +93,10 @@ mod tests {
         );
         let json = list_json(&sets());
         assert_eq!(json["boot_entries"].as_array().unwrap().len(), 1);
-        assert_eq!(json["boot_entries"][0]["entry"], "/boot/loader/entries/snapback-rollback-2.conf");
+        assert_eq!(
+            json["boot_entries"][0]["entry"],
+            "/boot/loader/entries/snapback-rollback-2.conf"
+        );
         assert!(render_list(&sets()[..1]).starts_with("No snapshot set has a boot entry"));
     }
 }

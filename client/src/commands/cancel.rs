@@ -11,9 +11,9 @@ pub async fn run(client: &Client, format: Format, id: u32) -> Result<Outcome, Er
     let path = snapback_dbus::snapshot_path(id);
     client.manager().cancel_rollback(&path.as_ref()).await?;
     let text = match format {
-        Format::Human => format!(
-            "cancelled the rollback to snapshot set {id}; the set stays as a snapshot\n"
-        ),
+        Format::Human => {
+            format!("cancelled the rollback to snapshot set {id}; the set stays as a snapshot\n")
+        }
         Format::Json => crate::output::json::pretty(json!({ "id": id, "cancelled": true })) + "\n",
     };
     crate::print(&text)?;

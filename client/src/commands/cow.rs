@@ -29,10 +29,7 @@ pub fn run(cmd: CowCommand, format: Format) -> Result<Outcome, Error> {
 fn open(path: &Path, writable: bool) -> Result<Arc<dyn BlockIo>, Error> {
     FileIo::open(path, writable)
         .map(|io| Arc::new(io) as Arc<dyn BlockIo>)
-        .map_err(|e| Error::Cow {
-            path: path.to_owned(),
-            message: format!("cannot open: {e}"),
-        })
+        .map_err(|e| Error::Cow { path: path.to_owned(), message: format!("cannot open: {e}") })
 }
 
 /// Keeps what a writing command writes to from being used by anyone else until it ends: open
@@ -57,9 +54,7 @@ fn claim(path: &Path) -> Result<Claim, Error> {
     };
     let meta = std::fs::metadata(path).map_err(cannot)?;
     if meta.file_type().is_block_device() {
-        return Ok(Claim {
-            _held: vec![claim_block_device(path, path)?],
-        });
+        return Ok(Claim { _held: vec![claim_block_device(path, path)?] });
     }
     let file = File::open(path).map_err(cannot)?;
     match file.try_lock() {
@@ -73,10 +68,7 @@ fn claim(path: &Path) -> Result<Claim, Error> {
             })
         }
         Err(std::fs::TryLockError::Error(e)) => {
-            return Err(Error::Cow {
-                path: path.to_owned(),
-                message: format!("cannot lock: {e}"),
-            })
+            return Err(Error::Cow { path: path.to_owned(), message: format!("cannot lock: {e}") })
         }
     }
     let mut held = vec![file];
@@ -89,26 +81,16 @@ fn claim(path: &Path) -> Result<Claim, Error> {
 /// Opens `device` with `O_EXCL`; errors name `named` (the path the user gave).
 fn claim_block_device(device: &Path, named: &Path) -> Result<File, Error> {
     let excl = rustix::fs::OFlags::EXCL.bits() as i32;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(excl)
-        .open(device)
-        .map_err(|e| {
-            let through = if device == named {
-                String::new()
-            } else {
-                format!(" through {}", device.display())
-            };
-            let message = if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) {
-                format!("is in use (mounted?){through}: nothing was written")
-            } else {
-                format!("cannot open{through} exclusively: {e}")
-            };
-            Error::Cow {
-                path: named.to_owned(),
-                message,
-            }
-        })
+    std::fs::OpenOptions::new().read(true).custom_flags(excl).open(device).map_err(|e| {
+        let through =
+            if device == named { String::new() } else { format!(" through {}", device.display()) };
+        let message = if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) {
+            format!("is in use (mounted?){through}: nothing was written")
+        } else {
+            format!("cannot open{through} exclusively: {e}")
+        };
+        Error::Cow { path: named.to_owned(), message }
+    })
 }
 
 /// Every loop device whose backing file is the file `meta` describes (same device and inode).
@@ -140,10 +122,7 @@ fn engine_error(path: &Path, e: EngineError) -> Error {
         EngineError::NotFormatted => "the COW is all zero: it holds no snapshot store".to_owned(),
         other => other.to_string(),
     };
-    Error::Cow {
-        path: path.to_owned(),
-        message,
-    }
+    Error::Cow { path: path.to_owned(), message }
 }
 
 fn emit(text: String) -> Result<(), Error> {
@@ -179,12 +158,7 @@ pub fn render_inspect(r: &CowReport) -> String {
     key_values(&[
         (
             "Valid",
-            if r.valid {
-                "yes"
-            } else {
-                "no (invalidated: the data cannot be used)"
-            }
-            .to_owned(),
+            if r.valid { "yes" } else { "no (invalidated: the data cannot be used)" }.to_owned(),
         ),
         ("Version", r.version.to_string()),
         (
@@ -224,10 +198,7 @@ fn check(cow_path: &Path, format: Format) -> Result<Outcome, Error> {
     if problems.is_empty() {
         let report = offline::inspect(cow).map_err(|e| engine_error(cow_path, e))?;
         if !report.valid {
-            problems.push((
-                Some(0),
-                "the store is marked invalid (overflowed or failed)".into(),
-            ));
+            problems.push((Some(0), "the store is marked invalid (overflowed or failed)".into()));
         }
     }
     emit(match format {
@@ -240,10 +211,8 @@ fn check(cow_path: &Path, format: Format) -> Result<Outcome, Error> {
             })
             .collect(),
         Format::Json => {
-            let list: Vec<Value> = problems
-                .iter()
-                .map(|(o, m)| json!({ "offset": o, "message": m }))
-                .collect();
+            let list: Vec<Value> =
+                problems.iter().map(|(o, m)| json!({ "offset": o, "message": m })).collect();
             pretty(json!({
                 "path": cow_path.display().to_string(),
                 "clean": problems.is_empty(),
@@ -254,10 +223,7 @@ fn check(cow_path: &Path, format: Format) -> Result<Outcome, Error> {
     if problems.is_empty() {
         Ok(Outcome::Done)
     } else {
-        Err(Error::CheckFailed {
-            path: cow_path.to_owned(),
-            problems: problems.len(),
-        })
+        Err(Error::CheckFailed { path: cow_path.to_owned(), problems: problems.len() })
     }
 }
 
@@ -268,12 +234,9 @@ fn open_output(path: &Path, size: u64) -> Result<(Claim, Arc<dyn BlockIo>), Erro
     let claimed = if exists { Some(claim(path)?) } else { None };
     let is_block = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device());
     if !is_block {
-        let file = std::fs::File::create(path)
-            .and_then(|f| f.set_len(size))
-            .map_err(|e| Error::Cow {
-                path: path.to_owned(),
-                message: format!("cannot create: {e}"),
-            });
+        let file = std::fs::File::create(path).and_then(|f| f.set_len(size)).map_err(|e| {
+            Error::Cow { path: path.to_owned(), message: format!("cannot create: {e}") }
+        });
         file?;
     }
     let claimed = match claimed {
@@ -292,15 +255,13 @@ fn export(
     let origin = open(origin_path, false)?;
     let cow = open(cow_path, false)?;
     // Refuse before creating OUT: an invalid or damaged store has no view to export.
-    offline::inspect(cow.clone())
-        .map_err(|e| engine_error(cow_path, e))
-        .and_then(|r| {
-            if r.valid {
-                Ok(())
-            } else {
-                Err(engine_error(cow_path, EngineError::Invalid))
-            }
-        })?;
+    offline::inspect(cow.clone()).map_err(|e| engine_error(cow_path, e)).and_then(|r| {
+        if r.valid {
+            Ok(())
+        } else {
+            Err(engine_error(cow_path, EngineError::Invalid))
+        }
+    })?;
     let size = origin.size_bytes().map_err(|e| Error::Cow {
         path: origin_path.to_owned(),
         message: format!("cannot read size: {e}"),
@@ -308,11 +269,9 @@ fn export(
     let (_claim, out) = open_output(out_path, size)?;
     offline::export(origin, cow, out.as_ref()).map_err(|e| engine_error(cow_path, e))?;
     emit(match format {
-        Format::Human => format!(
-            "exported the snapshot view ({}) to {}\n",
-            human_size(size),
-            out_path.display()
-        ),
+        Format::Human => {
+            format!("exported the snapshot view ({}) to {}\n", human_size(size), out_path.display())
+        }
         Format::Json => {
             pretty(json!({
                 "origin": origin_path.display().to_string(),
@@ -336,11 +295,8 @@ fn merge(origin_path: &Path, cow_path: &Path, format: Format) -> Result<Outcome,
     let mut on_progress = |p: snapback_engine::origin::MergeProgress| {
         if let Some(bar) = &bar {
             let done = p.chunks_total.saturating_sub(p.chunks_left);
-            let fraction = if p.chunks_total == 0 {
-                1.0
-            } else {
-                done as f64 / p.chunks_total as f64
-            };
+            let fraction =
+                if p.chunks_total == 0 { 1.0 } else { done as f64 / p.chunks_total as f64 };
             progress::set(bar, fraction);
         }
     };

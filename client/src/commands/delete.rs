@@ -21,10 +21,8 @@ pub async fn run(client: &Client, format: Format, ids: &[u32]) -> Result<Outcome
     let text = match format {
         Format::Human => deleted.iter().map(|id| format!("deleted snapshot set {id}\n")).collect(),
         Format::Json => {
-            let failures: Vec<_> = failed
-                .iter()
-                .map(|(id, e)| json!({ "id": id, "error": e.to_string() }))
-                .collect();
+            let failures: Vec<_> =
+                failed.iter().map(|(id, e)| json!({ "id": id, "error": e.to_string() })).collect();
             crate::output::json::pretty(json!({ "deleted": deleted, "failed": failures })) + "\n"
         }
     };

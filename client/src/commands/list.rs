@@ -29,10 +29,11 @@ pub fn render_human(snapshots: &[SnapshotView], now_usec: u64) -> String {
     if snapshots.is_empty() {
         return "No snapshot sets.\n".to_owned();
     }
-    let mut table = Table::new(&["ID", "CREATED", "STATE", "VOLUMES", "USED", "SIZE", "DESCRIPTION"])
-        .align_right(0)
-        .align_right(4)
-        .align_right(5);
+    let mut table =
+        Table::new(&["ID", "CREATED", "STATE", "VOLUMES", "USED", "SIZE", "DESCRIPTION"])
+            .align_right(0)
+            .align_right(4)
+            .align_right(5);
     for s in snapshots {
         let mut description = s.description.clone();
         if s.important {

@@ -33,11 +33,12 @@ pub fn run(command: Command, format: Format, ask_password: bool) -> Result<Outco
     );
     // Kept until the command is done: every call it makes may need the agent.
     let _agent = (mutates && ask_password).then(PolkitAgent::start_if_useful).flatten();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .enable_io()
-        .build()
-        .map_err(|source| Error::Io { context: "starting the async runtime".into(), source })?;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .enable_io()
+            .build()
+            .map_err(|source| Error::Io { context: "starting the async runtime".into(), source })?;
     runtime.block_on(async move {
         let client = Client::connect().await?;
         match command {

@@ -32,7 +32,11 @@ pub fn render_human(s: &SnapshotView, now_usec: u64) -> String {
         ("Description", s.description.clone()),
         (
             "Created",
-            format!("{} ({})", time::rfc3339(s.created_usec), time::relative(s.created_usec, now_usec)),
+            format!(
+                "{} ({})",
+                time::rfc3339(s.created_usec),
+                time::relative(s.created_usec, now_usec)
+            ),
         ),
         ("Volumes", s.volumes.join(", ")),
         ("State", s.state_label()),
@@ -46,7 +50,10 @@ pub fn render_human(s: &SnapshotView, now_usec: u64) -> String {
             ),
         ),
         ("Important", if s.important { "yes" } else { "no" }.to_owned()),
-        ("Boot entry", if s.boot_entry.is_empty() { "none".to_owned() } else { s.boot_entry.clone() }),
+        (
+            "Boot entry",
+            if s.boot_entry.is_empty() { "none".to_owned() } else { s.boot_entry.clone() },
+        ),
         ("Userdata", userdata),
         ("Object", s.path.clone()),
     ])

@@ -9,7 +9,13 @@ use crate::Outcome;
 
 pub async fn run(client: &Client, format: Format, args: SnapshotArgs) -> Result<Outcome, Error> {
     let path = client
-        .create_snapshot(&args.volumes, &args.description, args.important, &args.userdata, args.cow_size)
+        .create_snapshot(
+            &args.volumes,
+            &args.description,
+            args.important,
+            &args.userdata,
+            args.cow_size,
+        )
         .await?;
     let view = client.read_snapshot(&path).await?;
     let text = match format {

@@ -77,7 +77,9 @@ impl View {
             }
             Format::Json => {
                 for s in &sets {
-                    self.say(&line(json!({ "event": "existing", "id": s.id, "snapshot": s.to_json() })));
+                    self.say(&line(
+                        json!({ "event": "existing", "id": s.id, "snapshot": s.to_json() }),
+                    ));
                 }
             }
         }
@@ -87,14 +89,21 @@ impl View {
     }
 
     /// Shows one event; Some(result) ends the watch (the watched set went away).
-    async fn handle(&mut self, client: &Client, id: u32, event: Event) -> Result<Option<Result<(), Error>>, Error> {
+    async fn handle(
+        &mut self,
+        client: &Client,
+        id: u32,
+        event: Event,
+    ) -> Result<Option<Result<(), Error>>, Error> {
         let json = self.format == Format::Json;
         match event {
             Event::Created(path) => {
                 // The set may already be gone again; then its removal event follows.
                 let Ok(set) = client.read_snapshot(&path).await else { return Ok(None) };
                 if json {
-                    self.say(&line(json!({ "event": "created", "id": id, "snapshot": set.to_json() })));
+                    self.say(&line(
+                        json!({ "event": "created", "id": id, "snapshot": set.to_json() }),
+                    ));
                 } else {
                     self.say(&format!(
                         "snapshot set {id} created: {} \"{}\"",
@@ -133,7 +142,11 @@ impl View {
                     self.say(&format!("snapshot set {id}: rollback failed: {message}"));
                 }
                 if self.watching_one() {
-                    return Ok(Some(if ok { Ok(()) } else { Err(Error::MergeFailed { id, message }) }));
+                    return Ok(Some(if ok {
+                        Ok(())
+                    } else {
+                        Err(Error::MergeFailed { id, message })
+                    }));
                 }
             }
             Event::Changed { changes, .. } => self.changed(id, &changes),
@@ -154,8 +167,13 @@ impl View {
             }
         }
         if self.format == Format::Json {
-            let fields: Map<String, Value> =
-                changes.iter().map(|c| { let (k, v) = c.to_json(); (k.to_owned(), v) }).collect();
+            let fields: Map<String, Value> = changes
+                .iter()
+                .map(|c| {
+                    let (k, v) = c.to_json();
+                    (k.to_owned(), v)
+                })
+                .collect();
             self.say(&line(json!({ "event": "changed", "id": id, "changes": fields })));
         }
         for c in changes {
@@ -181,7 +199,8 @@ impl View {
     }
 
     fn track_merge(&mut self, id: u32, fraction: f64) {
-        if self.format == Format::Human && progress::enabled() && !self.merge_bars.contains_key(&id) {
+        if self.format == Format::Human && progress::enabled() && !self.merge_bars.contains_key(&id)
+        {
             let bar = self.bars.add(format!("rollback {id}"), fraction);
             self.merge_bars.insert(id, bar);
         }

@@ -108,7 +108,11 @@ mod tests {
 
     #[test]
     fn key_value_block() {
-        let s = key_values(&[("ID", "1".into()), ("Description", "x".into()), ("Userdata", String::new())]);
+        let s = key_values(&[
+            ("ID", "1".into()),
+            ("Description", "x".into()),
+            ("Userdata", String::new()),
+        ]);
         assert_eq!(s, "         ID: 1\nDescription: x\n   Userdata:\n");
     }
 }

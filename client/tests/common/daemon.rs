@@ -90,9 +90,11 @@ impl Daemon {
 
     fn bus(mode: Mode) -> Daemon {
         require("dbus-daemon", "dbus");
-        let dir = tempfile::Builder::new().prefix("snapbackctl-e2e-").tempdir_in("/var/tmp").unwrap();
+        let dir =
+            tempfile::Builder::new().prefix("snapbackctl-e2e-").tempdir_in("/var/tmp").unwrap();
         // Other users must reach the socket (ProjectPolicy tests run clients as uid 65534).
-        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
         let config = dir.path().join("bus.conf");
         let socket = dir.path().join("bus");
         let text = match mode {
@@ -101,7 +103,8 @@ impl Daemon {
         };
         std::fs::write(&config, text).unwrap();
         let (bus, address) = start_bus(&config);
-        std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .unwrap();
         let volume = dir.path().join("root.img");
         Daemon { dir, address, volume, bus, daemon: None }
     }
@@ -166,7 +169,11 @@ impl Daemon {
             if let Some(Ok(Some(status))) = self.daemon.as_mut().map(Child::try_wait) {
                 panic!("snapbackd exited with {status}:\n{}", self.log());
             }
-            assert!(start.elapsed() < Duration::from_secs(60), "snapbackd not ready:\n{}", self.log());
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "snapbackd not ready:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -191,7 +198,11 @@ impl Daemon {
         let out = self.ctl(args);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(code), "snapbackctl {args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "snapbackctl {args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        );
         (stdout, stderr)
     }
 

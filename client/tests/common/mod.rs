@@ -64,7 +64,10 @@ pub fn have(program: &str) -> bool {
 
 /// Asserts that `program` is installed, naming the package that provides it.
 pub fn require(program: &str, package: &str) {
-    assert!(have(program), "{program} is missing: apt-get install {package} (tools/install-deps does)");
+    assert!(
+        have(program),
+        "{program} is missing: apt-get install {package} (tools/install-deps does)"
+    );
 }
 
 /// A bin directory holding the three binaries tools/install takes with --no-build.

@@ -148,7 +148,8 @@ impl BlockIo for SlowFlush {
 /// Context: (baseline, one snapshot) durations of the same writes as `origin_writes` with
 /// every flush of the origin and the COW `delay` slower.
 fn origin_writes_slow_flush(dir: &Path, data: u64, delay: Duration) -> (Duration, Duration) {
-    let slow = |dev: &Arc<FileIo>| -> Arc<dyn BlockIo> { Arc::new(SlowFlush { dev: dev.clone(), delay }) };
+    let slow =
+        |dev: &Arc<FileIo>| -> Arc<dyn BlockIo> { Arc::new(SlowFlush { dev: dev.clone(), delay }) };
     let dev = file(dir, "origin.img", data);
     fill(dev.as_ref(), data, 3);
     let buf = vec![0x5au8; MIB as usize];
@@ -180,7 +181,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn origin_write_rounds(dir: &Path, data: u64, rounds: usize) {
     let runs: Vec<_> = (0..rounds).map(|_| origin_writes(dir, data)).collect();
     let ratio = median(runs.iter().map(|r| r.0.as_secs_f64() / r.2.as_secs_f64()).collect());
-    let durable_ratio = median(runs.iter().map(|r| r.1.as_secs_f64() / r.2.as_secs_f64()).collect());
+    let durable_ratio =
+        median(runs.iter().map(|r| r.1.as_secs_f64() / r.2.as_secs_f64()).collect());
     let mbs = |f: fn(&(Duration, Duration, Duration)) -> Duration| {
         median(runs.iter().map(|r| mib_per_s(data, f(r))).collect())
     };
@@ -194,10 +196,12 @@ fn origin_write_rounds(dir: &Path, data: u64, rounds: usize) {
         "  context: no snapshot but a flush after every write {:.0} MiB/s; the snapshot path is {durable_ratio:.2} of that",
         mbs(|r| r.1)
     );
-    let flush_ms: u64 = std::env::var("SNAPBACK_BENCH_FLUSH_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let flush_ms: u64 =
+        std::env::var("SNAPBACK_BENCH_FLUSH_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
     if flush_ms > 0 {
         let delay = Duration::from_millis(flush_ms);
-        let slow: Vec<_> = (0..rounds).map(|_| origin_writes_slow_flush(dir, data, delay)).collect();
+        let slow: Vec<_> =
+            (0..rounds).map(|_| origin_writes_slow_flush(dir, data, delay)).collect();
         let ratio = median(slow.iter().map(|r| r.0.as_secs_f64() / r.1.as_secs_f64()).collect());
         println!(
             "  context: every flush {flush_ms} ms slower (simulated disk cache): no snapshot {:.0} MiB/s, one snapshot {:.0} MiB/s, ratio {ratio:.2}",
@@ -285,7 +289,10 @@ fn merges(dir: &Path, data: u64, rounds: usize) {
     let n = data / CHUNK / 2;
     let sequential: Vec<u64> = (0..n).collect();
     let r = median((0..rounds).map(|_| merge_case(dir, "sequential", data, &sequential)).collect());
-    println!("merge, sequential exceptions: median ratio {r:.2} (goal >= 0.8: {})", if r >= 0.8 { "met" } else { "NOT met" });
+    println!(
+        "merge, sequential exceptions: median ratio {r:.2} (goal >= 0.8: {})",
+        if r >= 0.8 { "met" } else { "NOT met" }
+    );
     // Every other chunk, in a shuffled order: runs of one chunk, scattered in the COW too.
     let mut scattered: Vec<u64> = (0..n).map(|i| i * 2).collect();
     let mut x = 0x2545_f491_4f6c_dd1du64;
@@ -295,8 +302,13 @@ fn merges(dir: &Path, data: u64, rounds: usize) {
         x ^= x << 17;
         scattered.swap(i, (x % (i as u64 + 1)) as usize);
     }
-    let r = median((0..rounds).map(|_| merge_case(dir, "scattered single chunks", data, &scattered)).collect());
-    println!("merge, scattered single chunks: median ratio {r:.2} (goal >= 0.5: {})", if r >= 0.5 { "met" } else { "NOT met" });
+    let r = median(
+        (0..rounds).map(|_| merge_case(dir, "scattered single chunks", data, &scattered)).collect(),
+    );
+    println!(
+        "merge, scattered single chunks: median ratio {r:.2} (goal >= 0.5: {})",
+        if r >= 0.5 { "met" } else { "NOT met" }
+    );
 }
 
 /// Writes a store with `count` exceptions directly (areas built in memory), then opens it.
@@ -307,7 +319,8 @@ fn million(dir: &Path) {
     let areas = count / epa + 1;
     let chunks = 1 + areas * (epa + 1) + 1;
     let cow = file(dir, "million.img", chunks * CHUNK);
-    cow.write_at(&format::pack_header(&Header { valid: true, version: 1, chunk_sectors: cs }), 0).unwrap();
+    cow.write_at(&format::pack_header(&Header { valid: true, version: 1, chunk_sectors: cs }), 0)
+        .unwrap();
     let mut area = vec![0u8; CHUNK as usize];
     let mut next = 2u64;
     for a in 0..areas {
@@ -361,11 +374,19 @@ fn hot_rewrites(dir: &Path, rounds: usize) {
         preallocate(dev.as_ref(), MIB);
         let engine = run(&|at| dev.write_at(&block, at).unwrap(), &|| dev.flush().unwrap());
         let path = dir.join("hot-plain.img");
-        let plain_file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+        let plain_file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
         plain_file.set_len(MIB).unwrap();
         plain_file.write_all_at(&vec![0u8; MIB as usize], 0).unwrap();
         plain_file.sync_data().unwrap();
-        let plain = run(&|at| plain_file.write_all_at(&block, at).unwrap(), &|| plain_file.sync_data().unwrap());
+        let plain = run(&|at| plain_file.write_all_at(&block, at).unwrap(), &|| {
+            plain_file.sync_data().unwrap()
+        });
         ratios.push(plain.as_secs_f64() / engine.as_secs_f64());
         last = (engine, plain);
     }
@@ -379,9 +400,13 @@ fn hot_rewrites(dir: &Path, rounds: usize) {
 }
 
 fn main() {
-    let base: PathBuf = std::env::var_os("SNAPBACK_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|| "/var/tmp".into());
-    let mib: u64 = std::env::var("SNAPBACK_BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(128);
-    let rounds: usize = std::env::var("SNAPBACK_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let base: PathBuf = std::env::var_os("SNAPBACK_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/var/tmp".into());
+    let mib: u64 =
+        std::env::var("SNAPBACK_BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(128);
+    let rounds: usize =
+        std::env::var("SNAPBACK_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let dir = base.join(format!("snapback-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     println!("snapback engine benchmark: {mib} MiB of data, files in {}", dir.display());

@@ -18,7 +18,9 @@ pub enum EngineError {
     EntryAtMetadata { offset: u64, new_chunk: u64 },
     #[error("exception entry at byte offset {offset} points at chunk {new_chunk}, past the end of the COW ({cow_chunks} chunks)")]
     EntryPastEnd { offset: u64, new_chunk: u64, cow_chunks: u64 },
-    #[error("metadata area at byte offset {offset} lies past the end of the COW ({cow_bytes} bytes)")]
+    #[error(
+        "metadata area at byte offset {offset} lies past the end of the COW ({cow_bytes} bytes)"
+    )]
     AreaPastEnd { offset: u64, cow_bytes: u64 },
     #[error("exception entry at byte offset {offset} repeats origin chunk {old_chunk} (first at byte offset {first_offset})")]
     DuplicateOldChunk { offset: u64, old_chunk: u64, first_offset: u64 },

@@ -39,7 +39,12 @@ impl FileIo {
         let block_device = file.metadata()?.file_type().is_block_device();
         let logical_block_size =
             if block_device { rustix::fs::ioctl_blksszget(&file)? } else { 512 };
-        Ok(FileIo { file, written_since_start: AtomicU64::new(0), block_device, logical_block_size })
+        Ok(FileIo {
+            file,
+            written_since_start: AtomicU64::new(0),
+            block_device,
+            logical_block_size,
+        })
     }
 }
 
@@ -289,7 +294,8 @@ impl MemIo {
 }
 
 fn check_range(len: usize, offset: u64, size: usize) -> io::Result<usize> {
-    let start = usize::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+    let start =
+        usize::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::UnexpectedEof))?;
     match start.checked_add(len) {
         Some(end) if end <= size => Ok(start),
         _ => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "access past the end of the device")),
@@ -334,8 +340,11 @@ impl BlockIo for MemIo {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let mut s = self.lock();
         s.writes += 1;
-        let in_failing_range =
-            s.faults.fail_write_range.as_ref().is_some_and(|r| offset < r.end && offset + buf.len() as u64 > r.start);
+        let in_failing_range = s
+            .faults
+            .fail_write_range
+            .as_ref()
+            .is_some_and(|r| offset < r.end && offset + buf.len() as u64 > r.start);
         if s.faults.fail_write_nth == Some(s.writes) || in_failing_range {
             if s.faults.failed_writes_land {
                 let start = check_range(buf.len(), offset, s.current.len())?;
@@ -454,6 +463,10 @@ mod tests {
         m.read_at(&mut buf, 512).unwrap();
         assert_eq!(buf, [4; 512], "still read back after the failed flush");
         m.flush().unwrap();
-        assert_eq!(&m.durable_bytes()[512..1024], &[0; 512], "but a later flush no longer saves it");
+        assert_eq!(
+            &m.durable_bytes()[512..1024],
+            &[0; 512],
+            "but a later flush no longer saves it"
+        );
     }
 }

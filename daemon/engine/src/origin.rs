@@ -160,7 +160,9 @@ fn map_view(store: Option<&PersistentStore>, offset: u64, len: u64) -> Vec<(u64,
         };
         if let Some(last) = out.last_mut() {
             let contiguous = match (last.1, src) {
-                (Source::Origin(a), Source::Origin(b)) | (Source::Cow(a), Source::Cow(b)) => a + last.2 == b,
+                (Source::Origin(a), Source::Origin(b)) | (Source::Cow(a), Source::Cow(b)) => {
+                    a + last.2 == b
+                }
                 _ => false,
             };
             if contiguous {
@@ -176,7 +178,12 @@ fn map_view(store: Option<&PersistentStore>, offset: u64, len: u64) -> Vec<(u64,
 }
 
 /// Reads the view of `store`'s snapshot of `dev` (exception → COW, else origin).
-pub(crate) fn read_through(dev: &dyn BlockIo, store: &PersistentStore, offset: u64, buf: &mut [u8]) -> Result<()> {
+pub(crate) fn read_through(
+    dev: &dyn BlockIo,
+    store: &PersistentStore,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<()> {
     if !store.is_valid() {
         return Err(EngineError::Invalid);
     }
@@ -195,8 +202,12 @@ fn read_mapped(
     for (pos, src, n) in map_view(store, offset, buf.len() as u64) {
         let piece = &mut buf[pos as usize..(pos + n) as usize];
         match (src, store) {
-            (Source::Origin(at), _) => wb.read_origin(dev, at, piece).map_err(io_err("reading the origin"))?,
-            (Source::Cow(at), Some(s)) => s.cow().read_at(piece, at).map_err(io_err("reading a COW"))?,
+            (Source::Origin(at), _) => {
+                wb.read_origin(dev, at, piece).map_err(io_err("reading the origin"))?
+            }
+            (Source::Cow(at), Some(s)) => {
+                s.cow().read_at(piece, at).map_err(io_err("reading a COW"))?
+            }
             (Source::Cow(_), None) => unreachable_cow()?,
         }
     }
@@ -226,7 +237,8 @@ fn copy_out(
     if len == 0 || offset >= end {
         return Ok(());
     }
-    let missing: Vec<u64> = (offset / cb..=(end - 1) / cb).filter(|&c| store.lookup(c).is_none()).collect();
+    let missing: Vec<u64> =
+        (offset / cb..=(end - 1) / cb).filter(|&c| store.lookup(c).is_none()).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -262,7 +274,11 @@ fn copy_out(
 
 /// Returns `e` as an engine error now, and keeps it (the first one only) for the next `flush`
 /// to report: a failure that may have lost data users wrote before it.
-fn report_now_and_at_flush(unreported: &mut Option<EngineError>, context: &str, e: std::io::Error) -> EngineError {
+fn report_now_and_at_flush(
+    unreported: &mut Option<EngineError>,
+    context: &str,
+    e: std::io::Error,
+) -> EngineError {
     let now = std::io::Error::new(e.kind(), e.to_string());
     unreported.get_or_insert(EngineError::io(context, e));
     EngineError::io(context, now)
@@ -365,7 +381,13 @@ impl Origin {
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.check_range(offset, buf.len())?;
         let st = self.read_state();
-        read_mapped(self.dev.as_ref(), &st.write_back, Self::merging_store(&st).map(|m| m.1), offset, buf)
+        read_mapped(
+            self.dev.as_ref(),
+            &st.write_back,
+            Self::merging_store(&st).map(|m| m.1),
+            offset,
+            buf,
+        )
     }
 
     /// Writes the origin: first writes to chunks copy the old data into every valid,
@@ -418,14 +440,30 @@ impl Origin {
         Ok(())
     }
 
-    fn origin_write(&self, st: &mut State, exclude: Option<SnapshotId>, offset: u64, buf: &[u8]) -> Result<()> {
+    fn origin_write(
+        &self,
+        st: &mut State,
+        exclude: Option<SnapshotId>,
+        offset: u64,
+        buf: &[u8],
+    ) -> Result<()> {
         let len = buf.len() as u64;
         let State { snapshots, write_back, scratch, .. } = &mut *st;
         for (id, snap) in snapshots.iter_mut() {
             if Some(*id) == exclude || !snap.store.is_valid() {
                 continue;
             }
-            if copy_out(self.dev.as_ref(), write_back, self.size, &mut snap.store, offset, len, scratch).is_err() {
+            if copy_out(
+                self.dev.as_ref(),
+                write_back,
+                self.size,
+                &mut snap.store,
+                offset,
+                len,
+                scratch,
+            )
+            .is_err()
+            {
                 // A full or failing COW costs the snapshot, never the origin write.
                 invalidate(snap);
             }
@@ -441,7 +479,8 @@ impl Origin {
 
     /// True while origin data is buffered or exceptions wait for their commit.
     fn batch_open(st: &State) -> bool {
-        !st.write_back.is_empty() || st.snapshots.values().any(|s| s.store.is_valid() && s.store.has_staged())
+        !st.write_back.is_empty()
+            || st.snapshots.values().any(|s| s.store.is_valid() && s.store.has_staged())
     }
 
     /// Keeps origin data in the write-back buffer until its exceptions are committed; drains
@@ -468,13 +507,20 @@ impl Origin {
     /// stays buffered, is recorded for the next `flush` and is returned.
     fn drain(&self, st: &mut State) -> Result<()> {
         for snap in st.snapshots.values_mut() {
-            if snap.store.is_valid() && snap.store.has_staged() && snap.store.commit_staged().is_err() {
+            if snap.store.is_valid()
+                && snap.store.has_staged()
+                && snap.store.commit_staged().is_err()
+            {
                 invalidate(snap);
             }
         }
-        st.write_back
-            .write_out(self.dev.as_ref())
-            .map_err(|e| report_now_and_at_flush(&mut st.unreported_error, "writing buffered data to the origin", e))
+        st.write_back.write_out(self.dev.as_ref()).map_err(|e| {
+            report_now_and_at_flush(
+                &mut st.unreported_error,
+                "writing buffered data to the origin",
+                e,
+            )
+        })
     }
 
     /// Commits what is staged and writes the buffered origin data, without flushing any
@@ -529,7 +575,10 @@ impl Origin {
                 }
                 if let Err(e) = snap.store.cow().flush() {
                     if Some(id) == merging {
-                        first_error.get_or_insert(EngineError::io("flushing the merging snapshot's COW", e));
+                        first_error.get_or_insert(EngineError::io(
+                            "flushing the merging snapshot's COW",
+                            e,
+                        ));
                     } else {
                         failed.push((id, e));
                     }
@@ -543,7 +592,8 @@ impl Origin {
                 // A merge may have started on it while it was flushed: then the origin's
                 // data is in it, and the failure is the flush's to report.
                 if st.merge.as_ref().map(|m| m.id) == Some(id) {
-                    first_error.get_or_insert(EngineError::io("flushing the merging snapshot's COW", e));
+                    first_error
+                        .get_or_insert(EngineError::io("flushing the merging snapshot's COW", e));
                 } else if let Some(snap) = st.snapshots.get_mut(&id) {
                     invalidate(snap);
                 }
@@ -555,7 +605,11 @@ impl Origin {
     /// Opens the store on `cow` (formatting an all-zero one) and attaches it. Refused with
     /// `AlreadyMerging` while a merge has chunks left (like LVM: no snapshot of a merging
     /// origin); re-attach existing snapshots before restarting a merge.
-    pub fn attach_snapshot(&self, cow: Arc<dyn BlockIo>, opts: SnapshotOptions) -> Result<SnapshotId> {
+    pub fn attach_snapshot(
+        &self,
+        cow: Arc<dyn BlockIo>,
+        opts: SnapshotOptions,
+    ) -> Result<SnapshotId> {
         if Self::progress_of(&self.read_state()).is_some_and(|p| !p.finished) {
             return Err(EngineError::AlreadyMerging);
         }
@@ -573,7 +627,8 @@ impl Origin {
         let _ = self.drain(&mut st);
         let id = st.next_id;
         st.next_id += 1;
-        st.snapshots.insert(id, Snapshot { store, overflow_option: opts.overflow, overflowed: false });
+        st.snapshots
+            .insert(id, Snapshot { store, overflow_option: opts.overflow, overflowed: false });
         id
     }
 
@@ -603,7 +658,13 @@ impl Origin {
         let st = self.read_state();
         let snap = st.snapshots.get(&id).ok_or(EngineError::NoSuchSnapshot(id))?;
         if Self::is_merging(&st, id) {
-            return read_mapped(self.dev.as_ref(), &st.write_back, Self::merging_store(&st).map(|m| m.1), offset, buf);
+            return read_mapped(
+                self.dev.as_ref(),
+                &st.write_back,
+                Self::merging_store(&st).map(|m| m.1),
+                offset,
+                buf,
+            );
         }
         if !snap.store.is_valid() {
             return Err(EngineError::Invalid);
@@ -642,7 +703,13 @@ impl Origin {
         }
     }
 
-    fn snapshot_write_new(&self, snap: &mut Snapshot, wb: &WriteBack, offset: u64, buf: &[u8]) -> Result<()> {
+    fn snapshot_write_new(
+        &self,
+        snap: &mut Snapshot,
+        wb: &WriteBack,
+        offset: u64,
+        buf: &[u8],
+    ) -> Result<()> {
         let store = &mut snap.store;
         let cb = store.chunk_bytes();
         let end = offset + buf.len() as u64;
@@ -680,7 +747,8 @@ impl Origin {
                     wb.read_origin(self.dev.as_ref(), c_start, &mut chunk_buf)
                         .map_err(io_err("reading the origin for a copy"))?;
                 }
-                chunk_buf[(w_start - c_start) as usize..(w_end - c_start) as usize].copy_from_slice(data);
+                chunk_buf[(w_start - c_start) as usize..(w_end - c_start) as usize]
+                    .copy_from_slice(data);
                 store.cow().write_at(&chunk_buf, e.new * cb).map_err(io_err("writing a COW"))?;
             } else if let Some(new) = store.lookup(c) {
                 let at = new * cb + (w_start - c_start);
@@ -766,8 +834,9 @@ impl Origin {
         if !snap.store.is_valid() {
             return Err(EngineError::Invalid);
         }
-        let max_chunks =
-            (self.merge_step_bytes.load(std::sync::atomic::Ordering::Relaxed) / snap.store.chunk_bytes()).max(1);
+        let max_chunks = (self.merge_step_bytes.load(std::sync::atomic::Ordering::Relaxed)
+            / snap.store.chunk_bytes())
+        .max(1);
         let result = self.merge_runs(st, mid, max_chunks);
         if result.is_err() {
             if let Some(m) = st.merge.as_mut() {
@@ -794,7 +863,15 @@ impl Origin {
             for (id, other) in st.snapshots.iter_mut() {
                 if *id != mid && other.store.is_valid() {
                     let len = run.count * cb;
-                    let copied = copy_out(self.dev.as_ref(), &st.write_back, self.size, &mut other.store, from, len, &mut buf);
+                    let copied = copy_out(
+                        self.dev.as_ref(),
+                        &st.write_back,
+                        self.size,
+                        &mut other.store,
+                        from,
+                        len,
+                        &mut buf,
+                    );
                     // Committed at once: the merge writes these origin chunks next.
                     if copied.and_then(|()| other.store.commit_staged()).is_err() {
                         invalidate(other);
@@ -814,7 +891,13 @@ impl Origin {
     /// resumed merge copies them again, now or after a restart. A failed flush of the origin
     /// or of the merging COW is also kept for the next `flush` to report: it may have lost
     /// writes users made before the step.
-    fn copy_runs_back(&self, st: &mut State, mid: SnapshotId, runs: &[MergeRun], buf: &mut Vec<u8>) -> Result<()> {
+    fn copy_runs_back(
+        &self,
+        st: &mut State,
+        mid: SnapshotId,
+        runs: &[MergeRun],
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
         let State { snapshots, unreported_error, .. } = st;
         let snap = snapshots.get_mut(&mid).ok_or(EngineError::NoSuchSnapshot(mid))?;
         let cb = snap.store.chunk_bytes();
@@ -830,16 +913,21 @@ impl Origin {
                 buf.resize(bytes, 0);
             }
             let piece = &mut buf[..bytes];
-            snap.store.cow().read_at(piece, run.new * cb).map_err(io_err("reading a COW to merge"))?;
+            snap.store
+                .cow()
+                .read_at(piece, run.new * cb)
+                .map_err(io_err("reading a COW to merge"))?;
             self.dev.write_at(piece, from).map_err(io_err("writing merged data to the origin"))?;
         }
-        self.dev
-            .flush()
-            .map_err(|e| report_now_and_at_flush(unreported_error, "flushing the origin after a merge step", e))?;
+        self.dev.flush().map_err(|e| {
+            report_now_and_at_flush(unreported_error, "flushing the origin after a merge step", e)
+        })?;
         snap.store.commit_merge(merged).map_err(|e| match e {
-            MergeCommitError::DataFlush(e) => {
-                report_now_and_at_flush(unreported_error, "flushing the merging COW before a merge commit", e)
-            }
+            MergeCommitError::DataFlush(e) => report_now_and_at_flush(
+                unreported_error,
+                "flushing the merging COW before a merge commit",
+                e,
+            ),
             other => other.into(),
         })
     }

@@ -223,15 +223,22 @@ fn check_duplicates(
     sink: &mut dyn FnMut(EngineError) -> bool,
 ) -> Option<Vec<(u64, u64)>> {
     let offset_of = |pred: &dyn Fn(&(u64, u64)) -> bool| -> Vec<u64> {
-        pairs.iter().enumerate().filter(|(_, p)| pred(p)).map(|(i, _)| entry_offset(epa, cbytes, i)).collect()
+        pairs
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| pred(p))
+            .map(|(i, _)| entry_offset(epa, cbytes, i))
+            .collect()
     };
     let mut news: Vec<u64> = pairs.iter().map(|p| p.1).collect();
     news.sort_unstable();
     for w in news.windows(2) {
         if w[0] == w[1] {
             let offs = offset_of(&|p| p.1 == w[0]);
-            let (first, later) = (offs.first().copied().unwrap_or(0), offs.get(1).copied().unwrap_or(0));
-            let e = EngineError::SharedNewChunk { offset: later, new_chunk: w[0], first_offset: first };
+            let (first, later) =
+                (offs.first().copied().unwrap_or(0), offs.get(1).copied().unwrap_or(0));
+            let e =
+                EngineError::SharedNewChunk { offset: later, new_chunk: w[0], first_offset: first };
             if !sink(e) {
                 return None;
             }
@@ -244,9 +251,14 @@ fn check_duplicates(
     for w in sorted.windows(2) {
         if w[0].0 == w[1].0 {
             let offs = offset_of(&|p| p.0 == w[0].0);
-            let (first, later) = (offs.first().copied().unwrap_or(0), offs.get(1).copied().unwrap_or(0));
+            let (first, later) =
+                (offs.first().copied().unwrap_or(0), offs.get(1).copied().unwrap_or(0));
             ok = false;
-            let e = EngineError::DuplicateOldChunk { offset: later, old_chunk: w[0].0, first_offset: first };
+            let e = EngineError::DuplicateOldChunk {
+                offset: later,
+                old_chunk: w[0].0,
+                first_offset: first,
+            };
             if !sink(e) {
                 return None;
             }
@@ -302,7 +314,8 @@ impl PersistentStore {
         let mut problems = Vec::new();
         let cbytes = chunk_bytes(header.chunk_sectors);
         if cow_bytes < 2 * cbytes {
-            problems.push(Problem::from(&EngineError::CowTooSmall { cow_bytes, chunk_bytes: cbytes }));
+            problems
+                .push(Problem::from(&EngineError::CowTooSmall { cow_bytes, chunk_bytes: cbytes }));
             return Ok(problems);
         }
         if !header.valid {
@@ -319,7 +332,11 @@ impl PersistentStore {
         Ok(problems)
     }
 
-    fn format(cow: Arc<dyn BlockIo>, chunk_sectors: u32, cow_bytes: u64) -> Result<PersistentStore> {
+    fn format(
+        cow: Arc<dyn BlockIo>,
+        chunk_sectors: u32,
+        cow_bytes: u64,
+    ) -> Result<PersistentStore> {
         let cbytes = chunk_bytes(chunk_sectors);
         if cow_bytes < 2 * cbytes {
             return Err(EngineError::CowTooSmall { cow_bytes, chunk_bytes: cbytes });
@@ -335,7 +352,12 @@ impl PersistentStore {
         Ok(PersistentStore::empty(cow, chunk_sectors, true, cow_bytes))
     }
 
-    fn empty(cow: Arc<dyn BlockIo>, chunk_sectors: u32, valid: bool, cow_bytes: u64) -> PersistentStore {
+    fn empty(
+        cow: Arc<dyn BlockIo>,
+        chunk_sectors: u32,
+        valid: bool,
+        cow_bytes: u64,
+    ) -> PersistentStore {
         let cbytes = chunk_bytes(chunk_sectors);
         PersistentStore {
             cow,
@@ -433,7 +455,8 @@ impl PersistentStore {
         let cs = u64::from(self.chunk_sectors);
         // Counted as if the staged exceptions were committed: the figure must not depend on
         // when a batch happens to be written.
-        let area = self.current_area + (self.current_committed + self.staged.len() as u64) / self.epa;
+        let area =
+            self.current_area + (self.current_committed + self.staged.len() as u64) / self.epa;
         Ok(Usage {
             allocated_sectors: self.next_free * cs,
             total_sectors: total / SECTOR_BYTES,
@@ -489,8 +512,11 @@ impl PersistentStore {
     /// the disk holds the current area exactly as memory does: nothing is unsettled any more.
     fn write_area_durably(&mut self) -> std::result::Result<(), AreaWriteError> {
         self.cow.flush().map_err(AreaWriteError::DataFlush)?;
-        let area = |context: &'static str| move |e| AreaWriteError::Area(EngineError::io(context, e));
-        self.cow.write_at(&self.area, self.area_offset(self.current_area)).map_err(area("writing a metadata area"))?;
+        let area =
+            |context: &'static str| move |e| AreaWriteError::Area(EngineError::io(context, e));
+        self.cow
+            .write_at(&self.area, self.area_offset(self.current_area))
+            .map_err(area("writing a metadata area"))?;
         self.cow.flush().map_err(area("flushing a metadata area"))?;
         self.unsettled_merge = 0;
         Ok(())
@@ -558,7 +584,8 @@ impl PersistentStore {
     /// Marks the store invalid on disk (header valid = 0), like the kernel's `drop_snapshot`.
     pub fn invalidate(&mut self) -> Result<()> {
         self.valid = false;
-        let header = Header { valid: false, version: DISK_VERSION, chunk_sectors: self.chunk_sectors };
+        let header =
+            Header { valid: false, version: DISK_VERSION, chunk_sectors: self.chunk_sectors };
         self.cow
             .write_at(&format::pack_header(&header), 0)
             .map_err(io_err("writing the invalidated header"))?;
@@ -619,7 +646,8 @@ impl PersistentStore {
         }
         let count = count.min(self.current_committed);
         let keep = self.current_committed - count;
-        let dropped: Vec<Entry> = (keep..self.current_committed).map(|i| read_entry(&self.area, i as usize)).collect();
+        let dropped: Vec<Entry> =
+            (keep..self.current_committed).map(|i| read_entry(&self.area, i as usize)).collect();
         for i in keep..self.current_committed {
             write_entry(&mut self.area, i as usize, Entry { old: 0, new: 0 });
         }
@@ -649,7 +677,8 @@ impl PersistentStore {
     /// maybe not on disk.
     pub fn merge_unsettled_in(&self, chunks: std::ops::RangeInclusive<u64>) -> bool {
         let cc = self.current_committed;
-        (cc - self.unsettled_merge.min(cc)..cc).any(|i| chunks.contains(&read_entry(&self.area, i as usize).old))
+        (cc - self.unsettled_merge.min(cc)..cc)
+            .any(|i| chunks.contains(&read_entry(&self.area, i as usize).old))
     }
 
     /// Finishes the commit a failed `commit_merge` left unsettled: writes the area without

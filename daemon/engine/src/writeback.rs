@@ -103,7 +103,12 @@ impl WriteBack {
     }
 
     /// Reads `buf` at `offset` as users see the origin: the device, then the held bytes.
-    pub(crate) fn read_origin(&self, dev: &dyn BlockIo, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    pub(crate) fn read_origin(
+        &self,
+        dev: &dyn BlockIo,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> io::Result<()> {
         dev.read_at(buf, offset)?;
         self.overlay(offset, buf);
         Ok(())
@@ -178,7 +183,11 @@ mod tests {
         dev.fail_writes_in(32..48);
         assert!(wb.write_out(&dev).is_err());
         assert_eq!(wb.bytes(), 16);
-        assert_eq!(read(&wb, &dev, 32, 16), [[2; 8], [3; 8]].concat(), "still read from the buffer");
+        assert_eq!(
+            read(&wb, &dev, 32, 16),
+            [[2; 8], [3; 8]].concat(),
+            "still read from the buffer"
+        );
         assert_eq!(&dev.current_bytes()[..8], &[1; 8], "the other extent was written");
         dev.clear_faults();
         wb.write_out(&dev).unwrap();

@@ -130,7 +130,11 @@ fn the_merging_snapshots_cow_flush_failure_fails_the_origin_flush() {
     merging.fail_nth_flush(1);
     let e = o.flush().unwrap_err();
     assert!(e.to_string().starts_with("flushing the merging snapshot's COW"), "{e}");
-    assert_eq!(o.snapshot_status(merging_id).unwrap().state, SnapshotState::Merging, "never invalidated");
+    assert_eq!(
+        o.snapshot_status(merging_id).unwrap().state,
+        SnapshotState::Merging,
+        "never invalidated"
+    );
     o.flush().unwrap();
     let mut want = initial.clone();
     want[CHUNK..CHUNK + 512].fill(0x77);

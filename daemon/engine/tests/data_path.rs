@@ -103,14 +103,21 @@ fn full_cow_invalidates_the_snapshot_never_the_origin_write() {
 fn overflow_option_fails_only_snapshot_writes() {
     let (_dev, o, _cow, _, initial) = setup(16, 4);
     let cow = Arc::new(MemIo::new(4 * CHUNK as u64));
-    let id = o.attach_snapshot(cow, SnapshotOptions { chunk_sectors: Some(8), overflow: true }).unwrap();
+    let id =
+        o.attach_snapshot(cow, SnapshotOptions { chunk_sectors: Some(8), overflow: true }).unwrap();
     o.snapshot_write(id, 0, &vec![1u8; 2 * CHUNK]).unwrap();
-    assert!(matches!(o.snapshot_write(id, 9 * CHUNK as u64, &[1u8; 512]), Err(EngineError::Overflow)));
+    assert!(matches!(
+        o.snapshot_write(id, 9 * CHUNK as u64, &[1u8; 512]),
+        Err(EngineError::Overflow)
+    ));
     assert_eq!(o.snapshot_status(id).unwrap().state, SnapshotState::Overflow);
     let mut buf = vec![0u8; CHUNK];
     o.snapshot_read(id, 9 * CHUNK as u64, &mut buf).unwrap();
     assert_eq!(buf, &initial[9 * CHUNK..10 * CHUNK], "reads keep working");
-    assert!(matches!(o.snapshot_write(id, 10 * CHUNK as u64, &[1u8; 512]), Err(EngineError::Overflow)));
+    assert!(matches!(
+        o.snapshot_write(id, 10 * CHUNK as u64, &[1u8; 512]),
+        Err(EngineError::Overflow)
+    ));
     // Chunks that already have an exception stay writable (as in the kernel).
     o.snapshot_write(id, 100, &[6u8; 10]).unwrap();
     o.snapshot_read(id, 0, &mut buf).unwrap();
@@ -137,7 +144,11 @@ fn copy_error_invalidates_only_that_snapshot() {
     o.write(9 * CHUNK as u64, &[6u8; 64]).unwrap();
     o.flush().unwrap();
     assert_eq!(o.snapshot_status(id2).unwrap().state, SnapshotState::Invalid);
-    assert_eq!(&dev.current_bytes()[9 * CHUNK..9 * CHUNK + 64], &[6u8; 64], "the origin write still lands");
+    assert_eq!(
+        &dev.current_bytes()[9 * CHUNK..9 * CHUNK + 64],
+        &[6u8; 64],
+        "the origin write still lands"
+    );
 }
 
 #[test]
@@ -165,7 +176,9 @@ fn merge_restores_the_snapshot_and_other_snapshots_keep_their_view() {
     let mut before_merge = vec![0u8; want.len()];
     o.read(0, &mut before_merge).unwrap();
     let cow2 = Arc::new(MemIo::new(64 * CHUNK as u64));
-    let other = o.attach_snapshot(cow2, SnapshotOptions { chunk_sectors: Some(16), overflow: false }).unwrap();
+    let other = o
+        .attach_snapshot(cow2, SnapshotOptions { chunk_sectors: Some(16), overflow: false })
+        .unwrap();
     o.start_merge(id).unwrap();
     assert!(matches!(o.start_merge(other), Err(EngineError::AlreadyMerging)));
     assert_eq!(o.snapshot_status(id).unwrap().state, SnapshotState::Merging);
@@ -332,8 +345,14 @@ fn concurrent_writers_and_readers_stay_consistent() {
 #[test]
 fn out_of_range_access_is_refused() {
     let (_dev, o, _cow, id, _) = setup(4, 64);
-    assert!(matches!(o.write(4 * CHUNK as u64 - 1, &[0u8; 2]), Err(EngineError::OutOfRange { .. })));
-    assert!(matches!(o.snapshot_read(id, u64::MAX, &mut [0u8; 2]), Err(EngineError::OutOfRange { .. })));
+    assert!(matches!(
+        o.write(4 * CHUNK as u64 - 1, &[0u8; 2]),
+        Err(EngineError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        o.snapshot_read(id, u64::MAX, &mut [0u8; 2]),
+        Err(EngineError::OutOfRange { .. })
+    ));
     assert!(matches!(o.snapshot_status(99), Err(EngineError::NoSuchSnapshot(99))));
 }
 

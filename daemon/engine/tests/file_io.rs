@@ -17,7 +17,8 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(name: &str) -> Scratch {
-        let path = PathBuf::from("/var/tmp").join(format!("snapback-file-io-{name}-{}", std::process::id()));
+        let path = PathBuf::from("/var/tmp")
+            .join(format!("snapback-file-io-{name}-{}", std::process::id()));
         std::fs::File::create(&path).unwrap().set_len(LEN as u64).unwrap();
         Scratch(path)
     }
@@ -53,7 +54,13 @@ fn cachestat(file: &std::fs::File) -> Cachestat {
     let mut stat = Cachestat::default();
     // SAFETY: both pointers are to live, correctly laid out structs for the whole call.
     let rc = unsafe {
-        libc::syscall(SYS_CACHESTAT, file.as_raw_fd(), &range as *const CachestatRange, &mut stat as *mut Cachestat, 0)
+        libc::syscall(
+            SYS_CACHESTAT,
+            file.as_raw_fd(),
+            &range as *const CachestatRange,
+            &mut stat as *mut Cachestat,
+            0,
+        )
     };
     assert_eq!(rc, 0, "cachestat: {}", std::io::Error::last_os_error());
     stat
@@ -72,7 +79,10 @@ fn at_most_the_write_behind_window_stays_dirty() {
         file.write_all_at(piece, (i << 20) as u64).unwrap();
     }
     let before = cachestat(&file);
-    assert!(before.nr_dirty * 2 > pages, "plain writes should still be dirty: {before:?} of {pages} pages");
+    assert!(
+        before.nr_dirty * 2 > pages,
+        "plain writes should still be dirty: {before:?} of {pages} pages"
+    );
 
     let engine = Scratch::new("engine");
     let dev = FileIo::open(&engine.0, true).unwrap();
@@ -84,11 +94,18 @@ fn at_most_the_write_behind_window_stays_dirty() {
     dev.write_at(&data[..1 << 20], 0).unwrap();
     dev.write_at(&data[1 << 20..4 << 20], 1 << 20).unwrap();
     let started = cachestat(&probe);
-    assert!(started.nr_dirty < 256, "the window overflowed, its writeback should be started: {started:?}");
+    assert!(
+        started.nr_dirty < 256,
+        "the window overflowed, its writeback should be started: {started:?}"
+    );
     for (i, piece) in data.chunks(1 << 20).enumerate().skip(4) {
         dev.write_at(piece, (i << 20) as u64).unwrap();
         let now = cachestat(&probe);
-        assert!(now.nr_dirty <= window, "more than the window dirty after {} MiB: {now:?} of {pages} pages", i + 1);
+        assert!(
+            now.nr_dirty <= window,
+            "more than the window dirty after {} MiB: {now:?} of {pages} pages",
+            i + 1
+        );
     }
     dev.flush().unwrap();
     let mut back = vec![0u8; LEN];

@@ -75,7 +75,10 @@ fn exercise(bytes: Vec<u8>) {
                 }
                 // The origin write filled a tiny COW: the snapshot is invalid, nothing to merge.
                 Err(snapback_engine::EngineError::Invalid) => {
-                    assert_eq!(o.snapshot_status(id).unwrap().state, snapback_engine::origin::SnapshotState::Invalid);
+                    assert_eq!(
+                        o.snapshot_status(id).unwrap().state,
+                        snapback_engine::origin::SnapshotState::Invalid
+                    );
                 }
                 Err(e) => panic!("start_merge: {e}"),
             }

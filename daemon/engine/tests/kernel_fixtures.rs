@@ -46,19 +46,10 @@ fn sha256(bytes: &[u8]) -> String {
         .stdout(Stdio::piped())
         .spawn()
         .expect("running sha256sum");
-    child
-        .stdin
-        .take()
-        .expect("sha256sum stdin")
-        .write_all(bytes)
-        .expect("feeding sha256sum");
+    child.stdin.take().expect("sha256sum stdin").write_all(bytes).expect("feeding sha256sum");
     let out = child.wait_with_output().expect("sha256sum output");
     assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
 }
 
 /// `key=value` lines of expected.txt (comments with #).
@@ -72,20 +63,13 @@ fn expected(dir: &Path) -> HashMap<String, String> {
 }
 
 fn number(exp: &HashMap<String, String>, key: &str) -> u64 {
-    exp.get(key)
-        .unwrap_or_else(|| panic!("expected.txt has no {key}"))
-        .parse()
-        .expect("a number")
+    exp.get(key).unwrap_or_else(|| panic!("expected.txt has no {key}")).parse().expect("a number")
 }
 
 /// First differing sector, to say *where* two images disagree rather than only that they do.
 fn assert_same_image(what: &str, want: &[u8], got: &[u8]) {
     assert_eq!(want.len(), got.len(), "{what}: sizes differ");
-    if let Some(i) = want
-        .chunks(SECTOR)
-        .zip(got.chunks(SECTOR))
-        .position(|(a, b)| a != b)
-    {
+    if let Some(i) = want.chunks(SECTOR).zip(got.chunks(SECTOR)).position(|(a, b)| a != b) {
         panic!(
             "{what}: first difference at sector {i}: want {:?}…, got {:?}…",
             String::from_utf8_lossy(&want[i * SECTOR..i * SECTOR + 40]),
@@ -114,10 +98,7 @@ fn load(chunk_sectors: u32) -> Fixture {
         "cow.img.zst does not decompress to the recorded COW"
     );
     assert_eq!(sha256(&origin_final), exp["origin_final_sha256"]);
-    assert_eq!(
-        cow.len() as u64,
-        number(&exp, "cow_sectors") * SECTOR as u64
-    );
+    assert_eq!(cow.len() as u64, number(&exp, "cow_sectors") * SECTOR as u64);
 
     // Replay: origin writes give the final origin, snapshot writes give the snapshot's view.
     let before = unzstd(&fixtures().join("origin-before.img.zst"));
@@ -129,36 +110,21 @@ fn load(chunk_sectors: u32) -> Fixture {
     let mut writes = 0;
     for line in workload.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
-        let [kind, at, count, from] = f[..] else {
-            panic!("bad workload line {line:?}")
-        };
+        let [kind, at, count, from] = f[..] else { panic!("bad workload line {line:?}") };
         let n = |s: &str| s.parse::<usize>().expect("a number") * SECTOR;
         let (at, len, from) = (n(at), n(count), n(from));
-        let target = if kind == "origin" {
-            &mut model_origin
-        } else {
-            &mut model_view
-        };
+        let target = if kind == "origin" { &mut model_origin } else { &mut model_view };
         target[at..at + len].copy_from_slice(&pool[from..from + len]);
         writes += 1;
     }
     assert_eq!(writes, number(&exp, "writes"));
-    assert_same_image(
-        "replayed origin vs the kernel's final origin",
-        &origin_final,
-        &model_origin,
-    );
+    assert_same_image("replayed origin vs the kernel's final origin", &origin_final, &model_origin);
     assert_eq!(
         sha256(&model_view),
         exp["snapshot_view_sha256"],
         "replay disagrees with the kernel's snapshot device"
     );
-    Fixture {
-        exp,
-        cow,
-        origin_final,
-        model_view,
-    }
+    Fixture { exp, cow, origin_final, model_view }
 }
 
 fn check_inspect(chunk_sectors: u32) {
@@ -169,22 +135,13 @@ fn check_inspect(chunk_sectors: u32) {
     assert_eq!(report.exceptions, number(&f.exp, "exceptions"));
     // the kernel's status line is "0 <len> snapshot <usage>"
     let status = &f.exp["status"];
-    let kernel_usage = status
-        .splitn(4, ' ')
-        .nth(3)
-        .expect("status has a usage part");
+    let kernel_usage = status.splitn(4, ' ').nth(3).expect("status has a usage part");
     assert_eq!(report.usage_line(), kernel_usage, "kernel status: {status}");
-    assert_eq!(
-        report.allocated_sectors,
-        number(&f.exp, "allocated_sectors")
-    );
+    assert_eq!(report.allocated_sectors, number(&f.exp, "allocated_sectors"));
     assert_eq!(report.total_sectors, number(&f.exp, "total_sectors"));
     assert_eq!(report.metadata_sectors, number(&f.exp, "metadata_sectors"));
     let problems = offline::check(&MemIo::from_bytes(f.cow)).expect("check");
-    assert!(
-        problems.is_empty(),
-        "check found problems in a kernel-written COW: {problems:?}"
-    );
+    assert!(problems.is_empty(), "check found problems in a kernel-written COW: {problems:?}");
 }
 
 fn check_export(chunk_sectors: u32) {
@@ -193,11 +150,7 @@ fn check_export(chunk_sectors: u32) {
     let out = MemIo::new(f.origin_final.len() as u64);
     offline::export(origin, Arc::new(MemIo::from_bytes(f.cow)), &out).expect("export");
     let got = out.current_bytes();
-    assert_same_image(
-        "export vs the kernel's snapshot device",
-        &f.model_view,
-        &got,
-    );
+    assert_same_image("export vs the kernel's snapshot device", &f.model_view, &got);
     assert_eq!(sha256(&got), f.exp["snapshot_view_sha256"]);
 }
 
@@ -210,11 +163,7 @@ fn check_merge(chunk_sectors: u32) {
     assert!(last.finished && last.chunks_left == 0, "{last:?}");
     assert_eq!(last.chunks_total, number(&f.exp, "exceptions"));
     let merged = origin.durable_bytes();
-    assert_same_image(
-        "offline merge vs the kernel's merge",
-        &f.model_view,
-        &merged,
-    );
+    assert_same_image("offline merge vs the kernel's merge", &f.model_view, &merged);
     assert_eq!(sha256(&merged), f.exp["merged_origin_sha256"]);
     // Like the kernel's merged COW (its status shows allocated == metadata): nothing left.
     let after = offline::inspect(cow).expect("inspect after merge");
@@ -241,20 +190,13 @@ fn offline_merge_finishes_a_kernel_merge_cut_by_power_loss() {
     let report = offline::inspect(cow.clone()).expect("inspect the half-merged COW");
     assert!(report.valid);
     let total = number(&f.exp, "exceptions");
-    assert!(
-        report.exceptions > 0 && report.exceptions < total,
-        "{report:?} (unmerged: {total})"
-    );
+    assert!(report.exceptions > 0 && report.exceptions < total, "{report:?} (unmerged: {total})");
 
     let origin = Arc::new(MemIo::from_bytes(origin));
     let last = offline::merge(origin.clone(), cow.clone(), &mut |_| {}).expect("resume the merge");
     assert!(last.finished, "{last:?}");
     let merged = origin.durable_bytes();
-    assert_same_image(
-        "engine-finished merge vs the kernel's merge",
-        &f.model_view,
-        &merged,
-    );
+    assert_same_image("engine-finished merge vs the kernel's merge", &f.model_view, &merged);
     assert_eq!(sha256(&merged), f.exp["merged_origin_sha256"]);
     let after = offline::inspect(cow).expect("inspect after merge");
     assert_eq!(after.exceptions, 0, "{after:?}");
@@ -271,10 +213,7 @@ fn kernel_invalidated_cow_is_invalid_for_the_engine() {
     let report = offline::inspect(Arc::new(MemIo::from_bytes(cow.clone()))).expect("inspect");
     assert!(!report.valid, "{report:?}");
     assert_eq!(report.chunk_sectors, 8);
-    let kernel_usage = exp["status"]
-        .splitn(4, ' ')
-        .nth(3)
-        .expect("status usage part");
+    let kernel_usage = exp["status"].splitn(4, ' ').nth(3).expect("status usage part");
     assert_eq!(report.usage_line(), kernel_usage);
 
     let origin_bytes = unzstd(&fixtures().join("origin-before.img.zst"));
@@ -289,11 +228,7 @@ fn kernel_invalidated_cow_is_invalid_for_the_engine() {
         offline::merge(origin.clone(), cow_dev, &mut |_| {}).is_err(),
         "merge of an invalid COW"
     );
-    assert_eq!(
-        origin.current_bytes(),
-        origin_bytes,
-        "a refused merge must not touch the origin"
-    );
+    assert_eq!(origin.current_bytes(), origin_bytes, "a refused merge must not touch the origin");
 }
 
 #[test]
@@ -362,13 +297,8 @@ fn make_engine_cows_for_vm() {
         let origin_dev = Arc::new(MemIo::from_bytes(before));
         let cow_dev = Arc::new(MemIo::new(f.cow.len() as u64));
         let origin = Origin::new(origin_dev.clone()).expect("origin");
-        let opts = SnapshotOptions {
-            chunk_sectors: Some(chunk_sectors),
-            overflow: false,
-        };
-        let id = origin
-            .attach_snapshot(cow_dev.clone(), opts)
-            .expect("attach a new snapshot");
+        let opts = SnapshotOptions { chunk_sectors: Some(chunk_sectors), overflow: false };
+        let id = origin.attach_snapshot(cow_dev.clone(), opts).expect("attach a new snapshot");
         for line in workload.lines() {
             let n: Vec<usize> = line
                 .split_whitespace()
@@ -379,27 +309,19 @@ fn make_engine_cows_for_vm() {
             if line.starts_with("origin") {
                 origin.write(n[0] as u64, data).expect("origin write");
             } else {
-                origin
-                    .snapshot_write(id, n[0] as u64, data)
-                    .expect("snapshot write");
+                origin.snapshot_write(id, n[0] as u64, data).expect("snapshot write");
             }
         }
         let mut view = vec![0u8; f.origin_final.len()];
-        origin
-            .snapshot_read(id, 0, &mut view)
-            .expect("snapshot read");
+        origin.snapshot_read(id, 0, &mut view).expect("snapshot read");
         let status = origin.snapshot_status(id).expect("status");
         let usage = status.usage.expect("a valid snapshot has usage");
         origin.flush().expect("flush");
         let (origin_bytes, cow_bytes) = (origin_dev.durable_bytes(), cow_dev.durable_bytes());
         // the engine's own merge of what it wrote, to compare with the kernel's merge in the VM
         let merged = Arc::new(MemIo::from_bytes(origin_bytes.clone()));
-        offline::merge(
-            merged.clone(),
-            Arc::new(MemIo::from_bytes(cow_bytes.clone())),
-            &mut |_| {},
-        )
-        .expect("merge");
+        offline::merge(merged.clone(), Arc::new(MemIo::from_bytes(cow_bytes.clone())), &mut |_| {})
+            .expect("merge");
 
         let out = dir.join(format!("chunk{chunk_sectors}"));
         std::fs::create_dir_all(&out).expect("creating the output directory");
@@ -424,11 +346,8 @@ fn make_engine_cows_for_vm() {
                 }
             }
             o.flush().expect("flush");
-            std::fs::write(
-                out.join("half-merged-origin.img"),
-                half_origin.durable_bytes(),
-            )
-            .expect("writing");
+            std::fs::write(out.join("half-merged-origin.img"), half_origin.durable_bytes())
+                .expect("writing");
             std::fs::write(out.join("half-merged-cow.img"), half_cow.durable_bytes())
                 .expect("writing");
         }
@@ -446,26 +365,14 @@ fn make_engine_cows_for_vm() {
         ));
     }
     // a COW the engine invalidated the way the kernel does: origin writes past its capacity
-    let origin_dev = Arc::new(MemIo::from_bytes(unzstd(
-        &fixtures().join("origin-before.img.zst"),
-    )));
+    let origin_dev = Arc::new(MemIo::from_bytes(unzstd(&fixtures().join("origin-before.img.zst"))));
     let cow_dev = Arc::new(MemIo::new(64 << 10));
     let origin = Origin::new(origin_dev.clone()).expect("origin");
-    let opts = SnapshotOptions {
-        chunk_sectors: Some(8),
-        overflow: false,
-    };
-    let id = origin
-        .attach_snapshot(cow_dev.clone(), opts)
-        .expect("attach");
-    origin
-        .write(0, &vec![0u8; 256 << 10])
-        .expect("origin writes go on when the snapshot fills up");
+    let opts = SnapshotOptions { chunk_sectors: Some(8), overflow: false };
+    let id = origin.attach_snapshot(cow_dev.clone(), opts).expect("attach");
+    origin.write(0, &vec![0u8; 256 << 10]).expect("origin writes go on when the snapshot fills up");
     let status = origin.snapshot_status(id).expect("status");
-    assert!(
-        status.usage.is_none(),
-        "the engine did not invalidate: {status:?}"
-    );
+    assert!(status.usage.is_none(), "the engine did not invalidate: {status:?}");
     origin.flush().expect("flush");
     let out = dir.join("invalid");
     std::fs::create_dir_all(&out).expect("creating the output directory");

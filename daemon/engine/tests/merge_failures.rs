@@ -118,7 +118,9 @@ fn world(buffered: bool) -> World {
     let o = Origin::new(dev.clone()).unwrap();
     let sid = o.attach_snapshot(merging_cow.clone(), opts()).unwrap();
     // Exceptions from origin writes: a run of five, four single chunks, a run of three.
-    for (i, (first, n)) in [(0, 5), (7, 1), (9, 1), (12, 1), (15, 1), (18, 3)].into_iter().enumerate() {
+    for (i, (first, n)) in
+        [(0, 5), (7, 1), (9, 1), (12, 1), (15, 1), (18, 3)].into_iter().enumerate()
+    {
         o.write((first * CHUNK) as u64, &filled(n * CHUNK, 50 + i as u8)).unwrap();
     }
     // And one the snapshot wrote itself, the newest entry.
@@ -196,7 +198,11 @@ impl World {
     fn verify(&mut self, what: &str) {
         let mut buf = vec![0u8; SIZE];
         self.o.read(0, &mut buf).unwrap();
-        assert!(buf == self.want, "{what}: origin view differs at byte {:?}", first_difference(&buf, &self.want));
+        assert!(
+            buf == self.want,
+            "{what}: origin view differs at byte {:?}",
+            first_difference(&buf, &self.want)
+        );
         self.o.snapshot_read(self.sid, 0, &mut buf).unwrap();
         assert!(buf == self.want, "{what}: the merging snapshot reads like the origin");
         let state = self.o.snapshot_status(self.sid).unwrap().state;
@@ -205,7 +211,9 @@ impl World {
             "{what}: merging snapshot {state:?}"
         );
         match self.o.snapshot_status(self.oid).unwrap().state {
-            SnapshotState::Invalid => assert!(self.other_invalid, "{what}: the other snapshot went invalid"),
+            SnapshotState::Invalid => {
+                assert!(self.other_invalid, "{what}: the other snapshot went invalid")
+            }
             state => {
                 assert_eq!(state, SnapshotState::Active, "{what}");
                 self.o.snapshot_read(self.oid, 0, &mut buf).unwrap();
@@ -238,7 +246,11 @@ impl World {
                 assert!(may_fail, "write to chunk {chunk} failed: {e}");
                 let mut now = vec![0u8; len];
                 self.o.read(at as u64, &mut now).unwrap();
-                assert_eq!(now, self.want[at..at + len], "a failed write to chunk {chunk} changed it");
+                assert_eq!(
+                    now,
+                    self.want[at..at + len],
+                    "a failed write to chunk {chunk} changed it"
+                );
             }
         }
     }
@@ -275,7 +287,10 @@ impl World {
         } else {
             // A snapshot invalid in memory whose header write failed opens valid; with
             // one-shot faults the header always lands, so that does not happen here.
-            assert!(!self.other_invalid, "the other snapshot's invalidation did not reach its header");
+            assert!(
+                !self.other_invalid,
+                "the other snapshot's invalidation did not reach its header"
+            );
         }
         self.o.start_merge(self.sid).unwrap();
         // Each sector of a write not flushed holds its old or its new bytes; none other.
@@ -328,7 +343,8 @@ fn every_fault(buffered: bool) -> Vec<(Dev, Fault)> {
     let after = w.counters();
     let mut faults = Vec::new();
     for (i, d) in [Dev::Origin, Dev::Merging, Dev::Other].into_iter().enumerate() {
-        let (r, wr, f) = (after[i].0 - before[i].0, after[i].1 - before[i].1, after[i].2 - before[i].2);
+        let (r, wr, f) =
+            (after[i].0 - before[i].0, after[i].1 - before[i].1, after[i].2 - before[i].2);
         faults.extend((1..=r).map(|n| (d, Fault::Read(n))));
         for variant in [false, true] {
             faults.extend((1..=wr).map(|nth| (d, Fault::Write { nth, lands: variant })));
@@ -343,7 +359,9 @@ fn every_fault(buffered: bool) -> Vec<(Dev, Fault)> {
     // the origin once, the merging COW around its area, the other COW around each of its.
     // Writing a batch first adds the other snapshot's commit (an area between two flushes)
     // and the buffered origin write.
-    let count = |d: Dev, pick: fn(&Fault) -> bool| faults.iter().filter(|(x, f)| *x == d && pick(f)).count();
+    let count = |d: Dev, pick: fn(&Fault) -> bool| {
+        faults.iter().filter(|(x, f)| *x == d && pick(f)).count()
+    };
     let reads = |f: &Fault| matches!(f, Fault::Read(_));
     let writes = |f: &Fault| matches!(f, Fault::Write { lands: false, .. });
     let flushes = |f: &Fault| matches!(f, Fault::Flush { forgets: false, .. });
@@ -357,7 +375,10 @@ fn every_fault(buffered: bool) -> Vec<(Dev, Fault)> {
 }
 
 fn run_case(buffered: bool, dev: Dev, fault: Fault, after: After) {
-    let what = format!("{fault:?} on {dev:?}, then {after:?}{}", if buffered { ", batch buffered" } else { "" });
+    let what = format!(
+        "{fault:?} on {dev:?}, then {after:?}{}",
+        if buffered { ", batch buffered" } else { "" }
+    );
     let mut w = world(buffered);
     w.inject(dev, fault);
     let stepped = w.o.merge_step();
@@ -374,7 +395,11 @@ fn run_case(buffered: bool, dev: Dev, fault: Fault, after: After) {
         }
         _ => {
             assert!(stepped.is_err(), "{what}: the step succeeded");
-            assert_eq!(w.o.snapshot_status(w.sid).unwrap().state, SnapshotState::MergeFailed, "{what}");
+            assert_eq!(
+                w.o.snapshot_status(w.sid).unwrap().state,
+                SnapshotState::MergeFailed,
+                "{what}"
+            );
         }
     }
     w.verify(&format!("{what}: right after the step"));
@@ -391,8 +416,12 @@ fn run_case(buffered: bool, dev: Dev, fault: Fault, after: After) {
     // once; so does one after a failed write of buffered data, even though a retry wrote it.
     let reported = match (dev, fault) {
         (Dev::Origin, Fault::Flush { .. }) => Some("flushing the origin after a merge step"),
-        (Dev::Merging, Fault::Flush { nth: 1, .. }) => Some("flushing the merging COW before a merge commit"),
-        (Dev::Origin, Fault::Write { nth: 1, .. }) if buffered => Some("writing buffered data to the origin"),
+        (Dev::Merging, Fault::Flush { nth: 1, .. }) => {
+            Some("flushing the merging COW before a merge commit")
+        }
+        (Dev::Origin, Fault::Write { nth: 1, .. }) if buffered => {
+            Some("writing buffered data to the origin")
+        }
         _ => None,
     };
     match reported {
@@ -495,9 +524,16 @@ fn flushed_write_after_a_merge_commit_that_failed_but_landed_survives() {
     let (_, cow_writes, _) = w.merging_cow.counters();
     w.o.write(18 * CHUNK as u64, &[0xee; CHUNK]).unwrap();
     w.want[18 * CHUNK..19 * CHUNK].fill(0xee);
-    assert_eq!(w.merging_cow.counters().1, cow_writes + 1, "the area was written again before the write");
+    assert_eq!(
+        w.merging_cow.counters().1,
+        cow_writes + 1,
+        "the area was written again before the write"
+    );
     w.flush();
-    assert!(w.dev.durable_bytes()[18 * CHUNK..19 * CHUNK] == [0xee; CHUNK], "the write is in the origin");
+    assert!(
+        w.dev.durable_bytes()[18 * CHUNK..19 * CHUNK] == [0xee; CHUNK],
+        "the write is in the origin"
+    );
     w.reopen(PowerLoss::DropAll);
     w.finish_merge("area write landed");
     assert!(w.dev.durable_bytes()[18 * CHUNK..19 * CHUNK] == [0xee; CHUNK], "the write survived");
@@ -539,5 +575,8 @@ fn a_merge_step_failing_to_flush_the_origin_fails_the_next_flush() {
     assert!(e.to_string().starts_with("flushing the origin after a merge step"), "{e}");
     w.o.flush().unwrap();
     w.dev.power_loss(PowerLoss::DropAll);
-    assert!(w.dev.durable_bytes()[23 * CHUNK..23 * CHUNK + 512] != [0x77; 512], "lost, and the flush said so");
+    assert!(
+        w.dev.durable_bytes()[23 * CHUNK..23 * CHUNK + 512] != [0x77; 512],
+        "lost, and the flush said so"
+    );
 }

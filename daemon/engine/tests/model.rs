@@ -19,7 +19,9 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use snapback_engine::io::{BlockIo, MemIo, PowerLoss};
-use snapback_engine::origin::{Origin, SnapshotId, SnapshotOptions, SnapshotState, DEFAULT_WRITE_BACK_BYTES};
+use snapback_engine::origin::{
+    Origin, SnapshotId, SnapshotOptions, SnapshotState, DEFAULT_WRITE_BACK_BYTES,
+};
 use snapback_engine::EngineError;
 
 const SECTOR: usize = 512;
@@ -27,18 +29,49 @@ const ORIGIN_SECTORS: usize = 80;
 
 #[derive(Debug, Clone)]
 enum Op {
-    OriginWrite { sector: usize, len: usize },
-    SnapWrite { which: usize, sector: usize, len: usize },
-    Read { which: usize, sector: usize, len: usize },
-    Create { chunk_sectors: u32, small: bool, overflow: bool },
-    Delete { which: usize },
-    StartMerge { which: usize },
-    MergeStep { step_chunks: u64 },
+    OriginWrite {
+        sector: usize,
+        len: usize,
+    },
+    SnapWrite {
+        which: usize,
+        sector: usize,
+        len: usize,
+    },
+    Read {
+        which: usize,
+        sector: usize,
+        len: usize,
+    },
+    Create {
+        chunk_sectors: u32,
+        small: bool,
+        overflow: bool,
+    },
+    Delete {
+        which: usize,
+    },
+    StartMerge {
+        which: usize,
+    },
+    MergeStep {
+        step_chunks: u64,
+    },
     Flush,
-    WriteBackLimit { bytes: u64 },
-    PowerLoss { mode: u8, seed: u64 },
+    WriteBackLimit {
+        bytes: u64,
+    },
+    PowerLoss {
+        mode: u8,
+        seed: u64,
+    },
     /// The machine stops after `budget` more writes/flushes during `inner`; then power loss.
-    Crash { budget: i64, inner: Box<Op>, mode: u8, seed: u64 },
+    Crash {
+        budget: i64,
+        inner: Box<Op>,
+        mode: u8,
+        seed: u64,
+    },
 }
 
 fn range() -> impl Strategy<Value = (usize, usize)> {
@@ -48,7 +81,11 @@ fn range() -> impl Strategy<Value = (usize, usize)> {
 fn write_op() -> impl Strategy<Value = Op> {
     prop_oneof![
         range().prop_map(|(sector, len)| Op::OriginWrite { sector, len }),
-        (0..4usize, range()).prop_map(|(which, (sector, len))| Op::SnapWrite { which, sector, len }),
+        (0..4usize, range()).prop_map(|(which, (sector, len))| Op::SnapWrite {
+            which,
+            sector,
+            len
+        }),
         (1..32u64).prop_map(|step_chunks| Op::MergeStep { step_chunks }),
     ]
 }
@@ -141,7 +178,11 @@ fn tags_of(bytes: &[u8], what: &str) -> Vec<u32> {
         .enumerate()
         .map(|(i, s)| {
             let tag = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
-            assert_eq!(s, &pattern(tag, 1)[..], "{what}: sector {i} is not one whole write (torn inside a sector?)");
+            assert_eq!(
+                s,
+                &pattern(tag, 1)[..],
+                "{what}: sector {i} is not one whole write (torn inside a sector?)"
+            );
             tag
         })
         .collect()
@@ -157,7 +198,16 @@ impl World {
         let dev = Arc::new(MemIo::from_bytes(bytes.clone()));
         dev.share_crash_budget(budget.clone());
         let origin = Origin::new(dev.clone()).unwrap();
-        World { view: View::new(tags_of(&bytes, "init")), dev, origin, snaps: Vec::new(), merging: None, budget, next_tag: 1, write_back_limit: DEFAULT_WRITE_BACK_BYTES }
+        World {
+            view: View::new(tags_of(&bytes, "init")),
+            dev,
+            origin,
+            snaps: Vec::new(),
+            merging: None,
+            budget,
+            next_tag: 1,
+            write_back_limit: DEFAULT_WRITE_BACK_BYTES,
+        }
     }
 
     fn tag(&mut self) -> u32 {
@@ -201,13 +251,21 @@ impl World {
                     return;
                 }
                 let tag = self.tag();
-                let r = self.origin.snapshot_write(self.snaps[i].id, (sector * SECTOR) as u64, &pattern(tag, *len));
+                let r = self.origin.snapshot_write(
+                    self.snaps[i].id,
+                    (sector * SECTOR) as u64,
+                    &pattern(tag, *len),
+                );
                 match r {
                     Ok(()) => self.model_write(Some(i), *sector, *len, tag),
-                    Err(EngineError::Overflow) if self.snaps[i].small && self.snaps[i].opts.overflow => {
+                    Err(EngineError::Overflow)
+                        if self.snaps[i].small && self.snaps[i].opts.overflow =>
+                    {
                         self.snaps[i].overflowed = true;
                     }
-                    Err(EngineError::NoSpace) if self.snaps[i].small => self.snaps[i].invalid = true,
+                    Err(EngineError::NoSpace) if self.snaps[i].small => {
+                        self.snaps[i].invalid = true
+                    }
                     Err(_) if self.snaps[i].overflowed => {}
                     Err(e) => {
                         assert!(crashing, "snapshot write failed: {e}");
@@ -221,11 +279,17 @@ impl World {
                 let (got, want) = match self.live(*which).filter(|_| which % 2 == 1) {
                     Some(i) if !self.snaps[i].invalid => {
                         self.origin.snapshot_read(self.snaps[i].id, off, &mut buf).unwrap();
-                        (tags_of(&buf, "snapshot read"), self.snaps[i].view.cur[*sector..sector + len].to_vec())
+                        (
+                            tags_of(&buf, "snapshot read"),
+                            self.snaps[i].view.cur[*sector..sector + len].to_vec(),
+                        )
                     }
                     _ => {
                         self.origin.read(off, &mut buf).unwrap();
-                        (tags_of(&buf, "origin read"), self.view.cur[*sector..sector + len].to_vec())
+                        (
+                            tags_of(&buf, "origin read"),
+                            self.view.cur[*sector..sector + len].to_vec(),
+                        )
                     }
                 };
                 assert_eq!(got, want, "partial read at sector {sector}");
@@ -234,7 +298,9 @@ impl World {
                 if self.snaps.len() >= 3 {
                     return;
                 }
-                if self.merging.is_some() && !self.origin.merge_progress().is_some_and(|p| p.finished) {
+                if self.merging.is_some()
+                    && !self.origin.merge_progress().is_some_and(|p| p.finished)
+                {
                     let cow = Arc::new(MemIo::new(64 << 10));
                     let r = self.origin.attach_snapshot(cow, SnapshotOptions::default());
                     assert!(matches!(r, Err(EngineError::AlreadyMerging)), "{r:?}");
@@ -248,10 +314,19 @@ impl World {
                 let chunks = if *small { 6 + origin_chunks / 8 } else { origin_chunks + 8 };
                 let cow = Arc::new(MemIo::new(chunks * chunk_bytes));
                 cow.share_crash_budget(self.budget.clone());
-                let opts = SnapshotOptions { chunk_sectors: Some(*chunk_sectors), overflow: *overflow };
+                let opts =
+                    SnapshotOptions { chunk_sectors: Some(*chunk_sectors), overflow: *overflow };
                 let id = self.origin.attach_snapshot(cow.clone(), opts).unwrap();
                 let view = View::new(self.view.cur.clone());
-                self.snaps.push(Snap { id, cow, opts, small: *small, view, invalid: false, overflowed: false });
+                self.snaps.push(Snap {
+                    id,
+                    cow,
+                    opts,
+                    small: *small,
+                    view,
+                    invalid: false,
+                    overflowed: false,
+                });
             }
             Op::Delete { which } => {
                 let Some(i) = self.live(*which) else { return };
@@ -330,7 +405,10 @@ impl World {
         }
         // The machine died with the old origin: no destructor runs, so its write-back buffer
         // must not reach the devices now (dropping it would drain the buffer after the crash).
-        std::mem::forget(std::mem::replace(&mut self.origin, Origin::new(self.dev.clone()).unwrap()));
+        std::mem::forget(std::mem::replace(
+            &mut self.origin,
+            Origin::new(self.dev.clone()).unwrap(),
+        ));
         self.origin.set_write_back_limit(self.write_back_limit);
         for (i, s) in self.snaps.iter_mut().enumerate() {
             s.id = self.origin.attach_snapshot(s.cow.clone(), s.opts).unwrap();
@@ -377,11 +455,16 @@ impl World {
             let status = self.origin.snapshot_status(id).unwrap();
             match status.state {
                 SnapshotState::Invalid => {
-                    assert!(self.snaps[i].small || self.snaps[i].invalid, "snapshot {i} invalid with a big COW");
+                    assert!(
+                        self.snaps[i].small || self.snaps[i].invalid,
+                        "snapshot {i} invalid with a big COW"
+                    );
                     self.snaps[i].invalid = true;
                     continue;
                 }
-                SnapshotState::Overflow => assert!(self.snaps[i].small && self.snaps[i].opts.overflow),
+                SnapshotState::Overflow => {
+                    assert!(self.snaps[i].small && self.snaps[i].opts.overflow)
+                }
                 SnapshotState::MergeFailed => panic!("merge failed without a fault"),
                 _ => {}
             }

@@ -35,11 +35,22 @@ fn inspect_reports_kernel_usage_and_json_keys() {
     assert_eq!((r.version, r.chunk_sectors, r.exceptions), (1, 32, 7));
     assert_eq!(r.usage_line(), "288/2048 64");
     let json = serde_json::to_value(&r).unwrap();
-    for key in ["valid", "version", "chunk_sectors", "exceptions", "allocated_sectors", "total_sectors", "metadata_sectors"] {
+    for key in [
+        "valid",
+        "version",
+        "chunk_sectors",
+        "exceptions",
+        "allocated_sectors",
+        "total_sectors",
+        "metadata_sectors",
+    ] {
         assert!(json.get(key).is_some(), "{key} in {json}");
     }
     assert!(offline::check(cow.as_ref()).unwrap().is_empty());
-    assert!(matches!(offline::inspect(Arc::new(MemIo::new(1 << 20))), Err(EngineError::NotFormatted)));
+    assert!(matches!(
+        offline::inspect(Arc::new(MemIo::new(1 << 20))),
+        Err(EngineError::NotFormatted)
+    ));
 }
 
 #[test]
@@ -100,7 +111,10 @@ fn merge_refuses_an_invalid_store_and_leaves_the_origin_untouched() {
     cow.write_at(&0u32.to_le_bytes(), 4).unwrap(); // valid = 0
     let before = dev.current_bytes();
     let (_, w0, f0) = dev.counters();
-    assert!(matches!(offline::merge(dev.clone(), cow.clone(), &mut |_| {}), Err(EngineError::Invalid)));
+    assert!(matches!(
+        offline::merge(dev.clone(), cow.clone(), &mut |_| {}),
+        Err(EngineError::Invalid)
+    ));
     assert_eq!(dev.current_bytes(), before);
     assert_eq!(dev.counters().1, w0);
     assert_eq!(dev.counters().2, f0);

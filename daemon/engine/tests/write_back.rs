@@ -60,7 +60,11 @@ fn buffered_writes_are_read_back_at_once_and_reach_the_device_at_flush() {
 
     o.flush().unwrap();
     assert_eq!(o.write_back_bytes(), 0);
-    assert_eq!(dev.durable_bytes(), want, "after flush the origin device holds the writes, durably");
+    assert_eq!(
+        dev.durable_bytes(),
+        want,
+        "after flush the origin device holds the writes, durably"
+    );
     assert_eq!(offline::inspect(cow).unwrap().exceptions, 4, "and the COW the four exceptions");
     assert_eq!(read_snap(&o, id, initial.len()), initial);
 }
@@ -99,7 +103,7 @@ fn buffered_writes_during_a_merge_are_read_through_the_merge_view() {
 fn a_later_direct_write_is_not_overtaken_by_an_older_buffered_one() {
     let (dev, o, _cow, _id, _initial) = setup(16);
     o.write(3 * CHUNK as u64, &vec![1u8; CHUNK]).unwrap(); // buffered
-    // Chunk 3 has its exception now: this write needs no copy, but its bytes are buffered.
+                                                           // Chunk 3 has its exception now: this write needs no copy, but its bytes are buffered.
     o.write(3 * CHUNK as u64 + 512, &[2u8; 512]).unwrap();
     o.flush().unwrap();
     let mut want = vec![1u8; CHUNK];
@@ -120,13 +124,21 @@ fn suspend_detach_and_drop_drain_the_buffer() {
     o.write(CHUNK as u64, &[8u8; 512]).unwrap();
     o.detach_snapshot(id).unwrap();
     assert_eq!(&dev.current_bytes()[CHUNK..CHUNK + 512], &[8u8; 512]);
-    assert_eq!(offline::inspect(cow).unwrap().exceptions, 2, "the detached COW holds its exception");
+    assert_eq!(
+        offline::inspect(cow).unwrap().exceptions,
+        2,
+        "the detached COW holds its exception"
+    );
 
     let cow2 = Arc::new(MemIo::new(64 * CHUNK as u64));
     o.attach_snapshot(cow2.clone(), opts()).unwrap();
     o.write(2 * CHUNK as u64, &[9u8; 512]).unwrap();
     drop(o);
-    assert_eq!(&dev.current_bytes()[2 * CHUNK..2 * CHUNK + 512], &[9u8; 512], "drop writes the buffer");
+    assert_eq!(
+        &dev.current_bytes()[2 * CHUNK..2 * CHUNK + 512],
+        &[9u8; 512],
+        "drop writes the buffer"
+    );
     assert_eq!(offline::inspect(cow2).unwrap().exceptions, 1, "after committing its exception");
 }
 
@@ -230,7 +242,8 @@ fn an_origin_that_keeps_failing_writes_refuses_writes_and_merges_instead_of_grow
 /// A batch of origin writes with chunks of one sector (32 entries per metadata area), so
 /// one commit fills an area: fresh chunks, a rewrite of buffered bytes, a direct write to a
 /// chunk committed earlier, and a write across buffered and fresh chunks. Tags are < 0x80.
-const BATCH: [(usize, usize, u8); 5] = [(10, 20, 2), (35, 15, 3), (20, 5, 4), (0, 2, 5), (28, 12, 6)];
+const BATCH: [(usize, usize, u8); 5] =
+    [(10, 20, 2), (35, 15, 3), (20, 5, 4), (0, 2, 5), (28, 12, 6)];
 
 const SECTOR: usize = 512;
 const SECTORS: usize = 64;
@@ -305,7 +318,11 @@ fn crash_during_a_batch(budget: i64, limit: u64, mode: PowerLoss) -> bool {
     assert_eq!(snap, initial, "{what}: the snapshot must show the origin as it was when taken");
     let now = sectors_of(&read_origin(&o, SECTORS * SECTOR), &what);
     for (s, v) in now.iter().enumerate() {
-        assert!(allowed[s].contains(v), "{what}: origin sector {s} holds {v:#x}, allowed {:x?}", allowed[s]);
+        assert!(
+            allowed[s].contains(v),
+            "{what}: origin sector {s} holds {v:#x}, allowed {:x?}",
+            allowed[s]
+        );
     }
     if finished {
         flushed.unwrap();

@@ -50,19 +50,30 @@ impl BootSide {
             Some(root) => volumes.contains(root),
             None => {
                 let Some(root) = root_mount_device() else { return false };
-                volumes.iter().any(|volume| device_of(volume).and_then(|d| device_numbers(&d)) == Some(root))
+                volumes
+                    .iter()
+                    .any(|volume| device_of(volume).and_then(|d| device_numbers(&d)) == Some(root))
             }
         }
     }
 
     fn capture(&self, pool: &Pool) -> Result<BootRecord, String> {
         tree::capture(&self.roots, |bytes| store::put(pool, bytes).map_err(std::io::Error::other))
-            .map_err(|err| format!("reading the boot files under {}: {err}", self.roots.boot.display()))
+            .map_err(|err| {
+                format!("reading the boot files under {}: {err}", self.roots.boot.display())
+            })
     }
 
-    fn store_record(pool: &Pool, id: SnapshotId, undo: bool, record: BootRecord) -> Result<(), PoolError> {
+    fn store_record(
+        pool: &Pool,
+        id: SnapshotId,
+        undo: bool,
+        record: BootRecord,
+    ) -> Result<(), PoolError> {
         pool.update(|registry| {
-            let set = registry.set_mut(id).ok_or_else(|| PoolError::Invalid(format!("snapshot set {id} vanished")))?;
+            let set = registry
+                .set_mut(id)
+                .ok_or_else(|| PoolError::Invalid(format!("snapshot set {id} vanished")))?;
             if undo {
                 set.boot_undo = Some(record);
             } else {
@@ -76,17 +87,29 @@ impl BootSide {
     /// Records the boot configuration in the new set `record` when it covers the root
     /// volume. A failure leaves the set without one (a rollback of it then restores only
     /// the volumes, as before snapback recorded /boot) and is logged.
-    pub fn record_new_set(&self, pool: &Pool, record: &SnapshotSetRecord, device_of: impl Fn(&str) -> Option<PathBuf>) {
+    pub fn record_new_set(
+        &self,
+        pool: &Pool,
+        record: &SnapshotSetRecord,
+        device_of: impl Fn(&str) -> Option<PathBuf>,
+    ) {
         if !self.covers(&record.volumes(), device_of) {
             return;
         }
         let outcome = self.capture(pool).and_then(|boot| {
             let files = boot.files.len();
-            Self::store_record(pool, record.id, false, boot).map(|()| files).map_err(|e| e.to_string())
+            Self::store_record(pool, record.id, false, boot)
+                .map(|()| files)
+                .map_err(|e| e.to_string())
         });
         match outcome {
             Ok(files) => {
-                tracing::info!(snapshot_id = record.id, files, "boot configuration recorded with snapshot set {}", record.id);
+                tracing::info!(
+                    snapshot_id = record.id,
+                    files,
+                    "boot configuration recorded with snapshot set {}",
+                    record.id
+                );
                 self.refresh_entries(pool);
             }
             Err(err) => {
@@ -111,7 +134,8 @@ impl BootSide {
             return Ok(());
         }
         let undo = self.capture(pool).map_err(BackendError::Backend)?;
-        Self::store_record(pool, record.id, true, undo).map_err(|err| BackendError::Backend(err.to_string()))
+        Self::store_record(pool, record.id, true, undo)
+            .map_err(|err| BackendError::Backend(err.to_string()))
     }
 
     /// Puts in place the boot configuration the lifecycle committed as due for set `id`,
@@ -176,7 +200,9 @@ impl BootSide {
                     written.push(path);
                 }
                 Ok(None) => {}
-                Err(err) => tracing::warn!(snapshot_id = set.id, %err, "writing the rollback boot entry of snapshot set {}", set.id),
+                Err(err) => {
+                    tracing::warn!(snapshot_id = set.id, %err, "writing the rollback boot entry of snapshot set {}", set.id)
+                }
             }
         }
         if let Err(err) = entries::prune(&self.roots, &live, &RealFs) {
@@ -190,7 +216,10 @@ impl BootSide {
         record.boot.as_ref()?;
         [BootRoot::Boot, BootRoot::Esp]
             .into_iter()
-            .filter_map(|root| self.roots.path(root, &format!("loader/entries/{}.conf", entries::entry_id(record.id))))
+            .filter_map(|root| {
+                self.roots
+                    .path(root, &format!("loader/entries/{}.conf", entries::entry_id(record.id)))
+            })
             .find(|path| path.is_file())
     }
 }

@@ -74,7 +74,12 @@ impl Transition {
         Transition::to(set.state, set.merge_started, set.message.clone(), effect)
     }
 
-    fn to(state: SetState, merge_started: bool, message: Option<String>, effect: Effect) -> Transition {
+    fn to(
+        state: SetState,
+        merge_started: bool,
+        message: Option<String>,
+        effect: Effect,
+    ) -> Transition {
         Transition { state, merge_started, message, effect, boot_restore: None }
     }
 
@@ -93,12 +98,17 @@ pub fn rollback_under_way(set: &SnapshotSetRecord) -> bool {
 }
 
 /// Another set sharing a volume with `set` whose rollback is under way.
-fn conflicting_rollback<'a>(registry: &'a Registry, set: &SnapshotSetRecord) -> Option<(&'a SnapshotSetRecord, String)> {
+fn conflicting_rollback<'a>(
+    registry: &'a Registry,
+    set: &SnapshotSetRecord,
+) -> Option<(&'a SnapshotSetRecord, String)> {
     set.volumes().into_iter().find_map(|volume| {
         registry
             .snapshot_sets
             .iter()
-            .find(|other| other.id != set.id && rollback_under_way(other) && other.volumes().contains(&volume))
+            .find(|other| {
+                other.id != set.id && rollback_under_way(other) && other.volumes().contains(&volume)
+            })
             .map(|other| (other, volume))
     })
 }
@@ -113,17 +123,25 @@ fn reason(set: &SnapshotSetRecord) -> &str {
 
 /// The transition of `set` (a record of `registry`) under `input`, or why it is refused.
 /// Pure: nothing is written.
-pub fn next(registry: &Registry, set: &SnapshotSetRecord, input: &Input) -> BackendResult<Transition> {
+pub fn next(
+    registry: &Registry,
+    set: &SnapshotSetRecord,
+    input: &Input,
+) -> BackendResult<Transition> {
     let mut transition = next_state(registry, set, input)?;
     transition.boot_restore = match input {
         // Committed with the state, so a crash before the files are back redoes them at start.
-        Input::Rollback { .. } if transition.state != set.state && set.boot.is_some() => Some(BootRestore::Snapshot),
+        Input::Rollback { .. } if transition.state != set.state && set.boot.is_some() => {
+            Some(BootRestore::Snapshot)
+        }
         Input::CancelRollback if set.boot_undo.is_some() => Some(BootRestore::Undo),
         Input::CancelRollback => None,
         // A scheduled rollback that can no longer happen must not leave the snapshot's kernels
         // as the default under the upgraded root: the upgrade's boot configuration goes back.
         Input::Invalidated(_)
-            if set.state == SetState::MergeScheduled && transition.state == SetState::Invalid && set.boot_undo.is_some() =>
+            if set.state == SetState::MergeScheduled
+                && transition.state == SetState::Invalid
+                && set.boot_undo.is_some() =>
         {
             Some(BootRestore::Undo)
         }
@@ -132,7 +150,11 @@ pub fn next(registry: &Registry, set: &SnapshotSetRecord, input: &Input) -> Back
     Ok(transition)
 }
 
-fn next_state(registry: &Registry, set: &SnapshotSetRecord, input: &Input) -> BackendResult<Transition> {
+fn next_state(
+    registry: &Registry,
+    set: &SnapshotSetRecord,
+    input: &Input,
+) -> BackendResult<Transition> {
     let id = set.id;
     let started = set.merge_started;
     match input {
@@ -267,7 +289,11 @@ fn next_state(registry: &Registry, set: &SnapshotSetRecord, input: &Input) -> Ba
 /// commits the new record before returning, so the backend's device work comes after it.
 /// `Effect::Remove` changes nothing yet: the backend forgets the set ([`forget`]) once the
 /// devices are done with it.
-pub fn apply(pool: &Pool, id: SnapshotId, input: &Input) -> BackendResult<(SnapshotSetRecord, Effect)> {
+pub fn apply(
+    pool: &Pool,
+    id: SnapshotId,
+    input: &Input,
+) -> BackendResult<(SnapshotSetRecord, Effect)> {
     let registry = pool.registry();
     let set = registry.set(id).ok_or_else(|| not_found(id))?;
     let transition = next(&registry, set, input)?;
@@ -276,9 +302,13 @@ pub fn apply(pool: &Pool, id: SnapshotId, input: &Input) -> BackendResult<(Snaps
         pool.update(|registry| {
             // `pool` serializes updates, but the record is read again under its lock so that a
             // change made since the look above is never overwritten.
-            let live = registry.set_mut(id).ok_or_else(|| PoolError::Invalid(format!("snapshot set {id} vanished")))?;
+            let live = registry
+                .set_mut(id)
+                .ok_or_else(|| PoolError::Invalid(format!("snapshot set {id} vanished")))?;
             if live.state != set.state || live.merge_started != set.merge_started {
-                return Err(PoolError::Invalid(format!("snapshot set {id} changed state meanwhile; try again")));
+                return Err(PoolError::Invalid(format!(
+                    "snapshot set {id} changed state meanwhile; try again"
+                )));
             }
             live.state = transition.state;
             live.merge_started = transition.merge_started;
@@ -291,7 +321,13 @@ pub fn apply(pool: &Pool, id: SnapshotId, input: &Input) -> BackendResult<(Snaps
         record.merge_started = transition.merge_started;
         record.message = transition.message.clone();
         record.boot_restore = transition.boot_restore;
-        tracing::debug!(snapshot_id = id, ?input, from = set.state.as_str(), to = record.state.as_str(), "set state");
+        tracing::debug!(
+            snapshot_id = id,
+            ?input,
+            from = set.state.as_str(),
+            to = record.state.as_str(),
+            "set state"
+        );
     }
     Ok((record, transition.effect))
 }
@@ -321,7 +357,10 @@ pub fn not_found(id: SnapshotId) -> BackendError {
 
 /// Refuses a start (daemon or boot activation) that would serve the volumes of a set whose
 /// merge has begun while one of its volumes is missing from the configuration.
-pub fn check_start(registry: &Registry, mut configured: impl FnMut(&str) -> bool) -> BackendResult<()> {
+pub fn check_start(
+    registry: &Registry,
+    mut configured: impl FnMut(&str) -> bool,
+) -> BackendResult<()> {
     for set in &registry.snapshot_sets {
         let missing = missing_volumes(set, &mut configured);
         next(registry, set, &Input::Start { defer: true, missing })?;
@@ -330,7 +369,10 @@ pub fn check_start(registry: &Registry, mut configured: impl FnMut(&str) -> bool
 }
 
 /// The volumes of `set` that `configured` does not name.
-pub fn missing_volumes(set: &SnapshotSetRecord, mut configured: impl FnMut(&str) -> bool) -> Vec<String> {
+pub fn missing_volumes(
+    set: &SnapshotSetRecord,
+    mut configured: impl FnMut(&str) -> bool,
+) -> Vec<String> {
     set.volumes().into_iter().filter(|volume| !configured(volume)).collect()
 }
 

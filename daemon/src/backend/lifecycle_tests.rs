@@ -69,7 +69,11 @@ impl Model {
     fn new() -> Model {
         let mut registry = Registry::new(4096, 8192, 1024);
         for name in VOLUMES {
-            registry.volumes.push(VolumeRecord { name: name.into(), backing: format!("/dev/{name}").into(), size_bytes: 1 });
+            registry.volumes.push(VolumeRecord {
+                name: name.into(),
+                backing: format!("/dev/{name}").into(),
+                size_bytes: 1,
+            });
         }
         Model {
             registry,
@@ -107,7 +111,9 @@ impl Model {
         self.registry
             .snapshot_sets
             .iter()
-            .filter(|set| set.state != SetState::Invalid && set.volumes().iter().any(|v| v == volume))
+            .filter(|set| {
+                set.state != SetState::Invalid && set.volumes().iter().any(|v| v == volume)
+            })
             .filter(|set| self.mode[volume] != Mode::Merging(set.id))
             .map(|set| set.id)
             .collect()
@@ -131,10 +137,14 @@ impl Model {
             }
             _ => {
                 self.copy_before_change(volume, chunk);
-                if let Some(data) = self.real.get_mut(volume) { data[chunk] = value; }
+                if let Some(data) = self.real.get_mut(volume) {
+                    data[chunk] = value;
+                }
             }
         }
-        if let Some(data) = self.expected.get_mut(volume) { data[chunk] = value; }
+        if let Some(data) = self.expected.get_mut(volume) {
+            data[chunk] = value;
+        }
     }
 
     fn set(&self, id: SnapshotId) -> SnapshotSetRecord {
@@ -152,12 +162,18 @@ impl Model {
         if transition.state == SetState::MergeFailed {
             self.ever_failed.insert(id);
         }
-        self.log.push(format!("set {id} {input:?}: {:?} -> {:?} {:?}", before.state, transition.state, transition.effect));
+        self.log.push(format!(
+            "set {id} {input:?}: {:?} -> {:?} {:?}",
+            before.state, transition.state, transition.effect
+        ));
         // A started merge is never undone by anything but its end.
         if before.merge_started {
             assert!(transition.merge_started, "set {id} forgot that its merge began");
             assert!(
-                !matches!(transition.state, SetState::Active | SetState::Invalid | SetState::Overflow),
+                !matches!(
+                    transition.state,
+                    SetState::Active | SetState::Invalid | SetState::Overflow
+                ),
                 "set {id} with a begun merge became {:?}",
                 transition.state
             );
@@ -175,15 +191,19 @@ impl Model {
     fn engage_some(&mut self, id: SnapshotId, count: usize) {
         for (index, volume) in self.set(id).volumes().into_iter().enumerate() {
             if index == count {
-                self.run(id, Input::MergeFailed(format!("starting the merge into {volume} failed")))
-                    .expect("a merge that could not start is recorded");
+                self.run(
+                    id,
+                    Input::MergeFailed(format!("starting the merge into {volume} failed")),
+                )
+                .expect("a merge that could not start is recorded");
                 return;
             }
             let volume = VOLUMES.into_iter().find(|v| *v == volume).expect("known volume");
             if self.mode[volume] != Mode::Merging(id) {
                 assert_eq!(self.mode[volume], Mode::Plain, "two merges on volume {volume}");
                 self.mode.insert(volume, Mode::Merging(id));
-                let snapshot: Vec<u32> = (0..CHUNKS).map(|c| self.snapshot_read(id, volume, c)).collect();
+                let snapshot: Vec<u32> =
+                    (0..CHUNKS).map(|c| self.snapshot_read(id, volume, c)).collect();
                 self.expected.insert(volume, snapshot);
             }
         }
@@ -194,7 +214,10 @@ impl Model {
         for volume in set.volumes() {
             let volume = VOLUMES.into_iter().find(|v| *v == volume).expect("known volume");
             if self.mode[volume] == Mode::Merging(id) {
-                assert!(self.cows[&(id, volume)].is_empty(), "set {id} removed with chunks left to merge into {volume}");
+                assert!(
+                    self.cows[&(id, volume)].is_empty(),
+                    "set {id} removed with chunks left to merge into {volume}"
+                );
                 self.mode.insert(volume, Mode::Plain);
             }
             self.cows.remove(&(id, volume));
@@ -216,7 +239,10 @@ impl Model {
             self.cows.insert((id, volume), BTreeMap::new());
             self.taken.insert((id, volume), self.real[volume].clone());
         }
-        let cows = names.into_iter().map(|volume| CowRecord { volume, chunk_sectors: 8, extents: vec![] }).collect();
+        let cows = names
+            .into_iter()
+            .map(|volume| CowRecord { volume, chunk_sectors: 8, extents: vec![] })
+            .collect();
         self.registry.snapshot_sets.push(sets::new_record(id, &SnapshotRequest::default(), cows));
         self.log.push(format!("snapshot {id} of {volumes:?}"));
     }
@@ -244,13 +270,17 @@ impl Model {
         let Some((&chunk, &data)) = self.cows[&(id, volume)].iter().next_back() else { return };
         // Other snapshots get their own copy before the origin chunk changes.
         self.copy_before_change(volume, chunk);
-        if let Some(d) = self.real.get_mut(volume) { d[chunk] = data; }
+        if let Some(d) = self.real.get_mut(volume) {
+            d[chunk] = data;
+        }
         if let Some(cow) = self.cows.get_mut(&(id, volume)) {
             cow.remove(&chunk);
         }
         self.log.push(format!("merged chunk {chunk} of set {id} into {volume}"));
         let set = self.set(id);
-        let done = set.volumes().iter().all(|v| self.cows[&(id, VOLUMES.into_iter().find(|n| n == v).expect("known"))].is_empty());
+        let done = set.volumes().iter().all(|v| {
+            self.cows[&(id, VOLUMES.into_iter().find(|n| n == v).expect("known"))].is_empty()
+        });
         if done {
             if let Ok(Effect::Remove) = self.run(id, Input::MergeFinished) {
                 self.remove(id);
@@ -303,8 +333,14 @@ impl Model {
                 if self.mode[volume] == Mode::Merging(set.id) {
                     continue;
                 }
-                let seen: Vec<u32> = (0..CHUNKS).map(|c| self.snapshot_read(set.id, volume, c)).collect();
-                assert_eq!(seen, self.taken[&(set.id, volume)], "snapshot {} of {volume} changed", set.id);
+                let seen: Vec<u32> =
+                    (0..CHUNKS).map(|c| self.snapshot_read(set.id, volume, c)).collect();
+                assert_eq!(
+                    seen,
+                    self.taken[&(set.id, volume)],
+                    "snapshot {} of {volume} changed",
+                    set.id
+                );
             }
         }
     }
@@ -322,8 +358,10 @@ fn random_step(model: &mut Model, rng: &mut Rng) {
     }
     match rng.below(15) {
         0 | 1 => {
-            let volumes: Vec<&'static str> =
-                VOLUMES.into_iter().filter(|v| model.configured.contains(v) && rng.chance(60)).collect();
+            let volumes: Vec<&'static str> = VOLUMES
+                .into_iter()
+                .filter(|v| model.configured.contains(v) && rng.chance(60))
+                .collect();
             if !volumes.is_empty() {
                 model.snapshot(volumes);
             }
@@ -354,8 +392,13 @@ fn random_step(model: &mut Model, rng: &mut Rng) {
             }
         }
         8 | 9 => {
-            let merging: Vec<SnapshotId> =
-                model.registry.snapshot_sets.iter().filter(|s| s.state == SetState::Merging).map(|s| s.id).collect();
+            let merging: Vec<SnapshotId> = model
+                .registry
+                .snapshot_sets
+                .iter()
+                .filter(|s| s.state == SetState::Merging)
+                .map(|s| s.id)
+                .collect();
             if let Some(&id) = merging.get(rng.below(merging.len().max(1))) {
                 model.merge_step(id, rng);
             }
@@ -370,7 +413,9 @@ fn random_step(model: &mut Model, rng: &mut Rng) {
         11 => {
             if let Some(id) = some_set(rng) {
                 let was = model.set(id).state;
-                if model.run(id, Input::Invalidated("COW full".into())).is_ok() && model.set(id).state == SetState::Invalid {
+                if model.run(id, Input::Invalidated("COW full".into())).is_ok()
+                    && model.set(id).state == SetState::Invalid
+                {
                     assert_ne!(was, SetState::Merging);
                 }
             }
@@ -402,7 +447,8 @@ fn random_step(model: &mut Model, rng: &mut Rng) {
 
 #[test]
 fn random_call_sequences_keep_every_volume_in_one_whole_state() {
-    let seeds: u64 = std::env::var("SNAPBACK_LIFECYCLE_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(400);
+    let seeds: u64 =
+        std::env::var("SNAPBACK_LIFECYCLE_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(400);
     let (mut merges_finished, mut failed_then_finished) = (0, 0);
     for seed in 0..seeds {
         let mut rng = Rng(seed);
@@ -427,7 +473,10 @@ fn random_call_sequences_keep_every_volume_in_one_whole_state() {
     }
     // The sequences reach the cases that matter, not only the happy path.
     assert!(merges_finished > seeds, "only {merges_finished} merges finished");
-    assert!(failed_then_finished > seeds / 10, "only {failed_then_finished} failed merges were resumed to their end");
+    assert!(
+        failed_then_finished > seeds / 10,
+        "only {failed_then_finished} failed merges were resumed to their end"
+    );
     eprintln!("{seeds} sequences: {merges_finished} merges finished, {failed_then_finished} of them after a failure");
 }
 
@@ -457,7 +506,8 @@ fn a_half_merged_set_retried_while_busy_cancels_back_to_merge_failed() {
     // A set whose merge began but whose volume is not merging yet is deferred when busy.
     let mut record = model.set(id);
     record.state = SetState::MergeFailed;
-    let busy_volume = next(&model.registry, &record, &Input::Rollback { defer: true, missing: vec![] }).unwrap();
+    let busy_volume =
+        next(&model.registry, &record, &Input::Rollback { defer: true, missing: vec![] }).unwrap();
     assert_eq!((busy_volume.state, busy_volume.merge_started), (SetState::MergeScheduled, true));
     assert!(busy_volume.message.as_deref().unwrap_or("").contains("read-only origin"));
     model.registry.set_mut(id).unwrap().state = SetState::MergeScheduled;
@@ -478,7 +528,10 @@ fn one_rollback_per_volume_even_after_a_failure() {
     model.rollback(first);
     model.run(first, Input::MergeFailed("I/O error".into())).unwrap();
     let err = model.run(second, Input::Rollback { defer: false, missing: vec![] }).unwrap_err();
-    assert!(matches!(&err, BackendError::AlreadyMerging(m) if m.contains("volume var") && m.contains("set 1")), "{err}");
+    assert!(
+        matches!(&err, BackendError::AlreadyMerging(m) if m.contains("volume var") && m.contains("set 1")),
+        "{err}"
+    );
     assert_eq!(model.set(second).state, SetState::Active);
     // Sets over other volumes are not held up.
     assert!(model.run(2, Input::Rollback { defer: false, missing: vec![] }).is_ok());
@@ -491,7 +544,8 @@ fn a_configuration_change_never_changes_a_set() {
     model.start(false);
     assert!(!model.down);
     assert_eq!(model.set(id).state, SetState::Active);
-    let err = model.run(id, Input::Rollback { defer: false, missing: vec!["var".into()] }).unwrap_err();
+    let err =
+        model.run(id, Input::Rollback { defer: false, missing: vec!["var".into()] }).unwrap_err();
     assert!(matches!(&err, BackendError::NotFound(m) if m.contains("volume var")), "{err}");
     assert_eq!(model.set(id).state, SetState::Active);
 
@@ -539,7 +593,10 @@ fn merging_sets_cannot_be_cancelled_deleted_or_rolled_back_again() {
     model.rollback(id);
     assert!(matches!(model.run(id, Input::CancelRollback), Err(BackendError::AlreadyMerging(_))));
     assert!(matches!(model.run(id, Input::Delete), Err(BackendError::Busy(_))));
-    assert!(matches!(model.run(id, Input::Rollback { defer: false, missing: vec![] }), Err(BackendError::AlreadyMerging(_))));
+    assert!(matches!(
+        model.run(id, Input::Rollback { defer: false, missing: vec![] }),
+        Err(BackendError::AlreadyMerging(_))
+    ));
     assert!(matches!(model.run(id, Input::Invalidated("x".into())), Ok(Effect::Nothing)));
     assert_eq!(model.set(id).state, SetState::Merging);
     // A finished merge of a set that is not merging is a bug, refused.
@@ -553,7 +610,9 @@ fn the_boot_side_is_committed_with_the_state() {
     let boot = crate::pool::BootRecord::default();
     model.registry.set_mut(id).unwrap().boot = Some(boot.clone());
     // A rollback asks for the snapshot's boot files; a repeat asks nothing new.
-    let scheduled = next(&model.registry, &model.set(id), &Input::Rollback { defer: true, missing: vec![] }).unwrap();
+    let scheduled =
+        next(&model.registry, &model.set(id), &Input::Rollback { defer: true, missing: vec![] })
+            .unwrap();
     assert_eq!(scheduled.boot_restore, Some(BootRestore::Snapshot));
     // Once they are back (boot_restore cleared, the upgrade's kept as undo), a cancel asks
     // for the undo, and so does a snapshot that fills up before the scheduled rollback ran.
@@ -562,13 +621,18 @@ fn the_boot_side_is_committed_with_the_state() {
     record.boot_undo = Some(boot);
     model.registry.set_mut(id).unwrap().clone_from(&record);
     let cancelled = next(&model.registry, &record, &Input::CancelRollback).unwrap();
-    assert_eq!((cancelled.state, cancelled.boot_restore), (SetState::Active, Some(BootRestore::Undo)));
+    assert_eq!(
+        (cancelled.state, cancelled.boot_restore),
+        (SetState::Active, Some(BootRestore::Undo))
+    );
     let invalid = next(&model.registry, &record, &Input::Invalidated("COW full".into())).unwrap();
     assert_eq!((invalid.state, invalid.boot_restore), (SetState::Invalid, Some(BootRestore::Undo)));
     // Without an undo record nothing is due; a set without boot files never asks.
     record.boot_undo = None;
     assert_eq!(next(&model.registry, &record, &Input::CancelRollback).unwrap().boot_restore, None);
     let (model, id) = two_volume_model();
-    let plain = next(&model.registry, &model.set(id), &Input::Rollback { defer: false, missing: vec![] }).unwrap();
+    let plain =
+        next(&model.registry, &model.set(id), &Input::Rollback { defer: false, missing: vec![] })
+            .unwrap();
     assert_eq!(plain.boot_restore, None);
 }

@@ -7,10 +7,12 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{
-    BackendError, BackendResult, PoolStatus, SnapshotId, SnapshotRequest,
-    SnapshotSetInfo, SnapshotState,
+    BackendError, BackendResult, PoolStatus, SnapshotId, SnapshotRequest, SnapshotSetInfo,
+    SnapshotState,
 };
-use crate::pool::{CowRecord, Pool, PoolError, Registry, SetState, SnapshotSetRecord, VolumeRecord};
+use crate::pool::{
+    CowRecord, Pool, PoolError, Registry, SetState, SnapshotSetRecord, VolumeRecord,
+};
 
 /// Microseconds since the Unix epoch (the `Created` property).
 pub fn now_us() -> u64 {
@@ -44,7 +46,11 @@ pub fn bus_state(state: SetState) -> SnapshotState {
 
 /// The pool figures of `Status`.
 pub fn pool_status(pool: &Pool) -> PoolStatus {
-    PoolStatus { path: pool.path().to_path_buf(), size_bytes: pool.size_bytes(), used_bytes: pool.used_bytes() }
+    PoolStatus {
+        path: pool.path().to_path_buf(),
+        size_bytes: pool.size_bytes(),
+        used_bytes: pool.used_bytes(),
+    }
 }
 
 pub fn record(pool: &Pool, id: SnapshotId) -> BackendResult<SnapshotSetRecord> {
@@ -62,7 +68,9 @@ pub fn register_volumes(pool: &Pool, records: &[VolumeRecord]) -> BackendResult<
     for record in records {
         match registry.volume(&record.name) {
             Some(known) if known == record => {}
-            Some(known) if registry.snapshot_sets.iter().any(|s| s.volumes().contains(&record.name)) => {
+            Some(known)
+                if registry.snapshot_sets.iter().any(|s| s.volumes().contains(&record.name)) =>
+            {
                 return Err(BackendError::Backend(format!(
                     "volume {} was {} ({} bytes) when its snapshots were taken, now {} ({} bytes); \
                      restore the configuration or delete its snapshots with the old one",
@@ -135,7 +143,11 @@ pub fn refuse_if_rolling_back(registry: &Registry, volumes: &[String]) -> Backen
 }
 
 /// The record of a new set: active, as the request describes it.
-pub fn new_record(id: SnapshotId, request: &SnapshotRequest, cows: Vec<CowRecord>) -> SnapshotSetRecord {
+pub fn new_record(
+    id: SnapshotId,
+    request: &SnapshotRequest,
+    cows: Vec<CowRecord>,
+) -> SnapshotSetRecord {
     SnapshotSetRecord {
         id,
         description: request.description.clone(),
@@ -175,14 +187,19 @@ pub const MAX_USERDATA_VALUE_BYTES: usize = 4096;
 /// Whether a set's whole userdata is within the limits, and why not.
 pub fn check_userdata(userdata: &BTreeMap<String, String>) -> Result<(), String> {
     if userdata.len() > MAX_USERDATA_ENTRIES {
-        return Err(format!("userdata has {} entries, at most {MAX_USERDATA_ENTRIES} are allowed", userdata.len()));
+        return Err(format!(
+            "userdata has {} entries, at most {MAX_USERDATA_ENTRIES} are allowed",
+            userdata.len()
+        ));
     }
     for (key, value) in userdata {
         if key.is_empty() || key.len() > MAX_USERDATA_KEY_BYTES {
             return Err(format!("userdata key '{key}' must be 1..={MAX_USERDATA_KEY_BYTES} bytes"));
         }
         if value.len() > MAX_USERDATA_VALUE_BYTES {
-            return Err(format!("userdata value of '{key}' is longer than {MAX_USERDATA_VALUE_BYTES} bytes"));
+            return Err(format!(
+                "userdata value of '{key}' is longer than {MAX_USERDATA_VALUE_BYTES} bytes"
+            ));
         }
     }
     Ok(())
@@ -197,8 +214,9 @@ pub fn update_metadata(
 ) -> BackendResult<()> {
     let mut merged = record(pool, id)?.userdata;
     merged.extend(userdata);
-    check_userdata(&merged)
-        .map_err(|why| BackendError::InvalidArgument(format!("snapshot set {id}: with this update {why}")))?;
+    check_userdata(&merged).map_err(|why| {
+        BackendError::InvalidArgument(format!("snapshot set {id}: with this update {why}"))
+    })?;
     pool.update(|registry| {
         let set = registry
             .set_mut(id)
@@ -249,7 +267,11 @@ pub fn info(
         state: bus_state(record.state),
         used_bytes,
         size_bytes: record.extent_count() * extent_bytes,
-        merge_progress: if record.state == SetState::Merging { merge_progress.clamp(0.0, 1.0) } else { 0.0 },
+        merge_progress: if record.state == SetState::Merging {
+            merge_progress.clamp(0.0, 1.0)
+        } else {
+            0.0
+        },
         userdata: record.userdata.clone(),
         important: record.important,
         boot_entry,
@@ -275,7 +297,11 @@ mod tests {
             boot_restore: None,
             cows: volumes
                 .iter()
-                .map(|v| crate::pool::CowRecord { volume: v.to_string(), chunk_sectors: 32, extents: vec![] })
+                .map(|v| crate::pool::CowRecord {
+                    volume: v.to_string(),
+                    chunk_sectors: 32,
+                    extents: vec![],
+                })
                 .collect(),
         }
     }
@@ -292,13 +318,21 @@ mod tests {
         let auto = requested_volumes(&SnapshotRequest::default(), configured.iter().copied());
         assert_eq!(auto, Ok(vec!["root".to_string(), "var".to_string()]));
         let named = SnapshotRequest { volumes: vec!["home".into()], ..Default::default() };
-        assert_eq!(requested_volumes(&named, configured.iter().copied()), Ok(vec!["home".to_string()]));
+        assert_eq!(
+            requested_volumes(&named, configured.iter().copied()),
+            Ok(vec!["home".to_string()])
+        );
         let unknown = SnapshotRequest { volumes: vec!["nope".into()], ..Default::default() };
-        assert!(matches!(requested_volumes(&unknown, configured.iter().copied()), Err(BackendError::NotFound(m)) if m.contains("nope")));
+        assert!(
+            matches!(requested_volumes(&unknown, configured.iter().copied()), Err(BackendError::NotFound(m)) if m.contains("nope"))
+        );
         let none = requested_volumes(&SnapshotRequest::default(), [("home", false)].into_iter());
         assert!(matches!(none, Err(BackendError::InvalidArgument(_))));
         let zero = SnapshotRequest { cow_size_bytes: Some(0), ..Default::default() };
-        assert!(matches!(requested_volumes(&zero, configured.iter().copied()), Err(BackendError::InvalidArgument(_))));
+        assert!(matches!(
+            requested_volumes(&zero, configured.iter().copied()),
+            Err(BackendError::InvalidArgument(_))
+        ));
     }
 
     #[test]
@@ -306,7 +340,9 @@ mod tests {
         let mut failed = set(2, SetState::MergeFailed, &["var"]);
         failed.merge_started = true;
         let reg = registry(vec![set(1, SetState::Active, &["root"]), failed]);
-        assert!(matches!(refuse_if_rolling_back(&reg, &["var".to_string()]), Err(BackendError::Busy(m)) if m.contains("merge-failed")));
+        assert!(
+            matches!(refuse_if_rolling_back(&reg, &["var".to_string()]), Err(BackendError::Busy(m)) if m.contains("merge-failed"))
+        );
         assert_eq!(refuse_if_rolling_back(&reg, &["root".to_string()]), Ok(()));
     }
 
@@ -323,10 +359,23 @@ mod tests {
 
     #[test]
     fn volume_state_prefers_merging_over_scheduled() {
-        let reg = registry(vec![set(1, SetState::MergeScheduled, &["root"]), set(2, SetState::Merging, &["root"])]);
+        let reg = registry(vec![
+            set(1, SetState::MergeScheduled, &["root"]),
+            set(2, SetState::Merging, &["root"]),
+        ]);
         assert_eq!(volume_state(&reg, "root", true), "merging");
-        assert_eq!(volume_state(&registry(vec![set(1, SetState::MergeScheduled, &["root"])]), "root", true), "merge-scheduled");
-        assert_eq!(volume_state(&registry(vec![set(1, SetState::MergeFailed, &["root"])]), "root", true), "merge-failed");
+        assert_eq!(
+            volume_state(
+                &registry(vec![set(1, SetState::MergeScheduled, &["root"])]),
+                "root",
+                true
+            ),
+            "merge-scheduled"
+        );
+        assert_eq!(
+            volume_state(&registry(vec![set(1, SetState::MergeFailed, &["root"])]), "root", true),
+            "merge-failed"
+        );
         assert_eq!(volume_state(&reg, "var", true), "active");
         assert_eq!(volume_state(&reg, "var", false), "inactive");
     }

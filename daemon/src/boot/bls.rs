@@ -137,7 +137,10 @@ mod tests {
         let entry = Entry::parse("abc-6.11.4-301.fc41.x86_64", FEDORA);
         assert_eq!(entry.get("version"), Some("6.11.4-301.fc41.x86_64"));
         // GRUB's `$tuned_initrd` after the path is not a file of the partition.
-        assert_eq!(entry.files(), vec!["vmlinuz-6.11.4-301.fc41.x86_64", "initramfs-6.11.4-301.fc41.x86_64.img"]);
+        assert_eq!(
+            entry.files(),
+            vec!["vmlinuz-6.11.4-301.fc41.x86_64", "initramfs-6.11.4-301.fc41.x86_64.img"]
+        );
         assert_eq!(entry.options(), "root=UUID=1234 ro rhgb quiet");
         assert_eq!(Entry::parse(&entry.id, &entry.render()), entry);
     }
@@ -152,9 +155,15 @@ mod tests {
 
     #[test]
     fn defaults_of_both_loaders_are_read() {
-        assert_eq!(loader_default("timeout 3\n# default old\ndefault fedora-*\n"), Some("fedora-*".into()));
+        assert_eq!(
+            loader_default("timeout 3\n# default old\ndefault fedora-*\n"),
+            Some("fedora-*".into())
+        );
         assert_eq!(loader_default("timeout 3\n"), None);
-        let grubenv = format!("# GRUB Environment Block\nsaved_entry=abc-6.11\nboot_success=1\n{}", "#".repeat(900));
+        let grubenv = format!(
+            "# GRUB Environment Block\nsaved_entry=abc-6.11\nboot_success=1\n{}",
+            "#".repeat(900)
+        );
         assert_eq!(grubenv_saved_entry(&grubenv), Some("abc-6.11".into()));
         assert!(pattern_matches("fedora-*", "fedora-6.11.conf"));
         assert!(pattern_matches("abc-6.1?", "abc-6.11"));

@@ -36,13 +36,17 @@ pub fn default_entry(
     record: &BootRecord,
     fetch: &mut dyn FnMut(&str) -> io::Result<Vec<u8>>,
 ) -> io::Result<Option<(BootRoot, Entry)>> {
-    let text = |fetch: &mut dyn FnMut(&str) -> io::Result<Vec<u8>>, file: &BootFile| -> io::Result<String> {
+    let text = |fetch: &mut dyn FnMut(&str) -> io::Result<Vec<u8>>,
+                file: &BootFile|
+     -> io::Result<String> {
         Ok(String::from_utf8_lossy(&fetch(&file.sha256)?).into_owned())
     };
     let mut entries = Vec::new();
     let mut default = None;
     for file in &record.files {
-        if let Some(name) = file.path.strip_prefix("loader/entries/").and_then(|n| n.strip_suffix(".conf")) {
+        if let Some(name) =
+            file.path.strip_prefix("loader/entries/").and_then(|n| n.strip_suffix(".conf"))
+        {
             entries.push((file.root, Entry::parse(name, &text(fetch, file)?)));
         } else if file.path == "loader/loader.conf" {
             default = default.or(bls::loader_default(&text(fetch, file)?));
@@ -52,7 +56,12 @@ pub fn default_entry(
     }
     let picked = default
         .as_deref()
-        .and_then(|pattern| entries.iter().filter(|(_, e)| bls::pattern_matches(pattern, &e.id)).max_by(|a, b| version_order(&a.1, &b.1)))
+        .and_then(|pattern| {
+            entries
+                .iter()
+                .filter(|(_, e)| bls::pattern_matches(pattern, &e.id))
+                .max_by(|a, b| version_order(&a.1, &b.1))
+        })
         .or_else(|| entries.iter().max_by(|a, b| version_order(&a.1, &b.1)));
     Ok(picked.cloned())
 }
@@ -64,7 +73,9 @@ fn version_order(a: &Entry, b: &Entry) -> std::cmp::Ordering {
         let mut parts = Vec::new();
         let mut current = String::new();
         for c in text.chars() {
-            if c.is_ascii_digit() != current.chars().next().is_some_and(|d| d.is_ascii_digit()) && !current.is_empty() {
+            if c.is_ascii_digit() != current.chars().next().is_some_and(|d| d.is_ascii_digit())
+                && !current.is_empty()
+            {
                 parts.push(std::mem::take(&mut current));
             }
             current.push(c);
@@ -89,8 +100,15 @@ pub fn write(
     let Some(dir) = roots.dir(root) else { return Ok(None) };
     let mut fields = Vec::new();
     let date = humantime_date(set.created_us);
-    let description = if set.description.is_empty() { "snapshot".to_string() } else { set.description.replace('\n', " ") };
-    fields.push(("title".to_string(), format!("Roll back to snapshot {}: {description} ({date})", set.id)));
+    let description = if set.description.is_empty() {
+        "snapshot".to_string()
+    } else {
+        set.description.replace('\n', " ")
+    };
+    fields.push((
+        "title".to_string(),
+        format!("Roll back to snapshot {}: {description} ({date})", set.id),
+    ));
     if let Some(version) = entry.get("version") {
         fields.push(("version".into(), version.to_string()));
     }
@@ -112,15 +130,28 @@ pub fn write(
         // written before it cannot be lost to it.
         let name = relative.rsplit('/').next().unwrap_or("file");
         let path = format!("{OWN_DIR}/{}/{name}", &kept.sha256[..16]);
-        if tree::read(roots, &(root, path.clone())).ok().map(|(b, _)| tree::sha256(&b)).as_deref() != Some(kept.sha256.as_str()) {
+        if tree::read(roots, &(root, path.clone())).ok().map(|(b, _)| tree::sha256(&b)).as_deref()
+            != Some(kept.sha256.as_str())
+        {
             fs_ops.write_atomic(&dir.join(&path), &fetch(&kept.sha256)?, 0o644)?;
         }
         let rest: Vec<&str> = words.collect();
-        let value = std::iter::once(format!("/{path}")).chain(rest.iter().map(|w| w.to_string())).collect::<Vec<_>>().join(" ");
+        let value = std::iter::once(format!("/{path}"))
+            .chain(rest.iter().map(|w| w.to_string()))
+            .collect::<Vec<_>>()
+            .join(" ");
         fields.push((key.clone(), value));
     }
-    let options = entry.options().split_whitespace().filter(|w| !w.starts_with(ROLLBACK_PARAMETER)).collect::<Vec<_>>().join(" ");
-    fields.push(("options".into(), format!("{options} {ROLLBACK_PARAMETER}={}", set.id).trim().to_string()));
+    let options = entry
+        .options()
+        .split_whitespace()
+        .filter(|w| !w.starts_with(ROLLBACK_PARAMETER))
+        .collect::<Vec<_>>()
+        .join(" ");
+    fields.push((
+        "options".into(),
+        format!("{options} {ROLLBACK_PARAMETER}={}", set.id).trim().to_string(),
+    ));
     let rollback = Entry { id: entry_id(set.id), fields };
     let path = dir.join(format!("loader/entries/{}.conf", rollback.id));
     fs_ops.write_atomic(&path, rollback.render().as_bytes(), 0o644)?;
@@ -134,7 +165,10 @@ pub fn prune(roots: &BootRoots, live: &BTreeSet<u32>, fs_ops: &dyn BootFs) -> io
         let Some(dir) = roots.dir(root) else { continue };
         let mut booted = BTreeSet::new();
         for (id, entry) in tree::entries(dir)? {
-            let Some(set) = id.strip_prefix(&format!("{OWN_ENTRY_PREFIX}rollback-")).and_then(|n| n.parse::<u32>().ok()) else {
+            let Some(set) = id
+                .strip_prefix(&format!("{OWN_ENTRY_PREFIX}rollback-"))
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
                 continue;
             };
             if live.contains(&set) {
@@ -185,7 +219,11 @@ pub fn requested_rollback(cmdline: &str) -> Option<Result<u32, String>> {
         .split_whitespace()
         .filter_map(|word| word.strip_prefix(ROLLBACK_PARAMETER)?.strip_prefix('='))
         .next_back()
-        .map(|value| value.parse::<u32>().map_err(|_| format!("{ROLLBACK_PARAMETER}={value} is not a snapshot set id")))
+        .map(|value| {
+            value
+                .parse::<u32>()
+                .map_err(|_| format!("{ROLLBACK_PARAMETER}={value} is not a snapshot set id"))
+        })
 }
 
 #[cfg(test)]

@@ -23,7 +23,8 @@ pub fn put(pool: &Pool, bytes: &[u8]) -> Result<String, PoolError> {
         let count = (bytes.len() as u64).div_ceil(registry.extent_bytes).max(1);
         let extents = registry.pick_free_extents(&[count])?.pop().unwrap_or_default();
         let io = pool.extent_io(&extents);
-        io.write_at(bytes, 0).map_err(|err| PoolError::io("writing a boot file into the pool", err))?;
+        io.write_at(bytes, 0)
+            .map_err(|err| PoolError::io("writing a boot file into the pool", err))?;
         io.flush().map_err(|err| PoolError::io("flushing a boot file into the pool", err))?;
         let record = BlobRecord { sha256: sha.clone(), size: bytes.len() as u64, extents };
         match pool.update(|registry| {
@@ -43,9 +44,9 @@ pub fn put(pool: &Pool, bytes: &[u8]) -> Result<String, PoolError> {
 /// The bytes of blob `sha256`, checked against it.
 pub fn get(pool: &Pool, sha256_hex: &str) -> io::Result<Vec<u8>> {
     let registry = pool.registry();
-    let blob = registry
-        .blob(sha256_hex)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("the pool holds no boot file {sha256_hex}")))?;
+    let blob = registry.blob(sha256_hex).ok_or_else(|| {
+        io::Error::new(io::ErrorKind::NotFound, format!("the pool holds no boot file {sha256_hex}"))
+    })?;
     let mut bytes = vec![0u8; blob.size as usize];
     pool.extent_io(&blob.extents).read_at(&mut bytes, 0)?;
     if sha256(&bytes) != sha256_hex {

@@ -35,7 +35,9 @@ impl BootRoots {
             .into_iter()
             .filter_map(|(root, dir)| Some((root, dir?)))
             // An ESP mounted at /boot/efi is not a second /boot; one mounted at /boot is /boot.
-            .filter(|(root, dir)| *root == BootRoot::Boot || Some(*dir) != Some(self.boot.as_path()))
+            .filter(|(root, dir)| {
+                *root == BootRoot::Boot || Some(*dir) != Some(self.boot.as_path())
+            })
     }
 
     pub fn path(&self, root: BootRoot, relative: &str) -> Option<PathBuf> {
@@ -57,7 +59,9 @@ pub const OWN_DIR: &str = "snapback";
 
 fn own(path: &str) -> bool {
     path.starts_with(&format!("{OWN_DIR}/"))
-        || path.strip_prefix(&format!("{ENTRIES}/")).is_some_and(|name| name.starts_with(OWN_ENTRY_PREFIX))
+        || path
+            .strip_prefix(&format!("{ENTRIES}/"))
+            .is_some_and(|name| name.starts_with(OWN_ENTRY_PREFIX))
 }
 
 /// What a file is for, which decides when a restore writes or removes it.
@@ -123,7 +127,9 @@ pub fn managed_files(roots: &BootRoots) -> io::Result<BTreeSet<Key>> {
             for item in fs::read_dir(dir)? {
                 let item = item?;
                 let name = item.file_name().to_string_lossy().into_owned();
-                if item.file_type()?.is_file() && KERNEL_PREFIXES.iter().any(|prefix| name.starts_with(prefix)) {
+                if item.file_type()?.is_file()
+                    && KERNEL_PREFIXES.iter().any(|prefix| name.starts_with(prefix))
+                {
                     files.insert((root, name));
                 }
             }
@@ -135,7 +141,9 @@ pub fn managed_files(roots: &BootRoots) -> io::Result<BTreeSet<Key>> {
 
 /// The bytes and mode of a managed file.
 pub fn read(roots: &BootRoots, (root, path): &Key) -> io::Result<(Vec<u8>, u32)> {
-    let full = roots.path(*root, path).ok_or_else(|| io::Error::other(format!("no {root:?} partition configured")))?;
+    let full = roots
+        .path(*root, path)
+        .ok_or_else(|| io::Error::other(format!("no {root:?} partition configured")))?;
     let bytes = fs::read(&full)?;
     let mode = fs::metadata(&full)?.permissions().mode() & 0o7777;
     Ok((bytes, mode))
@@ -143,7 +151,10 @@ pub fn read(roots: &BootRoots, (root, path): &Key) -> io::Result<(Vec<u8>, u32)>
 
 /// Captures the boot configuration: every managed file, its blob stored by `store`
 /// (which returns the SHA-256 it is kept under; equal contents are stored once).
-pub fn capture(roots: &BootRoots, mut store: impl FnMut(&[u8]) -> io::Result<String>) -> io::Result<BootRecord> {
+pub fn capture(
+    roots: &BootRoots,
+    mut store: impl FnMut(&[u8]) -> io::Result<String>,
+) -> io::Result<BootRecord> {
     let mut files = Vec::new();
     for key in managed_files(roots)? {
         let (bytes, mode) = read(roots, &key)?;
@@ -173,11 +184,18 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 impl BootFs for RealFs {
     fn write_atomic(&self, path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-        let dir = path.parent().ok_or_else(|| io::Error::other(format!("{} has no directory", path.display())))?;
+        let dir = path
+            .parent()
+            .ok_or_else(|| io::Error::other(format!("{} has no directory", path.display())))?;
         fs::create_dir_all(dir)?;
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let temporary = dir.join(format!(".{name}.snapback-new"));
-        let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&temporary)?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&temporary)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);
@@ -258,9 +276,12 @@ pub fn restore(
                         format!("the kept copy of {} does not match its checksum", file.path),
                     ));
                 }
-                let path = roots
-                    .path(file.root, &file.path)
-                    .ok_or_else(|| io::Error::other(format!("{} lives on a partition not configured now", file.path)))?;
+                let path = roots.path(file.root, &file.path).ok_or_else(|| {
+                    io::Error::other(format!(
+                        "{} lives on a partition not configured now",
+                        file.path
+                    ))
+                })?;
                 fs.write_atomic(&path, &bytes, file.mode)?;
             }
             Step::Remove((root, path)) => {
@@ -282,11 +303,19 @@ pub fn bootable(roots: &BootRoots) -> Result<(), String> {
         if entries.is_empty() {
             continue;
         }
-        let default = fs::read_to_string(dir.join(LOADER_CONF)).ok().and_then(|text| bls::loader_default(&text)).or_else(|| {
-            GRUBENV.iter().find_map(|path| fs::read_to_string(dir.join(path)).ok()).and_then(|text| bls::grubenv_saved_entry(&text))
-        });
+        let default = fs::read_to_string(dir.join(LOADER_CONF))
+            .ok()
+            .and_then(|text| bls::loader_default(&text))
+            .or_else(|| {
+                GRUBENV
+                    .iter()
+                    .find_map(|path| fs::read_to_string(dir.join(path)).ok())
+                    .and_then(|text| bls::grubenv_saved_entry(&text))
+            });
         let picked: Vec<&Entry> = match &default {
-            Some(pattern) => entries.values().filter(|entry| bls::pattern_matches(pattern, &entry.id)).collect(),
+            Some(pattern) => {
+                entries.values().filter(|entry| bls::pattern_matches(pattern, &entry.id)).collect()
+            }
             None => entries.values().collect(),
         };
         if picked.is_empty() {

@@ -16,7 +16,8 @@ struct Machine {
 impl Machine {
     fn new() -> Machine {
         let dir = tempfile::tempdir().unwrap();
-        let roots = BootRoots { boot: dir.path().join("boot"), esp: Some(dir.path().join("boot/efi")) };
+        let roots =
+            BootRoots { boot: dir.path().join("boot"), esp: Some(dir.path().join("boot/efi")) };
         fs::create_dir_all(roots.boot.join("loader/entries")).unwrap();
         fs::create_dir_all(roots.esp.as_ref().unwrap().join("loader/entries")).unwrap();
         Machine { _dir: dir, roots, blobs: Default::default() }
@@ -35,7 +36,11 @@ impl Machine {
     /// A Fedora kernel: image, initramfs and GRUB BLS entry in /boot.
     fn fedora_kernel(&self, version: &str, options: &str) {
         self.write(BootRoot::Boot, &format!("vmlinuz-{version}"), &format!("kernel {version}"));
-        self.write(BootRoot::Boot, &format!("initramfs-{version}.img"), &format!("initramfs {version}"));
+        self.write(
+            BootRoot::Boot,
+            &format!("initramfs-{version}.img"),
+            &format!("initramfs {version}"),
+        );
         self.write(BootRoot::Boot, &format!("System.map-{version}"), &format!("map {version}"));
         self.write(
             BootRoot::Boot,
@@ -46,8 +51,16 @@ impl Machine {
 
     /// A systemd-boot kernel on the ESP, in the BLS `<machine-id>/<version>/` layout.
     fn esp_kernel(&self, version: &str) {
-        self.write(BootRoot::Esp, &format!("abc/{version}/linux"), &format!("esp kernel {version}"));
-        self.write(BootRoot::Esp, &format!("abc/{version}/initrd"), &format!("esp initrd {version}"));
+        self.write(
+            BootRoot::Esp,
+            &format!("abc/{version}/linux"),
+            &format!("esp kernel {version}"),
+        );
+        self.write(
+            BootRoot::Esp,
+            &format!("abc/{version}/initrd"),
+            &format!("esp initrd {version}"),
+        );
         self.write(
             BootRoot::Esp,
             &format!("loader/entries/abc-{version}.conf"),
@@ -56,7 +69,11 @@ impl Machine {
     }
 
     fn grub_default(&self, id: &str) {
-        self.write(BootRoot::Boot, "grub2/grubenv", &format!("# GRUB Environment Block\nsaved_entry={id}\n{}", "#".repeat(64)));
+        self.write(
+            BootRoot::Boot,
+            "grub2/grubenv",
+            &format!("# GRUB Environment Block\nsaved_entry={id}\n{}", "#".repeat(64)),
+        );
     }
 
     fn installed(&self) {
@@ -68,7 +85,11 @@ impl Machine {
         // Not managed: left alone by capture and restore.
         self.write(BootRoot::Boot, "grub2/fonts/unicode.pf2", "font");
         self.write(BootRoot::Esp, "EFI/fedora/shimx64.efi", "shim");
-        self.write(BootRoot::Boot, "loader/entries/snapback-rollback-1.conf", "title ours\nlinux /snapback/x/linux\n");
+        self.write(
+            BootRoot::Boot,
+            "loader/entries/snapback-rollback-1.conf",
+            "title ours\nlinux /snapback/x/linux\n",
+        );
     }
 
     fn capture(&self) -> BootRecord {
@@ -121,7 +142,8 @@ fn capture_takes_entries_kernels_and_defaults_but_not_our_files_or_others() {
     let machine = Machine::new();
     machine.installed();
     let record = machine.capture();
-    let paths: Vec<(BootRoot, &str)> = record.files.iter().map(|f| (f.root, f.path.as_str())).collect();
+    let paths: Vec<(BootRoot, &str)> =
+        record.files.iter().map(|f| (f.root, f.path.as_str())).collect();
     for wanted in [
         (BootRoot::Boot, "vmlinuz-6.10.1"),
         (BootRoot::Boot, "initramfs-6.11.2.img"),
@@ -134,7 +156,12 @@ fn capture_takes_entries_kernels_and_defaults_but_not_our_files_or_others() {
     ] {
         assert!(paths.contains(&wanted), "{wanted:?} missing from {paths:?}");
     }
-    assert!(!paths.iter().any(|(_, p)| p.contains("snapback") || p.contains("fonts") || p.contains("shim")), "{paths:?}");
+    assert!(
+        !paths
+            .iter()
+            .any(|(_, p)| p.contains("snapback") || p.contains("fonts") || p.contains("shim")),
+        "{paths:?}"
+    );
     assert!(record.files.iter().all(|f| f.mode & 0o777 != 0));
     assert_eq!(bootable(&machine.roots), Ok(()));
 }
@@ -152,7 +179,10 @@ fn restore_brings_back_exactly_the_captured_configuration() {
     assert_eq!(machine.state(), before);
     assert_eq!(as_map(&record), before);
     // Files it does not manage are untouched.
-    assert_eq!(fs::read_to_string(machine.roots.boot.join("grub2/fonts/unicode.pf2")).unwrap(), "font");
+    assert_eq!(
+        fs::read_to_string(machine.roots.boot.join("grub2/fonts/unicode.pf2")).unwrap(),
+        "font"
+    );
     assert!(machine.roots.boot.join("loader/entries/snapback-rollback-1.conf").exists());
     // Nothing left to do the second time.
     assert_eq!(restore(&machine.roots, &record, &RealFs, machine.fetch()).unwrap(), 0);
@@ -168,7 +198,10 @@ impl BootFs for PowerCut {
         if self.budget.get() == 0 {
             // Half done: the temporary file is there, the rename never happened.
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            let _ = fs::write(path.with_file_name(format!(".{name}.snapback-new")), &bytes[..bytes.len() / 2]);
+            let _ = fs::write(
+                path.with_file_name(format!(".{name}.snapback-new")),
+                &bytes[..bytes.len() / 2],
+            );
             return Err(io::Error::other("power cut"));
         }
         self.budget.set(self.budget.get() - 1);
@@ -199,7 +232,10 @@ fn a_power_cut_at_any_step_of_a_restore_leaves_a_bootable_machine_and_resumes() 
         let before = machine.state();
         machine.upgrade();
         let fs = PowerCut { budget: Cell::new(cut) };
-        assert!(restore(&machine.roots, &record, &fs, machine.fetch()).is_err(), "cut {cut} of {total}");
+        assert!(
+            restore(&machine.roots, &record, &fs, machine.fetch()).is_err(),
+            "cut {cut} of {total}"
+        );
         assert_eq!(bootable(&machine.roots), Ok(()), "not bootable after a cut before step {cut}");
         restore(&machine.roots, &record, &RealFs, machine.fetch()).unwrap();
         assert_eq!(machine.state(), before, "cut {cut}: the resumed restore differs");
@@ -216,11 +252,14 @@ fn the_default_is_switched_after_the_entries_and_before_any_removal() {
     let steps = plan(&machine.state(), &record);
     let position = |wanted: &dyn Fn(&Step) -> bool| steps.iter().position(wanted).unwrap();
     let default = position(&|s| matches!(s, Step::Write(f) if f.path == "grub2/grubenv"));
-    let last_entry_write =
-        steps.iter().rposition(|s| matches!(s, Step::Write(f) if class(&f.path) == Class::Entry)).unwrap();
+    let last_entry_write = steps
+        .iter()
+        .rposition(|s| matches!(s, Step::Write(f) if class(&f.path) == Class::Entry))
+        .unwrap();
     let first_removal = position(&|s| matches!(s, Step::Remove(_)));
     let image_removal = position(&|s| matches!(s, Step::Remove((_, p)) if p == "vmlinuz-6.12.0"));
-    let entry_removal = position(&|s| matches!(s, Step::Remove((_, p)) if p == "loader/entries/abc-6.12.0.conf"));
+    let entry_removal =
+        position(&|s| matches!(s, Step::Remove((_, p)) if p == "loader/entries/abc-6.12.0.conf"));
     assert!(last_entry_write < default && default < first_removal, "{steps:#?}");
     assert!(entry_removal < image_removal, "{steps:#?}");
 }

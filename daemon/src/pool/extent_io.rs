@@ -16,7 +16,12 @@ pub struct ExtentIo {
 }
 
 impl ExtentIo {
-    pub fn new(pool: Arc<dyn BlockIo>, data_offset: u64, extent_bytes: u64, extents: Vec<u64>) -> ExtentIo {
+    pub fn new(
+        pool: Arc<dyn BlockIo>,
+        data_offset: u64,
+        extent_bytes: u64,
+        extents: Vec<u64>,
+    ) -> ExtentIo {
         ExtentIo { pool, data_offset, extent_bytes, extents: RwLock::new(extents) }
     }
 

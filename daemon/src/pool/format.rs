@@ -58,9 +58,7 @@ pub fn detect_contents(dev: &dyn BlockIo) -> Result<Option<String>, PoolError> {
         return Ok(Some("it holds a partition table or boot sector (0x55aa at byte 510)".into()));
     }
     if let Some(first) = probe.iter().position(|&byte| byte != 0) {
-        return Ok(Some(format!(
-            "its first MiB is not empty (non-zero byte at offset {first})"
-        )));
+        return Ok(Some(format!("its first MiB is not empty (non-zero byte at offset {first})")));
     }
     Ok(None)
 }

@@ -11,11 +11,11 @@
 //! warning; two bad copies are an error that names both problems.
 
 mod extent_io;
-mod io;
 mod format;
-mod sticky_flush;
+mod io;
 pub mod layout;
 pub mod registry;
+mod sticky_flush;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,7 +26,8 @@ use thiserror::Error;
 pub use extent_io::ExtentIo;
 pub use format::{detect_contents, format, format_io, sparse_file_note, FormatOptions};
 pub use registry::{
-    BlobRecord, BootFile, BootRecord, BootRestore, BootRoot, CowRecord, Registry, SetState, SnapshotSetRecord, VolumeRecord,
+    BlobRecord, BootFile, BootRecord, BootRestore, BootRoot, CowRecord, Registry, SetState,
+    SnapshotSetRecord, VolumeRecord,
 };
 
 use layout::{SlotError, HEADER_BYTES};
@@ -113,11 +114,13 @@ impl Pool {
             }
         }
         let Some((sequence, registry)) = best else {
-            let no_magic = |p: &Option<SlotProblem>| matches!(p, Some(SlotProblem::Frame(SlotError::NoMagic)));
+            let no_magic =
+                |p: &Option<SlotProblem>| matches!(p, Some(SlotProblem::Frame(SlotError::NoMagic)));
             if problems.iter().all(no_magic) {
                 return Err(PoolError::NotAPool { path: path.to_path_buf() });
             }
-            let describe = |p: &Option<SlotProblem>| p.as_ref().map(ToString::to_string).unwrap_or_default();
+            let describe =
+                |p: &Option<SlotProblem>| p.as_ref().map(ToString::to_string).unwrap_or_default();
             return Err(PoolError::Corrupt {
                 path: path.to_path_buf(),
                 slot0: describe(&problems[0]),
@@ -186,7 +189,8 @@ impl Pool {
         registry.validate().map_err(PoolError::Invalid)?;
         let payload = serialize(&registry)?;
         let growing = payload.len() > committed.payload_bytes;
-        if (growing && payload.len() > REGISTRY_GROWTH_LIMIT) || payload.len() > layout::MAX_PAYLOAD {
+        if (growing && payload.len() > REGISTRY_GROWTH_LIMIT) || payload.len() > layout::MAX_PAYLOAD
+        {
             let limit = if growing { REGISTRY_GROWTH_LIMIT } else { layout::MAX_PAYLOAD };
             return Err(PoolError::RegistryTooLarge { bytes: payload.len(), limit });
         }
@@ -253,15 +257,15 @@ fn read_slot(dev: &dyn BlockIo, slot: u64) -> Result<(u64, Registry), SlotProble
 }
 
 fn serialize(registry: &Registry) -> Result<Vec<u8>, PoolError> {
-    serde_json::to_vec(registry).map_err(|err| PoolError::Invalid(format!("registry does not serialize: {err}")))
+    serde_json::to_vec(registry)
+        .map_err(|err| PoolError::Invalid(format!("registry does not serialize: {err}")))
 }
 
 fn write_slot(dev: &dyn BlockIo, sequence: u64, payload: &[u8]) -> Result<(), PoolError> {
     let image = layout::encode_slot(sequence, payload);
     dev.write_at(&image, layout::slot_offset(sequence))
         .map_err(|err| PoolError::io(format!("writing registry copy {sequence}"), err))?;
-    dev.flush()
-        .map_err(|err| PoolError::io(format!("flushing registry copy {sequence}"), err))
+    dev.flush().map_err(|err| PoolError::io(format!("flushing registry copy {sequence}"), err))
 }
 
 #[cfg(test)]

@@ -86,9 +86,9 @@ mod extent_runs {
         let runs = Vec::<[u64; 2]>::deserialize(deserializer)?;
         let mut extents = Vec::new();
         for [first, count] in runs {
-            let end = first
-                .checked_add(count)
-                .ok_or_else(|| serde::de::Error::custom(format!("extent run {first}+{count} overflows")))?;
+            let end = first.checked_add(count).ok_or_else(|| {
+                serde::de::Error::custom(format!("extent run {first}+{count} overflows"))
+            })?;
             // More extents than any pool has is corrupt; refuse before allocating for them.
             if count > MAX_COW_EXTENTS - extents.len() as u64 {
                 return Err(serde::de::Error::custom(format!(
@@ -178,7 +178,10 @@ pub struct BlobRecord {
 impl SnapshotSetRecord {
     /// The blobs this set's boot records name.
     pub fn boot_blobs(&self) -> impl Iterator<Item = &str> {
-        self.boot.iter().chain(self.boot_undo.iter()).flat_map(|record| record.files.iter().map(|f| f.sha256.as_str()))
+        self.boot
+            .iter()
+            .chain(self.boot_undo.iter())
+            .flat_map(|record| record.files.iter().map(|f| f.sha256.as_str()))
     }
 
     pub fn volumes(&self) -> Vec<String> {
@@ -235,8 +238,11 @@ impl Registry {
 
     /// Drops blobs no set's boot record names.
     pub fn drop_unnamed_blobs(&mut self) {
-        let named: BTreeSet<String> =
-            self.snapshot_sets.iter().flat_map(|set| set.boot_blobs().map(str::to_string)).collect();
+        let named: BTreeSet<String> = self
+            .snapshot_sets
+            .iter()
+            .flat_map(|set| set.boot_blobs().map(str::to_string))
+            .collect();
         self.boot_blobs.retain(|blob| named.contains(&blob.sha256));
     }
 
@@ -294,16 +300,16 @@ impl Registry {
         }
         let used = self.used_extents();
         let mut candidates = (0..self.extent_count).filter(|extent| !used.contains(extent));
-        Ok(counts
-            .iter()
-            .map(|&count| candidates.by_ref().take(count as usize).collect())
-            .collect())
+        Ok(counts.iter().map(|&count| candidates.by_ref().take(count as usize).collect()).collect())
     }
 
     /// Checks the invariants a registry read from disk must hold.
     pub fn validate(&self) -> Result<(), String> {
         if self.extent_bytes == 0 || !self.extent_bytes.is_multiple_of(4096) {
-            return Err(format!("extent size {} is not a positive multiple of 4096", self.extent_bytes));
+            return Err(format!(
+                "extent size {} is not a positive multiple of 4096",
+                self.extent_bytes
+            ));
         }
         let mut seen_extents = BTreeSet::new();
         let mut seen_ids = BTreeSet::new();
@@ -313,11 +319,17 @@ impl Registry {
                 return Err(format!("boot blob {} appears twice", blob.sha256));
             }
             if blob.extents.len() as u64 * self.extent_bytes < blob.size {
-                return Err(format!("boot blob {} has too few extents for {} bytes", blob.sha256, blob.size));
+                return Err(format!(
+                    "boot blob {} has too few extents for {} bytes",
+                    blob.sha256, blob.size
+                ));
             }
             for &extent in &blob.extents {
                 if extent >= self.extent_count {
-                    return Err(format!("boot blob {} uses extent {extent} beyond the pool", blob.sha256));
+                    return Err(format!(
+                        "boot blob {} uses extent {extent} beyond the pool",
+                        blob.sha256
+                    ));
                 }
                 if !seen_extents.insert(extent) {
                     return Err(format!("extent {extent} is used twice"));
@@ -335,7 +347,10 @@ impl Registry {
                 ));
             }
             if let Some(sha256) = set.boot_blobs().find(|sha256| !blobs.contains(sha256)) {
-                return Err(format!("set {} names boot blob {sha256} that the pool does not hold", set.id));
+                return Err(format!(
+                    "set {} names boot blob {sha256} that the pool does not hold",
+                    set.id
+                ));
             }
             for cow in &set.cows {
                 if self.volume(&cow.volume).is_none() {
@@ -424,7 +439,8 @@ mod tests {
         let bad = r#"{"volume":"v","chunk_sectors":8,"extents":[[18446744073709551615,2]]}"#;
         assert!(serde_json::from_str::<CowRecord>(bad).is_err());
         // Many runs that each pass alone but add up to more than any pool: refused, quickly.
-        let runs: Vec<String> = (0..64).map(|i| format!("[{},{}]", (i as u64) << 40, 1u64 << 20)).collect();
+        let runs: Vec<String> =
+            (0..64).map(|i| format!("[{},{}]", (i as u64) << 40, 1u64 << 20)).collect();
         let huge = format!(r#"{{"volume":"v","chunk_sectors":8,"extents":[{}]}}"#, runs.join(","));
         let err = serde_json::from_str::<CowRecord>(&huge).unwrap_err().to_string();
         assert!(err.contains("more than 16777216 extents"), "{err}");

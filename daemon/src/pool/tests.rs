@@ -27,7 +27,11 @@ struct CrashState {
 impl CrashDisk {
     fn new(size: usize) -> Arc<CrashDisk> {
         Arc::new(CrashDisk {
-            state: Mutex::new(CrashState { bytes: vec![0; size], log: Vec::new(), base: Vec::new() }),
+            state: Mutex::new(CrashState {
+                bytes: vec![0; size],
+                log: Vec::new(),
+                base: Vec::new(),
+            }),
         })
     }
 
@@ -53,7 +57,9 @@ impl CrashDisk {
     }
 
     fn from_image(image: Vec<u8>) -> Arc<CrashDisk> {
-        Arc::new(CrashDisk { state: Mutex::new(CrashState { bytes: image, ..CrashState::default() }) })
+        Arc::new(CrashDisk {
+            state: Mutex::new(CrashState { bytes: image, ..CrashState::default() }),
+        })
     }
 
     fn corrupt(&self, offset: usize) {
@@ -131,7 +137,11 @@ fn add_set(pool: &Pool, volume: &str, extents: u64) -> u32 {
             boot: None,
             boot_undo: None,
             boot_restore: None,
-            cows: vec![CowRecord { volume: volume.into(), chunk_sectors: 8, extents: picked[0].clone() }],
+            cows: vec![CowRecord {
+                volume: volume.into(),
+                chunk_sectors: 8,
+                extents: picked[0].clone(),
+            }],
         });
         Ok(id)
     })
@@ -230,9 +240,7 @@ fn full_pool_is_no_space_and_changes_nothing() {
     let (_disk, pool) = new_pool();
     add_set(&pool, "root", 10);
     let before = (pool.registry(), pool.sequence());
-    let err = pool
-        .update(|registry| registry.pick_free_extents(&[3, 4]).map(|_| ()))
-        .unwrap_err();
+    let err = pool.update(|registry| registry.pick_free_extents(&[3, 4]).map(|_| ())).unwrap_err();
     assert!(matches!(err, PoolError::NoSpace { wanted: 7, free: 6, .. }), "{err}");
     assert_eq!((pool.registry(), pool.sequence()), before);
 }
@@ -255,7 +263,10 @@ fn a_full_registry_refuses_growth_but_keeps_taking_state_changes() {
         }
         assert!(grown < 64, "the registry never stopped growing");
     };
-    assert!(matches!(refused, PoolError::RegistryTooLarge { limit: REGISTRY_GROWTH_LIMIT, .. }), "{refused}");
+    assert!(
+        matches!(refused, PoolError::RegistryTooLarge { limit: REGISTRY_GROWTH_LIMIT, .. }),
+        "{refused}"
+    );
     assert!(refused.to_string().contains("delete snapshot sets"), "{refused}");
     assert_eq!(pool.registry().set(id).unwrap().userdata.len(), grown + 1);
     // A rollback's bookkeeping still commits, with a long message, and survives a reopen.
@@ -368,13 +379,19 @@ fn power_loss_during_an_update_leaves_old_or_new() {
     let image = pool_image(&pool);
     let mut outcomes = (0, 0);
     for stop_after in 0..6u64 {
-        for mode in [PowerLoss::DropAll, PowerLoss::KeepSome(stop_after), PowerLoss::Tear(stop_after + 7)] {
+        for mode in
+            [PowerLoss::DropAll, PowerLoss::KeepSome(stop_after), PowerLoss::Tear(stop_after + 7)]
+        {
             let dev = Arc::new(MemIo::from_bytes(image.clone()));
             let pool = Pool::open_io(dev.clone(), Path::new("mem")).unwrap();
             dev.die_after(stop_after);
             let finished = pool
                 .update(|registry| {
-                    registry.volumes.push(VolumeRecord { name: "home".into(), backing: "/dev/home".into(), size_bytes: 1 });
+                    registry.volumes.push(VolumeRecord {
+                        name: "home".into(),
+                        backing: "/dev/home".into(),
+                        size_bytes: 1,
+                    });
                     Ok(())
                 })
                 .is_ok();
@@ -382,7 +399,10 @@ fn power_loss_during_an_update_leaves_old_or_new() {
             dev.power_loss(mode);
             let reopened = Pool::open_io(dev, Path::new("mem")).unwrap().registry();
             if reopened == old {
-                assert!(!finished, "an acknowledged update was lost (stop after {stop_after}, {mode:?})");
+                assert!(
+                    !finished,
+                    "an acknowledged update was lost (stop after {stop_after}, {mode:?})"
+                );
                 outcomes.0 += 1;
             } else {
                 assert_eq!(reopened.volumes.len(), old.volumes.len() + 1, "neither old nor new");

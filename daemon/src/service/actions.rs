@@ -8,13 +8,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use snapback_dbus::{
-    options as keys, snapshot_id, snapshot_path, Error, ACTION_DELETE,
-    ACTION_ROLLBACK, ACTION_SNAPSHOT, SNAPSHOT_PATH_PREFIX,
+    options as keys, snapshot_id, snapshot_path, Error, ACTION_DELETE, ACTION_ROLLBACK,
+    ACTION_SNAPSHOT, SNAPSHOT_PATH_PREFIX,
 };
 use zbus::message::Header;
 use zbus::{Connection, ObjectPath, OwnedObjectPath};
 
-use super::logging::{MESSAGE_ID_ROLLBACK_SCHEDULED, MESSAGE_ID_ROLLBACK_STARTED, MESSAGE_ID_SNAPSHOT_CREATED};
+use super::logging::{
+    MESSAGE_ID_ROLLBACK_SCHEDULED, MESSAGE_ID_ROLLBACK_STARTED, MESSAGE_ID_SNAPSHOT_CREATED,
+};
 use super::manager::Manager;
 use super::options::{self, OptionDict};
 use super::publish::{manager_emitter, publish, refresh, unpublish};
@@ -45,9 +47,7 @@ pub async fn snapshot(
     let request = options::snapshot_request(volumes, description, options)?;
     shared.authorizer.check(header, ACTION_SNAPSHOT).await?;
     let _mutation = shared.mutations.lock().await;
-    let info = shared
-        .call(move |backend| backend.create_snapshot(request))
-        .await?;
+    let info = shared.call(move |backend| backend.create_snapshot(request)).await?;
     publish(shared, connection, info.clone()).await;
     tracing::info!(
         message_id = MESSAGE_ID_SNAPSHOT_CREATED,
@@ -115,9 +115,7 @@ pub async fn cancel_rollback(
     existing(shared, id).await?;
     shared.authorizer.check(header, ACTION_ROLLBACK).await?;
     let _mutation = shared.mutations.lock().await;
-    shared
-        .call(move |backend| backend.cancel_rollback(id))
-        .await?;
+    shared.call(move |backend| backend.cancel_rollback(id)).await?;
     refresh(shared, connection, id).await?;
     tracing::info!(snapshot_id = id, "scheduled rollback of snapshot set {id} cancelled");
     Ok(())
@@ -164,9 +162,8 @@ pub async fn update_metadata(
     existing(shared, id).await?;
     shared.authorizer.check(header, ACTION_SNAPSHOT).await?;
     let _mutation = shared.mutations.lock().await;
-    let info = shared
-        .call(move |backend| backend.update_metadata(id, description, userdata))
-        .await?;
+    let info =
+        shared.call(move |backend| backend.update_metadata(id, description, userdata)).await?;
     publish(shared, connection, info).await;
     Ok(())
 }

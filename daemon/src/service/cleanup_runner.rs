@@ -16,10 +16,8 @@ pub async fn run(shared: &Arc<Shared>, connection: &Connection) {
     if !config.enabled {
         return;
     }
-    let now_us = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0);
+    let now_us =
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
     let report = shared
         .read(move |backend| {
             let plan = cleanup::plan(&config, &backend.snapshots(), &backend.pool(), now_us);

@@ -60,7 +60,8 @@ async fn handle(shared: &Arc<Shared>, connection: &Connection, event: BackendEve
                 }
             }
             if ok {
-                let detail = if message.is_empty() { String::new() } else { format!(": {message}") };
+                let detail =
+                    if message.is_empty() { String::new() } else { format!(": {message}") };
                 tracing::info!(
                     message_id = MESSAGE_ID_MERGE_FINISHED,
                     snapshot_id = id,
@@ -78,7 +79,8 @@ async fn handle(shared: &Arc<Shared>, connection: &Connection, event: BackendEve
             match manager_emitter(connection) {
                 Ok(emitter) => {
                     let path = snapshot_path(id);
-                    if let Err(e) = Manager::merge_finished(&emitter, path.as_ref(), ok, &message).await
+                    if let Err(e) =
+                        Manager::merge_finished(&emitter, path.as_ref(), ok, &message).await
                     {
                         tracing::warn!(snapshot_id = id, "cannot emit MergeFinished: {e}");
                     }

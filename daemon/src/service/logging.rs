@@ -38,15 +38,8 @@ pub fn init() -> LogTarget {
     let force_stderr = std::env::var_os("SNAPBACK_LOG_STDERR").is_some_and(|v| v == "1");
     if !force_stderr && Path::new(JOURNAL_SOCKET).exists() {
         if let Ok(layer) = tracing_journald::layer() {
-            let layer = layer
-                .with_field_prefix(None)
-                .with_syslog_identifier("snapbackd".into());
-            if tracing_subscriber::registry()
-                .with(filter)
-                .with(layer)
-                .try_init()
-                .is_ok()
-            {
+            let layer = layer.with_field_prefix(None).with_syslog_identifier("snapbackd".into());
+            if tracing_subscriber::registry().with(filter).with(layer).try_init().is_ok() {
                 return LogTarget::Journald;
             }
             return LogTarget::Stderr;

@@ -89,8 +89,16 @@ impl Manager {
         options: OptionDict,
     ) -> Result<(), Error> {
         let id = actions::resolve(&snapshot)?;
-        actions::update_metadata(&self.shared, connection, &header, id, description, userdata, &options)
-            .await
+        actions::update_metadata(
+            &self.shared,
+            connection,
+            &header,
+            id,
+            description,
+            userdata,
+            &options,
+        )
+        .await
     }
 
     /// Addition to v1: write the boot-menu entry of every set that recorded /boot again (and

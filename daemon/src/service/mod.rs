@@ -49,7 +49,9 @@ pub enum ServiceError {
         #[source]
         source: zbus::Error,
     },
-    #[error("bus name {BUS_NAME} is already owned by another process: is snapbackd already running?")]
+    #[error(
+        "bus name {BUS_NAME} is already owned by another process: is snapbackd already running?"
+    )]
     NameTaken,
     #[error("cannot own bus name {BUS_NAME}: {0} (the bus policy allows only root to own it)")]
     RequestName(#[source] zbus::Error),
@@ -77,14 +79,13 @@ pub async fn serve(
     authorization: Authorization,
     cleanup: CleanupConfig,
 ) -> Result<(), ServiceError> {
-    let connection = zbus::connection::Builder::system()
-        .build()
-        .await
-        .map_err(|source| ServiceError::Connect {
+    let connection = zbus::connection::Builder::system().build().await.map_err(|source| {
+        ServiceError::Connect {
             address: std::env::var("DBUS_SYSTEM_BUS_ADDRESS")
                 .unwrap_or_else(|_| "default system bus".into()),
             source,
-        })?;
+        }
+    })?;
     if name_has_owner(&connection).await {
         return Err(ServiceError::NameTaken);
     }
@@ -93,11 +94,13 @@ pub async fn serve(
         .map_err(|e| ServiceError::Backend(e.to_string()))?
         .map_err(ServiceError::Backend)?;
     let authorizer = match authorization {
-        Authorization::Polkit => Authorizer::polkit(&connection)
-            .await
-            .map_err(ServiceError::Polkit)?,
+        Authorization::Polkit => {
+            Authorizer::polkit(&connection).await.map_err(ServiceError::Polkit)?
+        }
         Authorization::DisabledForTesting => {
-            tracing::warn!("polkit is disabled (--no-polkit, SNAPBACK_TESTING=1): every caller may mutate");
+            tracing::warn!(
+                "polkit is disabled (--no-polkit, SNAPBACK_TESTING=1): every caller may mutate"
+            );
             Authorizer::AllowAllForTesting
         }
     };
@@ -108,10 +111,7 @@ pub async fn serve(
         .at(MANAGER_PATH, Manager::new(Arc::clone(&shared)))
         .await
         .map_err(ServiceError::Export)?;
-    server
-        .at(MANAGER_PATH, ObjectManager)
-        .await
-        .map_err(ServiceError::Export)?;
+    server.at(MANAGER_PATH, ObjectManager).await.map_err(ServiceError::Export)?;
 
     let (sink, events) = events::channel();
     backend.set_event_sink(sink);
@@ -122,13 +122,11 @@ pub async fn serve(
     let pump = tokio::spawn(events::pump(Arc::clone(&shared), connection.clone(), events));
     let poll = tokio::spawn(events::poll(Arc::clone(&shared), connection.clone()));
     let watchdog = tokio::spawn(events::watchdog());
-    let cleanup_task = tokio::spawn(cleanup_runner::periodic(Arc::clone(&shared), connection.clone()));
+    let cleanup_task =
+        tokio::spawn(cleanup_runner::periodic(Arc::clone(&shared), connection.clone()));
 
     // Objects first, name last: a client that sees the name finds every object in place.
-    match connection
-        .request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
-        .await
-    {
+    match connection.request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE).await {
         Ok(RequestNameReply::PrimaryOwner) | Ok(RequestNameReply::AlreadyOwner) => {}
         Ok(RequestNameReply::Exists) | Ok(RequestNameReply::InQueue) => {
             return Err(ServiceError::NameTaken)

@@ -15,7 +15,9 @@ pub type OptionDict = HashMap<String, OwnedVariant>;
 
 /// Longest description accepted, in bytes (the registry lives in a bounded metadata slot).
 pub const MAX_DESCRIPTION_BYTES: usize = 4096;
-pub use crate::backend::sets::{MAX_USERDATA_ENTRIES, MAX_USERDATA_KEY_BYTES, MAX_USERDATA_VALUE_BYTES};
+pub use crate::backend::sets::{
+    MAX_USERDATA_ENTRIES, MAX_USERDATA_KEY_BYTES, MAX_USERDATA_VALUE_BYTES,
+};
 
 /// Arguments of `Manager.Snapshot`, checked and turned into a backend request.
 pub fn snapshot_request(
@@ -28,9 +30,7 @@ pub fn snapshot_request(
     for volume in &volumes {
         crate::config::validate_volume_name(volume).map_err(Error::InvalidArgument)?;
         if !seen.insert(volume.as_str()) {
-            return Err(Error::InvalidArgument(format!(
-                "volume '{volume}' is listed twice"
-            )));
+            return Err(Error::InvalidArgument(format!("volume '{volume}' is listed twice")));
         }
     }
     check_description(&description)?;
@@ -59,13 +59,7 @@ pub fn snapshot_request(
         }
         None => None,
     };
-    Ok(SnapshotRequest {
-        volumes,
-        description,
-        userdata,
-        important,
-        cow_size_bytes,
-    })
+    Ok(SnapshotRequest { volumes, description, userdata, important, cow_size_bytes })
 }
 
 /// Arguments of `UpdateMetadata`: description (empty = keep) and userdata to merge in.
@@ -84,20 +78,13 @@ pub fn metadata_update(
 
 /// Methods that take an `a{sv}` but define no keys yet: any key is an error.
 pub fn reject_unknown(options: &OptionDict, known: &[&str], method: &str) -> Result<(), Error> {
-    let mut unknown: Vec<&str> = options
-        .keys()
-        .map(String::as_str)
-        .filter(|key| !known.contains(key))
-        .collect();
+    let mut unknown: Vec<&str> =
+        options.keys().map(String::as_str).filter(|key| !known.contains(key)).collect();
     if unknown.is_empty() {
         return Ok(());
     }
     unknown.sort_unstable();
-    let accepted = if known.is_empty() {
-        "none".to_string()
-    } else {
-        known.join(", ")
-    };
+    let accepted = if known.is_empty() { "none".to_string() } else { known.join(", ") };
     Err(Error::InvalidArgument(format!(
         "unknown option '{}' for {method} (accepted: {accepted})",
         unknown.join("', '")
@@ -118,7 +105,12 @@ fn check_userdata(userdata: &BTreeMap<String, String>) -> Result<(), Error> {
     crate::backend::sets::check_userdata(userdata).map_err(Error::InvalidArgument)
 }
 
-fn expect_signature(key: &str, value: &OwnedVariant, want: &str, meaning: &str) -> Result<(), Error> {
+fn expect_signature(
+    key: &str,
+    value: &OwnedVariant,
+    want: &str,
+    meaning: &str,
+) -> Result<(), Error> {
     let got = value.value_signature().to_string();
     if got == want {
         Ok(())
@@ -132,8 +124,7 @@ fn expect_signature(key: &str, value: &OwnedVariant, want: &str, meaning: &str) 
 fn string_dict(key: &str, value: &OwnedVariant) -> Result<BTreeMap<String, String>, Error> {
     expect_signature(key, value, "a{ss}", "a string dictionary")?;
     let owned = value.try_clone().map_err(|e| bad_value(key, e))?;
-    let map: HashMap<String, String> =
-        HashMap::try_from(owned).map_err(|e| bad_value(key, e))?;
+    let map: HashMap<String, String> = HashMap::try_from(owned).map_err(|e| bad_value(key, e))?;
     Ok(map.into_iter().collect())
 }
 
@@ -148,10 +139,7 @@ mod tests {
     use zbus::Variant;
 
     fn dict(entries: Vec<(&str, Variant<'static>)>) -> OptionDict {
-        entries
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.try_into_owned().unwrap()))
-            .collect()
+        entries.into_iter().map(|(k, v)| (k.to_string(), v.try_into_owned().unwrap())).collect()
     }
 
     fn invalid_message(result: Result<SnapshotRequest, Error>) -> String {
@@ -170,7 +158,8 @@ mod tests {
             ("important", Variant::new(true)),
             ("cow-size", Variant::new(1u64 << 30)),
         ]);
-        let request = snapshot_request(vec!["root".into()], "before upgrade".into(), &options).unwrap();
+        let request =
+            snapshot_request(vec!["root".into()], "before upgrade".into(), &options).unwrap();
         assert_eq!(request.volumes, vec!["root".to_string()]);
         assert_eq!(request.description, "before upgrade");
         assert_eq!(request.userdata.get("dnf.transaction").map(String::as_str), Some("42"));
@@ -228,16 +217,22 @@ mod tests {
         let options = dict(vec![("cow-size", Variant::new(0u64))]);
         assert!(invalid_message(snapshot_request(vec![], String::new(), &options)).contains("zero"));
         let long = "x".repeat(MAX_DESCRIPTION_BYTES + 1);
-        assert!(invalid_message(snapshot_request(vec![], long, &OptionDict::new())).contains("description"));
+        assert!(invalid_message(snapshot_request(vec![], long, &OptionDict::new()))
+            .contains("description"));
     }
 
     #[test]
     fn metadata_update_keeps_description_when_empty() {
-        let (description, userdata) =
-            metadata_update(String::new(), HashMap::from([("k".into(), "v".into())]), &OptionDict::new()).unwrap();
+        let (description, userdata) = metadata_update(
+            String::new(),
+            HashMap::from([("k".into(), "v".into())]),
+            &OptionDict::new(),
+        )
+        .unwrap();
         assert_eq!(description, None);
         assert_eq!(userdata.get("k").map(String::as_str), Some("v"));
-        let (description, _) = metadata_update("new".into(), HashMap::new(), &OptionDict::new()).unwrap();
+        let (description, _) =
+            metadata_update("new".into(), HashMap::new(), &OptionDict::new()).unwrap();
         assert_eq!(description.as_deref(), Some("new"));
         let options = dict(vec![("x", Variant::new(1u32))]);
         assert!(matches!(

@@ -43,10 +43,7 @@ const UID_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum Authorizer {
     /// Root by its uid from the bus daemon, everyone else by polkitd
     /// (org.freedesktop.PolicyKit1 on the system bus).
-    Polkit {
-        authority: AuthorityProxy<'static>,
-        bus: DBusProxy<'static>,
-    },
+    Polkit { authority: AuthorityProxy<'static>, bus: DBusProxy<'static> },
     /// Every caller may mutate. Only reachable with `--no-polkit` and `SNAPBACK_TESTING=1`.
     AllowAllForTesting,
 }
@@ -78,10 +75,8 @@ impl Authorizer {
             .cache_properties(CacheProperties::No)
             .build()
             .await?;
-        let bus = DBusProxy::builder(connection)
-            .cache_properties(CacheProperties::No)
-            .build()
-            .await?;
+        let bus =
+            DBusProxy::builder(connection).cache_properties(CacheProperties::No).build().await?;
         Ok(Authorizer::Polkit { authority, bus })
     }
 
@@ -92,10 +87,8 @@ impl Authorizer {
             Authorizer::AllowAllForTesting => return Ok(()),
             Authorizer::Polkit { authority, bus } => (authority, bus),
         };
-        let caller = header
-            .sender()
-            .map(|s| s.to_string())
-            .unwrap_or_else(|| "unknown caller".into());
+        let caller =
+            header.sender().map(|s| s.to_string()).unwrap_or_else(|| "unknown caller".into());
         match caller_uid(bus, header).await {
             Ok(0) => {
                 tracing::debug!(
@@ -108,24 +101,16 @@ impl Authorizer {
             Ok(_) => {}
             // polkit resolves the caller through the same bus daemon and will most likely
             // fail too; it has the last word either way, and refuses when it cannot tell.
-            Err(e) => tracing::warn!(
-                action,
-                caller,
-                "cannot learn the caller's uid: {e}; asking polkit"
-            ),
+            Err(e) => {
+                tracing::warn!(action, caller, "cannot learn the caller's uid: {e}; asking polkit")
+            }
         }
         let subject = Subject::new_for_message_header(header).map_err(|e| {
             Error::NotAuthorized(format!("not authorized: cannot identify the caller: {e}"))
         })?;
-        let interactive = header
-            .primary()
-            .flags()
-            .contains(Flags::ALLOW_INTERACTIVE_AUTH);
+        let interactive = header.primary().flags().contains(Flags::ALLOW_INTERACTIVE_AUTH);
         let (flags, timeout) = if interactive {
-            (
-                CheckAuthorizationFlags::ALLOW_USER_INTERACTION,
-                INTERACTIVE_CHECK_TIMEOUT,
-            )
+            (CheckAuthorizationFlags::ALLOW_USER_INTERACTION, INTERACTIVE_CHECK_TIMEOUT)
         } else {
             (CheckAuthorizationFlags::empty(), CHECK_TIMEOUT)
         };
@@ -162,9 +147,7 @@ impl Authorizer {
                     "polkit policy does not allow it for this caller"
                 };
                 tracing::info!(action, caller, why, "polkit: refused");
-                Err(Error::NotAuthorized(format!(
-                    "not authorized: {action} refused: {why}"
-                )))
+                Err(Error::NotAuthorized(format!("not authorized: {action} refused: {why}")))
             }
             Err(e) => {
                 tracing::warn!(action, caller, "polkit could not be asked: {e}");
@@ -180,11 +163,8 @@ impl Authorizer {
 /// The uid of the sender of the message with `header`, as the bus daemon knows it.
 async fn caller_uid(bus: &DBusProxy<'_>, header: &Header<'_>) -> Result<u32, UidError> {
     let sender = header.sender().ok_or(UidError::NoSender)?;
-    tokio::time::timeout(
-        UID_TIMEOUT,
-        bus.get_connection_unix_user(BusName::Unique(sender.clone())),
-    )
-    .await
-    .map_err(|_| UidError::Timeout(UID_TIMEOUT))?
-    .map_err(UidError::Bus)
+    tokio::time::timeout(UID_TIMEOUT, bus.get_connection_unix_user(BusName::Unique(sender.clone())))
+        .await
+        .map_err(|_| UidError::Timeout(UID_TIMEOUT))?
+        .map_err(UidError::Bus)
 }

@@ -49,12 +49,8 @@ pub async fn refresh_all(
     for info in &sets {
         publish(shared, connection, info.clone()).await;
     }
-    let gone: Vec<SnapshotId> = shared
-        .published()
-        .iter()
-        .filter(|id| !live.contains(id))
-        .copied()
-        .collect();
+    let gone: Vec<SnapshotId> =
+        shared.published().iter().filter(|id| !live.contains(id)).copied().collect();
     for id in gone {
         unpublish(shared, connection, id).await;
     }
@@ -69,10 +65,7 @@ pub async fn publish(shared: &Arc<Shared>, connection: &Connection, info: Snapsh
     if update_existing(connection, &path, info.clone()).await {
         return;
     }
-    match server
-        .at(&path, SnapshotObject::new(Arc::clone(shared), info.clone()))
-        .await
-    {
+    match server.at(&path, SnapshotObject::new(Arc::clone(shared), info.clone())).await {
         Ok(None) => {
             shared.published().insert(id);
             match manager_emitter(connection) {
@@ -95,11 +88,7 @@ pub async fn publish(shared: &Arc<Shared>, connection: &Connection, info: Snapsh
 /// Remove the set's object; emits SnapshotRemoved when this call removed it.
 pub async fn unpublish(shared: &Arc<Shared>, connection: &Connection, id: SnapshotId) -> bool {
     let path = snapshot_path(id);
-    let removed = connection
-        .object_server()
-        .remove::<SnapshotObject, _>(&path)
-        .await
-        .is_ok();
+    let removed = connection.object_server().remove::<SnapshotObject, _>(&path).await.is_ok();
     shared.published().remove(&id);
     if removed {
         match manager_emitter(connection) {
@@ -124,11 +113,7 @@ async fn update_existing(
     path: &zbus::OwnedObjectPath,
     info: SnapshotSetInfo,
 ) -> bool {
-    let Ok(iface) = connection
-        .object_server()
-        .interface::<_, SnapshotObject>(path)
-        .await
-    else {
+    let Ok(iface) = connection.object_server().interface::<_, SnapshotObject>(path).await else {
         return false;
     };
     let object = iface.get().await;

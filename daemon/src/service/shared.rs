@@ -27,7 +27,11 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(backend: Arc<dyn Backend>, authorizer: Authorizer, cleanup: CleanupConfig) -> Shared {
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        authorizer: Authorizer,
+        cleanup: CleanupConfig,
+    ) -> Shared {
         Shared {
             backend,
             authorizer,

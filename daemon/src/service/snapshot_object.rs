@@ -27,10 +27,7 @@ pub struct SnapshotObject {
 
 impl SnapshotObject {
     pub fn new(shared: Arc<Shared>, info: SnapshotSetInfo) -> SnapshotObject {
-        SnapshotObject {
-            shared,
-            info: Mutex::new(info),
-        }
+        SnapshotObject { shared, info: Mutex::new(info) }
     }
 
     fn info(&self) -> std::sync::MutexGuard<'_, SnapshotSetInfo> {
@@ -38,7 +35,11 @@ impl SnapshotObject {
     }
 
     /// Store `new` and emit PropertiesChanged for every property whose value changed.
-    pub async fn update(&self, new: SnapshotSetInfo, emitter: &SignalEmitter<'_>) -> zbus::Result<()> {
+    pub async fn update(
+        &self,
+        new: SnapshotSetInfo,
+        emitter: &SignalEmitter<'_>,
+    ) -> zbus::Result<()> {
         let old = std::mem::replace(&mut *self.info(), new.clone());
         if old.description != new.description {
             self.description_changed(emitter).await?;
@@ -134,11 +135,7 @@ impl SnapshotObject {
 
     #[zbus(property)]
     fn userdata(&self) -> HashMap<String, String> {
-        self.info()
-            .userdata
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        self.info().userdata.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
     #[zbus(property)]

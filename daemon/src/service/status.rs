@@ -23,10 +23,7 @@ pub fn shape(
     sets: &[SnapshotSetInfo],
 ) -> Status {
     let paths_where = |state: SnapshotState| {
-        sets.iter()
-            .filter(|s| s.state == state)
-            .map(|s| snapshot_path(s.id))
-            .collect::<Vec<_>>()
+        sets.iter().filter(|s| s.state == state).map(|s| snapshot_path(s.id)).collect::<Vec<_>>()
     };
     let volumes: HashMap<String, VolumeStatus> = volumes
         .into_iter()
@@ -37,10 +34,7 @@ pub fn shape(
                 .map(|s| snapshot_path(s.id))
                 .collect();
             let status = VolumeStatus {
-                device: v
-                    .device
-                    .map(|d| d.display().to_string())
-                    .unwrap_or_default(),
+                device: v.device.map(|d| d.display().to_string()).unwrap_or_default(),
                 backing: v.backing.display().to_string(),
                 state: v.state,
                 size: v.size_bytes,
@@ -71,10 +65,7 @@ pub fn summary(sets: &[SnapshotSetInfo]) -> String {
         .filter(|s| s.state == SnapshotState::Merging)
         .map(|s| format!("#{} {:.0}%", s.id, s.merge_progress * 100.0))
         .collect();
-    let pending = sets
-        .iter()
-        .filter(|s| s.state == SnapshotState::MergeScheduled)
-        .count();
+    let pending = sets.iter().filter(|s| s.state == SnapshotState::MergeScheduled).count();
     let mut line = format!("{} snapshot set(s)", sets.len());
     if !merging.is_empty() {
         line.push_str(&format!(", merging {}", merging.join(", ")));
@@ -127,11 +118,8 @@ mod tests {
                 size_bytes: 200,
             },
         ];
-        let pool = BackendPool {
-            path: PathBuf::from("/img/pool"),
-            size_bytes: 1000,
-            used_bytes: 10,
-        };
+        let pool =
+            BackendPool { path: PathBuf::from("/img/pool"), size_bytes: 1000, used_bytes: 10 };
         let sets = [
             set(1, &["root"], SnapshotState::Merging, 0.5),
             set(2, &["root", "var"], SnapshotState::MergeScheduled, 0.0),
@@ -150,9 +138,6 @@ mod tests {
         assert_eq!(var.snapshots, vec![snapshot_path(2), snapshot_path(3)]);
         assert_eq!(status.merging, vec![snapshot_path(1)]);
         assert_eq!(status.pending, vec![snapshot_path(2)]);
-        assert_eq!(
-            summary(&sets),
-            "3 snapshot set(s), merging #1 50%, 1 rollback(s) pending"
-        );
+        assert_eq!(summary(&sets), "3 snapshot set(s), merging #1 50%, 1 rollback(s) pending");
     }
 }

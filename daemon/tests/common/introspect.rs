@@ -65,7 +65,11 @@ pub fn parse(xml: &str, prefix: &str) -> Api {
     api
 }
 
-fn finish(api: &mut Api, interface: &Option<String>, member: &mut Option<(String, String, Vec<String>)>) {
+fn finish(
+    api: &mut Api,
+    interface: &Option<String>,
+    member: &mut Option<(String, String, Vec<String>)>,
+) {
     if let (Some(iface), Some((kind, name, mut parts))) = (interface.as_ref(), member.take()) {
         // Argument order matters; annotations may come in any order.
         let (mut annotations, args): (Vec<String>, Vec<String>) =

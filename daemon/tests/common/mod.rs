@@ -29,7 +29,9 @@ pub fn require_root() {
     let uid = fs::read_to_string("/proc/self/status")
         .unwrap()
         .lines()
-        .find_map(|l| l.strip_prefix("Uid:").map(|r| r.split_whitespace().next().unwrap_or("").to_string()))
+        .find_map(|l| {
+            l.strip_prefix("Uid:").map(|r| r.split_whitespace().next().unwrap_or("").to_string())
+        })
         .unwrap();
     assert_eq!(
         uid, "0",
@@ -103,10 +105,7 @@ pub struct Fixture {
 impl Fixture {
     pub fn start(options: Options) -> Fixture {
         require_root();
-        let dir = tempfile::Builder::new()
-            .prefix("snapback-svc-")
-            .tempdir_in("/var/tmp")
-            .unwrap();
+        let dir = tempfile::Builder::new().prefix("snapback-svc-").tempdir_in("/var/tmp").unwrap();
         let root = dir.path();
         let pool = root.join("pool.img");
         fs::File::create(&pool).unwrap().set_len(options.pool_bytes).unwrap();
@@ -257,7 +256,10 @@ impl Fixture {
                 return;
             }
             if let Some(status) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
-                panic!("snapbackd exited ({status}) before owning its name:\n{}", self.daemon_log());
+                panic!(
+                    "snapbackd exited ({status}) before owning its name:\n{}",
+                    self.daemon_log()
+                );
             }
             assert!(
                 started.elapsed() < Duration::from_secs(30),
@@ -322,7 +324,9 @@ impl Fixture {
 
     pub fn all_daemon_logs(&self) -> String {
         (1..=self.daemon_starts)
-            .map(|n| fs::read_to_string(self.path(&format!("snapbackd-{n}.log"))).unwrap_or_default())
+            .map(|n| {
+                fs::read_to_string(self.path(&format!("snapbackd-{n}.log"))).unwrap_or_default()
+            })
             .collect::<Vec<_>>()
             .join("\n--- restart ---\n")
     }
@@ -385,10 +389,7 @@ impl Fixture {
     }
 
     pub async fn connect(&self) -> Connection {
-        zbus::connection::Builder::address(self.bus_address.as_str())
-            .build()
-            .await
-            .unwrap()
+        zbus::connection::Builder::address(self.bus_address.as_str()).build().await.unwrap()
     }
 
     pub async fn manager(&self, connection: &Connection) -> ManagerProxy<'static> {
@@ -399,7 +400,11 @@ impl Fixture {
             .unwrap()
     }
 
-    pub async fn snapshot_proxy(&self, connection: &Connection, path: &str) -> SnapshotProxy<'static> {
+    pub async fn snapshot_proxy(
+        &self,
+        connection: &Connection,
+        path: &str,
+    ) -> SnapshotProxy<'static> {
         SnapshotProxy::builder(connection)
             .path(path.to_string())
             .cache_properties(CacheProperties::No)

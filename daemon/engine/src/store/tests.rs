@@ -51,9 +51,15 @@ fn on_disk_chunk_size_wins_over_requested() {
 fn chunk_size_must_fit_the_block_sizes() {
     let m = mem(64);
     m.set_logical_block_size(4096);
-    assert!(matches!(PersistentStore::open(m.clone(), Some(2), 512), Err(EngineError::BadChunkSize { .. })));
+    assert!(matches!(
+        PersistentStore::open(m.clone(), Some(2), 512),
+        Err(EngineError::BadChunkSize { .. })
+    ));
     let m = mem(64);
-    assert!(matches!(PersistentStore::open(m, Some(4), 4096), Err(EngineError::BadChunkSize { .. })));
+    assert!(matches!(
+        PersistentStore::open(m, Some(4), 4096),
+        Err(EngineError::BadChunkSize { .. })
+    ));
 }
 
 #[test]
@@ -86,7 +92,8 @@ fn filling_an_area_zeroes_the_next_and_skips_its_chunk() {
 fn staged_exceptions_are_mapped_and_counted_at_once_and_written_by_one_commit() {
     let m = mem(200);
     let mut s = open(&m).unwrap();
-    let entries: Vec<Entry> = (0..40).map(|i| Entry { old: 100 + i, new: s.allocate().unwrap() }).collect();
+    let entries: Vec<Entry> =
+        (0..40).map(|i| Entry { old: 100 + i, new: s.allocate().unwrap() }).collect();
     let (_, w0, f0) = m.counters();
     s.stage(&entries[..10]).unwrap();
     s.stage(&entries[10..]).unwrap();
@@ -201,13 +208,17 @@ fn corrupt_entries_are_rejected_with_their_offset() {
         (vec![Entry { old: 1, new: 2 }, Entry { old: 2, new: 1 }], 528, |e| {
             matches!(e, EngineError::EntryAtMetadata { new_chunk: 1, .. })
         }),
-        (vec![Entry { old: 1, new: 34 }], 512, |e| matches!(e, EngineError::EntryAtMetadata { new_chunk: 34, .. })),
+        (vec![Entry { old: 1, new: 34 }], 512, |e| {
+            matches!(e, EngineError::EntryAtMetadata { new_chunk: 34, .. })
+        }),
         (vec![Entry { old: 1, new: 2 }, Entry { old: 5, new: 64 }], 528, |e| {
             matches!(e, EngineError::EntryPastEnd { new_chunk: 64, cow_chunks: 64, .. })
         }),
-        (vec![Entry { old: 7, new: 2 }, Entry { old: 3, new: 4 }, Entry { old: 7, new: 3 }], 544, |e| {
-            matches!(e, EngineError::DuplicateOldChunk { old_chunk: 7, first_offset: 512, .. })
-        }),
+        (
+            vec![Entry { old: 7, new: 2 }, Entry { old: 3, new: 4 }, Entry { old: 7, new: 3 }],
+            544,
+            |e| matches!(e, EngineError::DuplicateOldChunk { old_chunk: 7, first_offset: 512, .. }),
+        ),
         (vec![Entry { old: 1, new: 5 }, Entry { old: 2, new: 5 }], 528, |e| {
             matches!(e, EngineError::SharedNewChunk { new_chunk: 5, first_offset: 512, .. })
         }),
@@ -252,7 +263,10 @@ fn header_corruption_is_rejected() {
 
 #[test]
 fn check_reports_every_problem() {
-    let m = cow_with_entries(64, &[Entry { old: 1, new: 1 }, Entry { old: 2, new: 99 }, Entry { old: 3, new: 4 }]);
+    let m = cow_with_entries(
+        64,
+        &[Entry { old: 1, new: 1 }, Entry { old: 2, new: 99 }, Entry { old: 3, new: 4 }],
+    );
     let problems = PersistentStore::check(m.as_ref()).unwrap();
     let offsets: Vec<_> = problems.iter().map(|p| p.offset).collect();
     assert_eq!(offsets, vec![Some(512), Some(528)]);

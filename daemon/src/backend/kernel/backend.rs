@@ -18,15 +18,17 @@ use super::dm::{DmControl, DmError};
 use super::stack::{self, CowSpec, SetMember, VolumeSpec};
 use super::status::KernelSnapshotStatus;
 use super::table::{DevNum, OnFull, Segment};
+use crate::backend::boot_side::BootSide;
+use crate::backend::lifecycle::{self, Effect, Input};
+use crate::backend::sets::{self, lock, pool_error};
 use crate::backend::{
     Backend, BackendError, BackendEvent, BackendKind, BackendResult, EventSink, PoolStatus,
     RollbackOutcome, SnapshotId, SnapshotRequest, SnapshotSetInfo, VolumeInfo,
 };
-use crate::backend::boot_side::BootSide;
-use crate::backend::lifecycle::{self, Effect, Input};
-use crate::backend::sets::{self, lock, pool_error};
 use crate::config::Config;
-use crate::pool::{CowRecord, Pool, PoolError, Registry, SetState, SnapshotSetRecord, VolumeRecord};
+use crate::pool::{
+    CowRecord, Pool, PoolError, Registry, SetState, SnapshotSetRecord, VolumeRecord,
+};
 
 /// The kernel's default chunk size (16 KiB), also the engine's.
 pub const CHUNK_SECTORS: u32 = 32;
@@ -119,9 +121,9 @@ impl Inner {
     }
 
     fn volume(&self, name: &str) -> BackendResult<&Volume> {
-        self.volumes
-            .get(name)
-            .ok_or_else(|| BackendError::NotFound(format!("no volume named {name:?} is configured")))
+        self.volumes.get(name).ok_or_else(|| {
+            BackendError::NotFound(format!("no volume named {name:?} is configured"))
+        })
     }
 
     fn record(&self, id: SnapshotId) -> BackendResult<SnapshotSetRecord> {
@@ -147,7 +149,10 @@ impl Inner {
             segments: cow
                 .extents
                 .iter()
-                .map(|&e| Segment { start_sector: base + e * sectors_per_extent, sectors: sectors_per_extent })
+                .map(|&e| Segment {
+                    start_sector: base + e * sectors_per_extent,
+                    sectors: sectors_per_extent,
+                })
                 .collect(),
             chunk_sectors: cow.chunk_sectors,
         }
@@ -191,8 +196,14 @@ impl Inner {
                     snapshots.push(spec);
                 }
             }
-            let device = stack::assemble(&self.dm, &volume.spec, &snapshots, merging.as_ref(), OnFull::Invalidate)
-                .map_err(dm_error)?;
+            let device = stack::assemble(
+                &self.dm,
+                &volume.spec,
+                &snapshots,
+                merging.as_ref(),
+                OnFull::Invalidate,
+            )
+            .map_err(dm_error)?;
             tracing::info!(volume = %name, device = %device.display(), merging = merging.is_some(),
                 "volume {name} assembled at {}{}", device.display(), if merging.is_some() { " (merging)" } else { "" });
         }
@@ -205,7 +216,8 @@ impl Inner {
     /// on the console and in the journal.
     fn rollback_at_boot(&self, id: SnapshotId) {
         let outcome = self.record(id).and_then(|record| {
-            let missing = lifecycle::missing_volumes(&record, |name| self.volumes.contains_key(name));
+            let missing =
+                lifecycle::missing_volumes(&record, |name| self.volumes.contains_key(name));
             if record.state == SetState::Merging {
                 return Ok(());
             }
@@ -213,7 +225,10 @@ impl Inner {
             self.apply(id, &Input::Rollback { defer: false, missing }).map(drop)
         });
         match outcome {
-            Ok(()) => tracing::info!(snapshot_id = id, "snapback.rollback={id} on the kernel command line: rolling back snapshot set {id}"),
+            Ok(()) => tracing::info!(
+                snapshot_id = id,
+                "snapback.rollback={id} on the kernel command line: rolling back snapshot set {id}"
+            ),
             Err(err) => {
                 eprintln!("snapback: snapback.rollback={id} ignored, booting normally: {err}");
                 tracing::warn!(snapshot_id = id, %err, "snapback.rollback={id} on the kernel command line ignored; booting normally");
@@ -223,7 +238,8 @@ impl Inner {
 
     /// Whether the volume's device is already `snapshot-merge`.
     fn merging_now(&self, volume: &Volume) -> BackendResult<bool> {
-        Ok(stack::origin_target(&self.dm, &volume.spec).map_err(dm_error)?.as_deref() == Some("snapshot-merge"))
+        Ok(stack::origin_target(&self.dm, &volume.spec).map_err(dm_error)?.as_deref()
+            == Some("snapshot-merge"))
     }
 
     /// The volumes of `set` a merge cannot start on now: in use (mounted) and not already
@@ -239,7 +255,10 @@ impl Inner {
             let busy = stack::origin_busy(&self.dm, &volume.spec).map_err(dm_error)?;
             let merging = self.merging_now(volume)?;
             let stopped = merging
-                && matches!(stack::merge_status(&self.dm, &volume.spec), Ok(KernelSnapshotStatus::MergeFailed));
+                && matches!(
+                    stack::merge_status(&self.dm, &volume.spec),
+                    Ok(KernelSnapshotStatus::MergeFailed)
+                );
             if (busy && !merging) || stopped {
                 wait.push(name);
             }
@@ -253,12 +272,16 @@ impl Inner {
         let Ok(devices) = self.dm.list() else { return };
         let known: BTreeSet<SnapshotId> = registry.snapshot_sets.iter().map(|s| s.id).collect();
         for device in devices {
-            let Some(parsed) = device.uuid.as_deref().and_then(super::names::parse_uuid) else { continue };
+            let Some(parsed) = device.uuid.as_deref().and_then(super::names::parse_uuid) else {
+                continue;
+            };
             if parsed.pool_uuid != registry.pool_uuid {
                 continue;
             }
             let stray = match parsed.role {
-                super::names::Role::Snapshot(id) | super::names::Role::Cow(id) => !known.contains(&id),
+                super::names::Role::Snapshot(id) | super::names::Role::Cow(id) => {
+                    !known.contains(&id)
+                }
                 _ => false,
             };
             if stray {
@@ -287,7 +310,13 @@ impl Inner {
     fn info(&self, record: &SnapshotSetRecord) -> SnapshotSetInfo {
         let extent_bytes = self.pool.registry().extent_bytes;
         let progress = lock(&self.progress).get(&record.id).copied().unwrap_or(0.0);
-        sets::info(record, extent_bytes, self.used_bytes(record), progress, self.boot.entry_path(record))
+        sets::info(
+            record,
+            extent_bytes,
+            self.used_bytes(record),
+            progress,
+            self.boot.entry_path(record),
+        )
     }
 
     /// One look at every set: merge progress and completion, invalidation, autoextend.
@@ -299,7 +328,9 @@ impl Inner {
                 SetState::Merging => self.follow_merge(&registry, set),
                 SetState::Active | SetState::Overflow => self.watch_snapshot(&registry, set),
                 // Its snapshot still takes copies until the next boot and can fill up meanwhile.
-                SetState::MergeScheduled if !set.merge_started => self.watch_snapshot(&registry, set),
+                SetState::MergeScheduled if !set.merge_started => {
+                    self.watch_snapshot(&registry, set)
+                }
                 _ => {}
             }
         }
@@ -313,7 +344,8 @@ impl Inner {
             match stack::merge_status(&self.dm, &volume.spec) {
                 Ok(KernelSnapshotStatus::Usage { allocated, metadata, total }) => {
                     let data = allocated.saturating_sub(metadata);
-                    let capacity = (cow.extents.len() as u64 * registry.extent_bytes / 512).max(total).max(1);
+                    let capacity =
+                        (cow.extents.len() as u64 * registry.extent_bytes / 512).max(total).max(1);
                     fractions.push(1.0 - data as f64 / capacity as f64);
                     if allocated == metadata {
                         done += 1;
@@ -336,7 +368,11 @@ impl Inner {
             }
         }
         // The kernel's figure is coarse (allocated counts chunks not yet merged); good enough.
-        let progress = if fractions.is_empty() { 0.0 } else { fractions.iter().sum::<f64>() / fractions.len() as f64 };
+        let progress = if fractions.is_empty() {
+            0.0
+        } else {
+            fractions.iter().sum::<f64>() / fractions.len() as f64
+        };
         let previous = lock(&self.progress).insert(set.id, progress.clamp(0.0, 1.0));
         if previous != Some(progress.clamp(0.0, 1.0)) {
             self.emit(BackendEvent::SnapshotChanged(set.id));
@@ -386,14 +422,22 @@ impl Inner {
             let Ok(volume) = self.volume(&cow.volume) else { continue };
             match stack::snapshot_status(&self.dm, &volume.spec, set.id) {
                 Ok(KernelSnapshotStatus::Invalid) => {
-                    let reason = format!("the snapshot of volume {} filled up or failed; the volume keeps working", cow.volume);
+                    let reason = format!(
+                        "the snapshot of volume {} filled up or failed; the volume keeps working",
+                        cow.volume
+                    );
                     tracing::warn!(snapshot_id = set.id, volume = %cow.volume, "snapshot invalidated");
-                    if let Ok((record, _)) = self.apply(set.id, &Input::Invalidated(reason.clone())) {
+                    if let Ok((record, _)) = self.apply(set.id, &Input::Invalidated(reason.clone()))
+                    {
                         if let Err(e) = self.boot.settle(&self.pool, set.id) {
                             tracing::error!(snapshot_id = set.id, error = %e, "putting back the boot configuration of an invalidated rollback");
                         }
                         if record.state == SetState::Invalid {
-                            self.emit(BackendEvent::SnapshotInvalidated { id: set.id, volume: cow.volume.clone(), reason });
+                            self.emit(BackendEvent::SnapshotInvalidated {
+                                id: set.id,
+                                volume: cow.volume.clone(),
+                                reason,
+                            });
                         }
                     }
                     return;
@@ -426,7 +470,9 @@ impl Inner {
         let result = self
             .pool
             .update(|registry| {
-                let set = registry.set_mut(id).ok_or_else(|| PoolError::Invalid(format!("set {id} vanished")))?;
+                let set = registry
+                    .set_mut(id)
+                    .ok_or_else(|| PoolError::Invalid(format!("set {id} vanished")))?;
                 if let Some(c) = set.cows.iter_mut().find(|c| c.volume == cow.volume) {
                     c.extents = grown.extents.clone();
                 }
@@ -435,14 +481,17 @@ impl Inner {
             .map_err(pool_error)
             .and_then(|()| {
                 let registry = self.pool.registry();
-                stack::grow_cow(&self.dm, &volume.spec, &self.cow_spec(&registry, id, &grown)).map_err(dm_error)
+                stack::grow_cow(&self.dm, &volume.spec, &self.cow_spec(&registry, id, &grown))
+                    .map_err(dm_error)
             });
         match result {
             Ok(()) => {
                 tracing::warn!(snapshot_id = id, volume = %cow.volume, extents = grown.extents.len(), "COW nearly full: grown from the pool");
                 self.emit(BackendEvent::SnapshotChanged(id));
             }
-            Err(e) => tracing::error!(snapshot_id = id, volume = %cow.volume, error = %e, "growing the COW"),
+            Err(e) => {
+                tracing::error!(snapshot_id = id, volume = %cow.volume, error = %e, "growing the COW")
+            }
         }
     }
 }
@@ -456,14 +505,20 @@ fn open_inner(config: &Config, pool: Pool) -> BackendResult<Inner> {
     let mut volumes = BTreeMap::new();
     let mut records = Vec::new();
     for v in &config.volumes {
-        super::names::check_lengths(&registry.pool_uuid, &v.name).map_err(BackendError::InvalidArgument)?;
+        super::names::check_lengths(&registry.pool_uuid, &v.name)
+            .map_err(BackendError::InvalidArgument)?;
         let backing = block_dev_num(&v.device).map_err(BackendError::InvalidArgument)?;
         let size_bytes = block_size_bytes(&v.device)?;
         records.push(VolumeRecord { name: v.name.clone(), backing: v.device.clone(), size_bytes });
         volumes.insert(
             v.name.clone(),
             Volume {
-                spec: VolumeSpec { pool_uuid: registry.pool_uuid.clone(), name: v.name.clone(), backing, sectors: size_bytes / 512 },
+                spec: VolumeSpec {
+                    pool_uuid: registry.pool_uuid.clone(),
+                    name: v.name.clone(),
+                    backing,
+                    sectors: size_bytes / 512,
+                },
                 backing: v.device.clone(),
                 auto: v.auto,
                 cow_size: v.cow_size,
@@ -494,7 +549,11 @@ fn block_size_bytes(path: &Path) -> BackendResult<u64> {
 
 /// `snapbackd activate`: build every volume's stack from the pool, starting pending
 /// rollbacks, without a bus and without staying resident.
-pub fn activate(config: &Config, pool: Pool, rollback: Option<SnapshotId>) -> BackendResult<Vec<PathBuf>> {
+pub fn activate(
+    config: &Config,
+    pool: Pool,
+    rollback: Option<SnapshotId>,
+) -> BackendResult<Vec<PathBuf>> {
     let inner = open_inner(config, pool)?;
     if let Some(id) = rollback {
         inner.rollback_at_boot(id);
@@ -582,7 +641,8 @@ impl Backend for KernelBackend {
         let counts: Vec<u64> = volumes
             .iter()
             .map(|v| {
-                let bytes = request.cow_size_bytes.or(v.cow_size).unwrap_or(v.spec.sectors * 512 / 10);
+                let bytes =
+                    request.cow_size_bytes.or(v.cow_size).unwrap_or(v.spec.sectors * 512 / 10);
                 bytes.div_ceil(registry.extent_bytes).max(1)
             })
             .collect();
@@ -593,7 +653,11 @@ impl Backend for KernelBackend {
         let cows: Vec<CowRecord> = volumes
             .iter()
             .zip(&picked)
-            .map(|(v, extents)| CowRecord { volume: v.spec.name.clone(), chunk_sectors: CHUNK_SECTORS, extents: extents.clone() })
+            .map(|(v, extents)| CowRecord {
+                volume: v.spec.name.clone(),
+                chunk_sectors: CHUNK_SECTORS,
+                extents: extents.clone(),
+            })
             .collect();
         let specs: Vec<CowSpec> = cows.iter().map(|c| inner.cow_spec(&registry, id, c)).collect();
         let members: Vec<SetMember<'_>> = volumes
@@ -602,20 +666,33 @@ impl Backend for KernelBackend {
             .map(|(v, cow)| SetMember {
                 volume: &v.spec,
                 cow,
-                had_snapshots: registry.snapshot_sets.iter().any(|s| s.volumes().contains(&v.spec.name)),
+                had_snapshots: registry
+                    .snapshot_sets
+                    .iter()
+                    .any(|s| s.volumes().contains(&v.spec.name)),
             })
             .collect();
-        let held = stack::take_snapshot_set(&inner.dm, &members, OnFull::Invalidate).map_err(dm_error)?;
-        tracing::info!(snapshot_id = id, suspended_us = held.as_micros() as u64, "origins suspended while taking the set");
+        let held =
+            stack::take_snapshot_set(&inner.dm, &members, OnFull::Invalidate).map_err(dm_error)?;
+        tracing::info!(
+            snapshot_id = id,
+            suspended_us = held.as_micros() as u64,
+            "origins suspended while taking the set"
+        );
         let record = sets::new_record(id, &request, cows);
         if let Err(e) = sets::commit_new_set(&inner.pool, &record) {
             for member in &members {
-                let others = registry.snapshot_sets.iter().any(|s| s.volumes().contains(&member.volume.name));
+                let others = registry
+                    .snapshot_sets
+                    .iter()
+                    .any(|s| s.volumes().contains(&member.volume.name));
                 let _ = stack::remove_snapshot(&inner.dm, member.volume, id, others);
             }
             return Err(e);
         }
-        inner.boot.record_new_set(&inner.pool, &record, |name| inner.volumes.get(name).map(|v| v.spec.device_path()));
+        inner.boot.record_new_set(&inner.pool, &record, |name| {
+            inner.volumes.get(name).map(|v| v.spec.device_path())
+        });
         // Read again: the boot side may have added the set's boot record since.
         Ok(inner.info(&inner.record(id).unwrap_or(record)))
     }
@@ -626,7 +703,11 @@ impl Backend for KernelBackend {
         let record = inner.record(id)?;
         let missing = lifecycle::missing_volumes(&record, |name| inner.volumes.contains_key(name));
         // Refusals and the idempotent repeat come before any device is touched.
-        lifecycle::next(&inner.pool.registry(), &record, &Input::Rollback { defer: true, missing: missing.clone() })?;
+        lifecycle::next(
+            &inner.pool.registry(),
+            &record,
+            &Input::Rollback { defer: true, missing: missing.clone() },
+        )?;
         if record.state == SetState::MergeScheduled {
             return Ok(RollbackOutcome::Scheduled);
         }
@@ -635,7 +716,9 @@ impl Backend for KernelBackend {
         if !record.merge_started {
             for name in record.volumes() {
                 let volume = inner.volume(&name)?;
-                if let Ok(KernelSnapshotStatus::Invalid) = stack::snapshot_status(&inner.dm, &volume.spec, id) {
+                if let Ok(KernelSnapshotStatus::Invalid) =
+                    stack::snapshot_status(&inner.dm, &volume.spec, id)
+                {
                     let why = format!("the snapshot of volume {name} filled up or failed");
                     let (record, _) = inner.apply(id, &Input::Invalidated(why))?;
                     return Err(lifecycle::invalid_error(&record));
@@ -683,7 +766,8 @@ impl Backend for KernelBackend {
         // harmless (and remove_strays would do it).
         for name in record.volumes() {
             let Some(volume) = inner.volumes.get(&name) else { continue };
-            let others = registry.snapshot_sets.iter().any(|s| s.id != id && s.volumes().contains(&name));
+            let others =
+                registry.snapshot_sets.iter().any(|s| s.id != id && s.volumes().contains(&name));
             stack::remove_snapshot(&inner.dm, &volume.spec, id, others).map_err(dm_error)?;
         }
         lifecycle::forget(&inner.pool, id)?;

@@ -91,7 +91,10 @@ mod tests {
     fn present_devices_need_no_wait() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a"), b"").unwrap();
-        assert_eq!(wait_for(&[device(dir.path(), "a")], Duration::from_secs(5)), Ok(Duration::ZERO));
+        assert_eq!(
+            wait_for(&[device(dir.path(), "a")], Duration::from_secs(5)),
+            Ok(Duration::ZERO)
+        );
     }
 
     #[test]
@@ -107,7 +110,10 @@ mod tests {
         let devices = [device(dir.path(), "a"), device(dir.path(), "late")];
         let waited = wait_for(&devices, Duration::from_secs(30)).unwrap();
         appear.join().unwrap();
-        assert!(waited >= Duration::from_millis(400), "returned before the device appeared: {waited:?}");
+        assert!(
+            waited >= Duration::from_millis(400),
+            "returned before the device appeared: {waited:?}"
+        );
     }
 
     #[test]
@@ -115,11 +121,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a"), b"").unwrap();
         std::os::unix::fs::symlink("gone", dir.path().join("dangling")).unwrap();
-        let devices = [device(dir.path(), "a"), device(dir.path(), "never"), device(dir.path(), "dangling")];
+        let devices =
+            [device(dir.path(), "a"), device(dir.path(), "never"), device(dir.path(), "dangling")];
         let missing = wait_for(&devices, Duration::from_millis(300)).unwrap_err();
         assert_eq!(missing, vec![devices[1].clone(), devices[2].clone()]);
         assert_eq!(wait_for(&devices, Duration::ZERO).unwrap_err(), missing, "0: no wait at all");
         let text = describe(&missing);
-        assert!(text.contains("never (volume never)") && text.contains("dangling (volume dangling)"), "{text}");
+        assert!(
+            text.contains("never (volume never)") && text.contains("dangling (volume dangling)"),
+            "{text}"
+        );
     }
 }

@@ -93,9 +93,7 @@ fn err(step: &'static str, device: &str, e: impl std::fmt::Display) -> DmError {
 impl DmControl {
     /// Opens the control node; fails where the kernel has no device-mapper.
     pub fn open() -> DmResult<DmControl> {
-        DM::new()
-            .map(|dm| DmControl { dm })
-            .map_err(|e| err("open", "/dev/mapper/control", e))
+        DM::new().map(|dm| DmControl { dm }).map_err(|e| err("open", "/dev/mapper/control", e))
     }
 
     /// Target types the running kernel has loaded (name, version).
@@ -106,10 +104,7 @@ impl DmControl {
     /// Every dm device with its uuid (recovery walks this list).
     pub fn list(&self) -> DmResult<Vec<DmDeviceInfo>> {
         let devices = self.dm.list_devices().map_err(|e| err("list devices", "", e))?;
-        devices
-            .into_iter()
-            .map(|(name, _, _)| self.info(&name.to_string()))
-            .collect()
+        devices.into_iter().map(|(name, _, _)| self.info(&name.to_string())).collect()
     }
 
     /// Info on a device by name; `Ok(None)` when it does not exist.
@@ -129,10 +124,7 @@ impl DmControl {
 
     pub fn info(&self, name: &str) -> DmResult<DmDeviceInfo> {
         let dm_name = DmName::new(name).map_err(|e| err("name", name, e))?;
-        let info = self
-            .dm
-            .device_info(&DevId::Name(dm_name))
-            .map_err(|e| err("info", name, e))?;
+        let info = self.dm.device_info(&DevId::Name(dm_name)).map_err(|e| err("info", name, e))?;
         let device = info.device();
         Ok(DmDeviceInfo {
             name: name.to_string(),
@@ -145,7 +137,13 @@ impl DmControl {
 
     /// Creates a device, loads its table and resumes it; on failure removes what it created.
     /// The rules ignore the create's own `add` event (no table yet); `view` goes with the resume.
-    pub fn create(&self, name: &str, uuid: &str, table: &[TableLine], view: UdevView) -> DmResult<DmDeviceInfo> {
+    pub fn create(
+        &self,
+        name: &str,
+        uuid: &str,
+        table: &[TableLine],
+        view: UdevView,
+    ) -> DmResult<DmDeviceInfo> {
         let dm_name = DmName::new(name).map_err(|e| err("name", name, e))?;
         let dm_uuid = DmUuid::new(uuid).map_err(|e| err("uuid", name, e))?;
         self.dm
@@ -228,7 +226,9 @@ impl DmControl {
             .map_err(|e| err("status", name, e))?;
         match lines.as_slice() {
             [(_, _, _, params)] => Ok(params.clone()),
-            other => Err(err("status", name, format!("expected one target, found {}", other.len()))),
+            other => {
+                Err(err("status", name, format!("expected one target, found {}", other.len())))
+            }
         }
     }
 

@@ -89,12 +89,7 @@ pub fn clash(a: &str, b: &str) -> Option<NameClash> {
         };
         let name = dm_name(volume, role);
         debug_assert_eq!(name, dm_name(other, Role::Origin));
-        Some(NameClash {
-            name,
-            volume: volume.to_string(),
-            role,
-            origin_of: other.to_string(),
-        })
+        Some(NameClash { name, volume: volume.to_string(), role, origin_of: other.to_string() })
     })
 }
 
@@ -148,11 +143,7 @@ pub fn parse_uuid(uuid: &str) -> Option<ParsedUuid> {
             }
         }
     };
-    Some(ParsedUuid {
-        pool_uuid,
-        volume,
-        role,
-    })
+    Some(ParsedUuid { pool_uuid, volume, role })
 }
 
 /// Checks that every name and uuid of a volume's stack fits the kernel's limits.
@@ -188,12 +179,7 @@ mod tests {
 
     #[test]
     fn uuids_round_trip_even_with_dashes_in_volume_names() {
-        for role in [
-            Role::Origin,
-            Role::Real,
-            Role::Cow(3),
-            Role::Snapshot(4_000_000_000),
-        ] {
+        for role in [Role::Origin, Role::Real, Role::Cow(3), Role::Snapshot(4_000_000_000)] {
             let uuid = dm_uuid("6f1c", "var-log_2", role);
             assert!(uuid.starts_with("SNAPBACK1."));
             let parsed = parse_uuid(&uuid).expect("our own uuid parses");
@@ -231,12 +217,7 @@ mod tests {
                 "snapback-data-4294967295",
             ),
             ("data", "data-7-cow", Role::Cow(7), "snapback-data-7-cow"),
-            (
-                "var-log",
-                "var-log-12-cow",
-                Role::Cow(12),
-                "snapback-var-log-12-cow",
-            ),
+            ("var-log", "var-log-12-cow", Role::Cow(12), "snapback-var-log-12-cow"),
             ("data-", "data--1", Role::Snapshot(1), "snapback-data--1"),
         ];
         for (volume, other, role, name) in cases {
@@ -247,16 +228,8 @@ mod tests {
                 origin_of: other.to_string(),
             };
             // Whichever order the configuration declares them in.
-            assert_eq!(
-                clash(volume, other).as_ref(),
-                Some(&want),
-                "{volume} / {other}"
-            );
-            assert_eq!(
-                clash(other, volume).as_ref(),
-                Some(&want),
-                "{other} / {volume}"
-            );
+            assert_eq!(clash(volume, other).as_ref(), Some(&want), "{volume} / {other}");
+            assert_eq!(clash(other, volume).as_ref(), Some(&want), "{other} / {volume}");
             assert_eq!(dm_name(volume, role), name);
             assert_eq!(dm_name(other, Role::Origin), name);
         }
@@ -300,20 +273,15 @@ mod tests {
         let mut volumes = vec!["a".to_string()];
         let mut last = volumes.clone();
         for _ in 0..4 {
-            last = last
-                .iter()
-                .flat_map(|v| pieces.iter().map(move |p| format!("{v}{p}")))
-                .collect();
+            last =
+                last.iter().flat_map(|v| pieces.iter().map(move |p| format!("{v}{p}"))).collect();
             volumes.extend(last.iter().cloned());
         }
         // A snapshot name can only equal another volume's origin with an id written in that
         // volume's name: every run of digits in the names, and a few more.
         let mut ids: Vec<SnapshotId> = vec![0, 1, 2, 3];
         for v in &volumes {
-            for run in v
-                .split(|c: char| !c.is_ascii_digit())
-                .filter(|r| !r.is_empty())
-            {
+            for run in v.split(|c: char| !c.is_ascii_digit()).filter(|r| !r.is_empty()) {
                 ids.extend(run.parse::<SnapshotId>().ok());
             }
         }
@@ -321,10 +289,9 @@ mod tests {
         ids.dedup();
         let mut owners: std::collections::HashMap<String, Vec<&str>> = Default::default();
         for v in &volumes {
-            let roles = [Role::Origin, Role::Real].into_iter().chain(
-                ids.iter()
-                    .flat_map(|&id| [Role::Cow(id), Role::Snapshot(id)]),
-            );
+            let roles = [Role::Origin, Role::Real]
+                .into_iter()
+                .chain(ids.iter().flat_map(|&id| [Role::Cow(id), Role::Snapshot(id)]));
             for role in roles {
                 owners.entry(dm_name(v, role)).or_default().push(v);
             }
@@ -337,19 +304,11 @@ mod tests {
                 shared.insert((a.min(b), a.max(b)), name.clone());
             }
         }
-        assert!(
-            shared.len() > 100,
-            "the pieces make clashes to find: {}",
-            shared.len()
-        );
+        assert!(shared.len() > 100, "the pieces make clashes to find: {}", shared.len());
         for (i, a) in volumes.iter().enumerate() {
             for b in &volumes[i + 1..] {
                 let key = (a.as_str().min(b.as_str()), a.as_str().max(b.as_str()));
-                assert_eq!(
-                    clash(a, b).map(|c| c.name),
-                    shared.get(&key).cloned(),
-                    "{a} / {b}"
-                );
+                assert_eq!(clash(a, b).map(|c| c.name), shared.get(&key).cloned(), "{a} / {b}");
             }
         }
     }

@@ -67,7 +67,12 @@ fn node_error(name: &str, e: std::io::Error) -> DmError {
 
 /// Creates a device of `volume`'s stack if it does not exist yet (assembly is idempotent),
 /// returning its numbers.
-fn ensure(dm: &DmControl, volume: &VolumeSpec, role: Role, table: &[TableLine]) -> DmResult<DevNum> {
+fn ensure(
+    dm: &DmControl,
+    volume: &VolumeSpec,
+    role: Role,
+    table: &[TableLine],
+) -> DmResult<DevNum> {
     let name = volume.name(role);
     match dm.find(&name)? {
         Some(info) => Ok(info.dev),
@@ -165,7 +170,11 @@ pub struct SetMember<'a> {
 /// freezing the filesystems on them), create every snapshot, resume every origin. Returns how
 /// long the origins stayed suspended. On failure, everything created is removed and every
 /// origin is resumed with its previous table.
-pub fn take_snapshot_set(dm: &DmControl, members: &[SetMember<'_>], on_full: OnFull) -> DmResult<Duration> {
+pub fn take_snapshot_set(
+    dm: &DmControl,
+    members: &[SetMember<'_>],
+    on_full: OnFull,
+) -> DmResult<Duration> {
     let mut created: Vec<String> = Vec::new();
     let result = take_snapshot_set_inner(dm, members, on_full, &mut created);
     if result.is_err() {
@@ -217,7 +226,13 @@ fn take_snapshot_set_inner(
             dm.create(
                 &snap,
                 &member.volume.uuid(Role::Snapshot(member.cow.id)),
-                &table::snapshot(*real, *cow_dev, member.cow.chunk_sectors, on_full, member.volume.sectors),
+                &table::snapshot(
+                    *real,
+                    *cow_dev,
+                    member.cow.chunk_sectors,
+                    on_full,
+                    member.volume.sectors,
+                ),
                 udev_view(Role::Snapshot(member.cow.id)),
             )?;
             created.push(snap);
@@ -286,19 +301,36 @@ pub fn start_merge(dm: &DmControl, volume: &VolumeSpec, cow: &CowSpec) -> DmResu
 pub fn merge_status(dm: &DmControl, volume: &VolumeSpec) -> DmResult<KernelSnapshotStatus> {
     let origin = volume.name(Role::Origin);
     let line = dm.status(&origin)?;
-    status::parse(&line).map_err(|e| DmError { step: "status", device: origin, message: e.to_string() })
+    status::parse(&line).map_err(|e| DmError {
+        step: "status",
+        device: origin,
+        message: e.to_string(),
+    })
 }
 
 /// A snapshot's status line, parsed.
-pub fn snapshot_status(dm: &DmControl, volume: &VolumeSpec, id: SnapshotId) -> DmResult<KernelSnapshotStatus> {
+pub fn snapshot_status(
+    dm: &DmControl,
+    volume: &VolumeSpec,
+    id: SnapshotId,
+) -> DmResult<KernelSnapshotStatus> {
     let snap = volume.name(Role::Snapshot(id));
     let line = dm.status(&snap)?;
-    status::parse(&line).map_err(|e| DmError { step: "status", device: snap, message: e.to_string() })
+    status::parse(&line).map_err(|e| DmError {
+        step: "status",
+        device: snap,
+        message: e.to_string(),
+    })
 }
 
 /// After a finished merge: the origin goes back to `snapshot-origin` (other snapshots remain)
 /// or to a plain `linear` mapping, and the merged COW's device is removed.
-pub fn finish_merge(dm: &DmControl, volume: &VolumeSpec, merged: SnapshotId, others_remain: bool) -> DmResult<()> {
+pub fn finish_merge(
+    dm: &DmControl,
+    volume: &VolumeSpec,
+    merged: SnapshotId,
+    others_remain: bool,
+) -> DmResult<()> {
     let origin = volume.name(Role::Origin);
     let wanted = origin_table(dm, volume, others_remain, None)?;
     swap_origin_table(dm, &origin, &wanted)?;
@@ -310,11 +342,20 @@ pub fn finish_merge(dm: &DmControl, volume: &VolumeSpec, merged: SnapshotId, oth
 }
 
 /// Removes one snapshot (not merging) of a volume; the last one takes `-real` with it.
-pub fn remove_snapshot(dm: &DmControl, volume: &VolumeSpec, id: SnapshotId, others_remain: bool) -> DmResult<()> {
+pub fn remove_snapshot(
+    dm: &DmControl,
+    volume: &VolumeSpec,
+    id: SnapshotId,
+    others_remain: bool,
+) -> DmResult<()> {
     let snap = volume.name(Role::Snapshot(id));
     if let Some(info) = dm.find(&snap)? {
         if info.open_count > 0 {
-            return Err(DmError { step: "remove", device: snap, message: "the snapshot device is open".into() });
+            return Err(DmError {
+                step: "remove",
+                device: snap,
+                message: "the snapshot device is open".into(),
+            });
         }
     }
     let origin = volume.name(Role::Origin);
@@ -394,12 +435,7 @@ mod tests {
         let patterns = rule_uuid_patterns();
         assert_eq!(patterns.len(), 1, "{patterns:?}");
         for volume in ["root", "var-log_2", "origin", "real"] {
-            for role in [
-                Role::Origin,
-                Role::Real,
-                Role::Cow(3),
-                Role::Snapshot(4_000_000_000),
-            ] {
+            for role in [Role::Origin, Role::Real, Role::Cow(3), Role::Snapshot(4_000_000_000)] {
                 let uuid = dm_uuid("9d279c21-b378-4cbb-b8b4-ce7cb5852f6c", volume, role);
                 let visible = role == Role::Origin;
                 assert_eq!(udev_view(role) == UdevView::Visible, visible, "{uuid}");
@@ -411,10 +447,7 @@ mod tests {
                 );
             }
         }
-        assert!(
-            !glob(&patterns[0], "LVM-abcdef.origin"),
-            "another tool's device"
-        );
+        assert!(!glob(&patterns[0], "LVM-abcdef.origin"), "another tool's device");
     }
 
     /// The flags as udev's device-mapper rules receive them: `dmsetup udevflags COOKIE` is what
@@ -427,10 +460,8 @@ mod tests {
             .output()
             .expect("dmsetup (tools/install-deps installs it)");
         assert!(out.status.success(), "{out:?}");
-        let mut got: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect();
+        let mut got: Vec<String> =
+            String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
         got.sort();
         assert_eq!(
             got,

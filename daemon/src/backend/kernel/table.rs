@@ -36,12 +36,8 @@ pub fn concatenation(pool: DevNum, segments: &[Segment]) -> Vec<TableLine> {
     segments
         .iter()
         .map(|seg| {
-            let line = (
-                start,
-                seg.sectors,
-                "linear".to_string(),
-                format!("{pool} {}", seg.start_sector),
-            );
+            let line =
+                (start, seg.sectors, "linear".to_string(), format!("{pool} {}", seg.start_sector));
             start += seg.sectors;
             line
         })
@@ -72,22 +68,17 @@ pub fn snapshot(
         OnFull::Invalidate => "P",
         OnFull::Overflow => "PO",
     };
-    vec![(
-        0,
-        sectors,
-        "snapshot".into(),
-        format!("{real} {cow} {mode} {chunk_sectors}"),
-    )]
+    vec![(0, sectors, "snapshot".into(), format!("{real} {cow} {mode} {chunk_sectors}"))]
 }
 
 /// The origin while a snapshot merges back into it; replaces `snapshot-origin`.
-pub fn snapshot_merge(real: DevNum, cow: DevNum, chunk_sectors: u32, sectors: u64) -> Vec<TableLine> {
-    vec![(
-        0,
-        sectors,
-        "snapshot-merge".into(),
-        format!("{real} {cow} P {chunk_sectors}"),
-    )]
+pub fn snapshot_merge(
+    real: DevNum,
+    cow: DevNum,
+    chunk_sectors: u32,
+    sectors: u64,
+) -> Vec<TableLine> {
+    vec![(0, sectors, "snapshot-merge".into(), format!("{real} {cow} P {chunk_sectors}"))]
 }
 
 #[cfg(test)]
@@ -99,7 +90,10 @@ mod tests {
 
     #[test]
     fn lines_match_the_kernel_documentation() {
-        assert_eq!(linear(DevNum { major: 8, minor: 16 }, 2048), vec![(0, 2048, "linear".into(), "8:16 0".into())]);
+        assert_eq!(
+            linear(DevNum { major: 8, minor: 16 }, 2048),
+            vec![(0, 2048, "linear".into(), "8:16 0".into())]
+        );
         assert_eq!(snapshot_origin(REAL, 100)[0].3, "253:1");
         assert_eq!(snapshot(REAL, COW, 32, OnFull::Invalidate, 100)[0].3, "253:1 253:2 P 32");
         assert_eq!(snapshot(REAL, COW, 8, OnFull::Overflow, 100)[0].3, "253:1 253:2 PO 8");

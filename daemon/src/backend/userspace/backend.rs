@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::Ordering;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -13,10 +13,10 @@ use super::loop_device;
 use super::merge;
 use super::monitor;
 use super::state::{lock, pool_error, Shared, UserspaceOptions};
+use super::volume::{Volume, CHUNK_SECTORS};
 use crate::backend::boot_side::BootSide;
 use crate::backend::lifecycle::{self, Effect, Input};
 use crate::backend::sets;
-use super::volume::{Volume, CHUNK_SECTORS};
 use crate::backend::{
     Backend, BackendError, BackendEvent, BackendKind, BackendResult, EventSink, PoolStatus,
     RollbackOutcome, SnapshotId, SnapshotRequest, SnapshotSetInfo, VolumeInfo,
@@ -43,7 +43,6 @@ impl fmt::Debug for UserspaceBackend {
     }
 }
 
-
 impl UserspaceBackend {
     /// Assembles every configured volume with default options.
     pub fn open(config: &Config, pool: Pool) -> BackendResult<UserspaceBackend> {
@@ -52,7 +51,11 @@ impl UserspaceBackend {
 
     /// Assembles every configured volume: engine origins, snapshots from the registry, the FUSE
     /// filesystem and loop devices; then resumes pending rollbacks.
-    pub fn open_with(config: &Config, pool: Pool, options: UserspaceOptions) -> BackendResult<UserspaceBackend> {
+    pub fn open_with(
+        config: &Config,
+        pool: Pool,
+        options: UserspaceOptions,
+    ) -> BackendResult<UserspaceBackend> {
         let mut volumes = BTreeMap::new();
         for volume in &config.volumes {
             let opened = Volume::open(&volume.name, &volume.device, volume.auto, volume.cow_size)?;
@@ -90,7 +93,8 @@ impl UserspaceBackend {
             tracing::info!(volume = %name, device = %device.display(), "volume {name} assembled at {}", device.display());
             volume.set_device(Some(device));
         }
-        monitor::spawn(&shared).map_err(|err| BackendError::Backend(format!("cannot start the monitor: {err}")))?;
+        monitor::spawn(&shared)
+            .map_err(|err| BackendError::Backend(format!("cannot start the monitor: {err}")))?;
         Ok(backend)
     }
 
@@ -160,8 +164,12 @@ fn attach_registered_snapshots(shared: &Shared) {
         }
         if shared.options.snapshot_files {
             for cow in &set.cows {
-                if let Some(view) = shared.volumes.get(&cow.volume).and_then(|v| v.snapshot_view(set.id)) {
-                    shared.files.insert(&UserspaceBackend::snapshot_file_name(&cow.volume, set.id), view);
+                if let Some(view) =
+                    shared.volumes.get(&cow.volume).and_then(|v| v.snapshot_view(set.id))
+                {
+                    shared
+                        .files
+                        .insert(&UserspaceBackend::snapshot_file_name(&cow.volume, set.id), view);
                 }
             }
         }
@@ -180,7 +188,8 @@ fn attach_registered_snapshots(shared: &Shared) {
 /// with a volume mounted: the service's mount namespace, and the FUSE mount in it, go with
 /// every stop.
 fn detach_stale_loops(shared: &Shared) {
-    let served: Vec<(String, u64)> = shared.volumes.values().map(|v| (v.name.clone(), v.size_bytes)).collect();
+    let served: Vec<(String, u64)> =
+        shared.volumes.values().map(|v| (v.name.clone(), v.size_bytes)).collect();
     let mut in_use = Vec::new();
     for stale in loop_device::detach_stale(&shared.options.fuse_dir, &served) {
         if loop_device::wait_detached(&stale.device, std::time::Duration::from_secs(2)) {
@@ -208,8 +217,11 @@ fn resume_pending_rollbacks(shared: &Arc<Shared>) {
     for id in registry.pending_rollbacks() {
         let Some(set) = registry.set(id) else { continue };
         let missing = lifecycle::missing_volumes(set, |name| shared.volumes.contains_key(name));
-        let busy: Vec<String> =
-            set.volumes().into_iter().filter(|name| shared.stale_device_in_use(name).is_some()).collect();
+        let busy: Vec<String> = set
+            .volumes()
+            .into_iter()
+            .filter(|name| shared.stale_device_in_use(name).is_some())
+            .collect();
         let defer = !set.merge_started && !busy.is_empty();
         match lifecycle::apply(&shared.pool, id, &Input::Start { defer, missing: missing.clone() }) {
             Ok((_, Effect::Merge)) => {
@@ -317,7 +329,8 @@ impl Backend for UserspaceBackend {
         // 2. Zero the COW starts so the engine makes new stores there.
         self.shared.pool.zero_extent_starts(&all, COW_ZERO_BYTES).map_err(pool_error)?;
         let id = registry.next_snapshot_id;
-        let cows: Vec<Arc<ExtentIo>> = picked.iter().map(|extents| Arc::new(self.shared.pool.extent_io(extents))).collect();
+        let cows: Vec<Arc<ExtentIo>> =
+            picked.iter().map(|extents| Arc::new(self.shared.pool.extent_io(extents))).collect();
         // 3. Take the set: flush and freeze the file systems on the volumes, suspend every
         // origin, attach, resume, thaw.
         rustix::fs::sync();
@@ -353,8 +366,12 @@ impl Backend for UserspaceBackend {
         if let Some(err) = failure {
             return Err(err);
         }
-        tracing::info!(snapshot_id = id, suspended_us = suspended.as_micros() as u64, frozen_filesystems = frozen_count,
-            "origins suspended while taking the set");
+        tracing::info!(
+            snapshot_id = id,
+            suspended_us = suspended.as_micros() as u64,
+            frozen_filesystems = frozen_count,
+            "origins suspended while taking the set"
+        );
         // 4. One registry commit makes the set real.
         let cows = volumes
             .iter()
@@ -374,7 +391,9 @@ impl Backend for UserspaceBackend {
         }
         let names = record.volumes();
         self.publish_snapshot_files(id, &names);
-        self.shared.boot.record_new_set(&self.shared.pool, &record, |name| self.shared.volumes.get(name).and_then(|v| v.device()));
+        self.shared.boot.record_new_set(&self.shared.pool, &record, |name| {
+            self.shared.volumes.get(name).and_then(|v| v.device())
+        });
         tracing::info!(snapshot_id = id, volumes = ?names, description = %record.description, "snapshot set created");
         // Read again: the boot side may have added the set's boot record since.
         Ok(self.shared.info(&self.shared.record(id).unwrap_or(record)))
@@ -383,16 +402,22 @@ impl Backend for UserspaceBackend {
     fn rollback(&self, id: SnapshotId) -> BackendResult<RollbackOutcome> {
         let _ops = lock(&self.shared.ops);
         let record = self.shared.record(id)?;
-        let missing = lifecycle::missing_volumes(&record, |name| self.shared.volumes.contains_key(name));
+        let missing =
+            lifecycle::missing_volumes(&record, |name| self.shared.volumes.contains_key(name));
         // Refusals and the idempotent repeat come before any device is touched.
-        lifecycle::next(&self.shared.pool.registry(), &record, &Input::Rollback { defer: true, missing: missing.clone() })?;
+        lifecycle::next(
+            &self.shared.pool.registry(),
+            &record,
+            &Input::Rollback { defer: true, missing: missing.clone() },
+        )?;
         if record.state == SetState::MergeScheduled {
             return Ok(RollbackOutcome::Scheduled);
         }
         if !record.merge_started {
             if let Some(volume) = invalid_member(&self.shared, &record) {
                 let why = format!("the snapshot of volume {volume} filled up or failed");
-                let (record, _) = lifecycle::apply(&self.shared.pool, id, &Input::Invalidated(why))?;
+                let (record, _) =
+                    lifecycle::apply(&self.shared.pool, id, &Input::Invalidated(why))?;
                 self.shared.emit(BackendEvent::SnapshotChanged(id));
                 return Err(lifecycle::invalid_error(&record));
             }
@@ -413,14 +438,21 @@ impl Backend for UserspaceBackend {
                 Ok(Some(hold)) => holds.push((device, hold)),
                 Ok(None) => busy.push(name.clone()),
                 Err(err) => {
-                    return Err(BackendError::Backend(format!("checking whether {} is in use: {err}", device.display())))
+                    return Err(BackendError::Backend(format!(
+                        "checking whether {} is in use: {err}",
+                        device.display()
+                    )))
                 }
             }
         }
         if !busy.is_empty() {
             self.shared.boot.keep_undo(&self.shared.pool, &record)?;
         }
-        let (_, effect) = lifecycle::apply(&self.shared.pool, id, &Input::Rollback { defer: !busy.is_empty(), missing })?;
+        let (_, effect) = lifecycle::apply(
+            &self.shared.pool,
+            id,
+            &Input::Rollback { defer: !busy.is_empty(), missing },
+        )?;
         if let Err(err) = self.shared.boot.settle(&self.shared.pool, id) {
             self.shared.emit(BackendEvent::SnapshotChanged(id));
             return Err(err);

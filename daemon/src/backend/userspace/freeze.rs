@@ -46,7 +46,8 @@ impl Drop for FrozenFilesystems {
 /// Freezes one mount of every file system on `devices` (block device paths).
 pub fn freeze_mounted(devices: &[PathBuf]) -> FrozenFilesystems {
     let mut frozen = FrozenFilesystems::default();
-    let wanted: BTreeSet<(u32, u32)> = devices.iter().filter_map(|device| device_number(device)).collect();
+    let wanted: BTreeSet<(u32, u32)> =
+        devices.iter().filter_map(|device| device_number(device)).collect();
     if wanted.is_empty() {
         return frozen;
     }
@@ -59,19 +60,25 @@ pub fn freeze_mounted(devices: &[PathBuf]) -> FrozenFilesystems {
     };
     let mounts = mounts_of(&mountinfo, &wanted);
     for device in &wanted {
-        let listed: Vec<&PathBuf> = mounts.iter().filter(|(d, _)| d == device).map(|(_, path)| path).collect();
+        let listed: Vec<&PathBuf> =
+            mounts.iter().filter(|(d, _)| d == device).map(|(_, path)| path).collect();
         let Some(first) = listed.first() else { continue };
         // A file system mounted twice (bind mounts) is one superblock, frozen once, through a
         // mount point that still leads to it: another file system mounted over a path would
         // be the one frozen there.
         let Some(reachable) = listed.iter().find(|path| leads_to(path, *device)) else {
-            let why = format!("every mount point of device {}:{} is covered by another mount", device.0, device.1);
+            let why = format!(
+                "every mount point of device {}:{} is covered by another mount",
+                device.0, device.1
+            );
             frozen.not_frozen.push(((*first).clone(), why));
             continue;
         };
         match fsfreeze("--freeze", reachable) {
             Ok(()) => frozen.mountpoints.push((*reachable).clone()),
-            Err(err) => frozen.not_frozen.push(((*reachable).clone(), format!("{err} (device {}:{})", device.0, device.1))),
+            Err(err) => frozen
+                .not_frozen
+                .push(((*reachable).clone(), format!("{err} (device {}:{})", device.0, device.1))),
         }
     }
     frozen
@@ -79,7 +86,8 @@ pub fn freeze_mounted(devices: &[PathBuf]) -> FrozenFilesystems {
 
 /// Whether `path` is, now, the root of a file system on `device`.
 fn leads_to(path: &Path, device: (u32, u32)) -> bool {
-    std::fs::metadata(path).is_ok_and(|meta| (rustix::fs::major(meta.dev()), rustix::fs::minor(meta.dev())) == device)
+    std::fs::metadata(path)
+        .is_ok_and(|meta| (rustix::fs::major(meta.dev()), rustix::fs::minor(meta.dev())) == device)
 }
 
 /// `major:minor` of a block device node.
@@ -114,10 +122,16 @@ fn unescape_mountinfo(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
         match octal {
             Some(digits) => {
-                out.push(digits.iter().fold(0u8, |value, digit| value.wrapping_mul(8).wrapping_add(digit - b'0')));
+                out.push(
+                    digits
+                        .iter()
+                        .fold(0u8, |value, digit| value.wrapping_mul(8).wrapping_add(digit - b'0')),
+                );
                 i += 4;
             }
             None => {
@@ -177,7 +191,8 @@ broken line
 
     #[test]
     fn unmounted_or_non_block_devices_freeze_nothing() {
-        let frozen = freeze_mounted(&[PathBuf::from("/dev/null"), PathBuf::from("/no/such/device")]);
+        let frozen =
+            freeze_mounted(&[PathBuf::from("/dev/null"), PathBuf::from("/no/such/device")]);
         assert!(frozen.mountpoints().is_empty());
     }
 }

@@ -17,8 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{
     BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, SessionACL,
-    WriteFlags,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, SessionACL, WriteFlags,
 };
 
 /// What the filesystem serves: a fixed-size byte range with a data path behind it.
@@ -100,7 +99,9 @@ impl VolumeFs {
     fn attr(&self, inode: u64, file: Option<&dyn ServedFile>) -> FileAttr {
         let (kind, perm, size, nlink) = match file {
             None => (FileType::Directory, 0o755, 0, 2),
-            Some(file) => (FileType::RegularFile, if file.writable() { 0o600 } else { 0o400 }, file.size(), 1),
+            Some(file) => {
+                (FileType::RegularFile, if file.writable() { 0o600 } else { 0o400 }, file.size(), 1)
+            }
         };
         FileAttr {
             ino: INodeNo(inode),
@@ -135,7 +136,9 @@ impl Filesystem for VolumeFs {
             return reply.error(Errno::ENOENT);
         }
         match self.files.lookup(name) {
-            Some((inode, file)) => reply.entry(&TTL, &self.attr(inode, Some(file.as_ref())), Generation(0)),
+            Some((inode, file)) => {
+                reply.entry(&TTL, &self.attr(inode, Some(file.as_ref())), Generation(0))
+            }
             None => reply.error(Errno::ENOENT),
         }
     }
@@ -184,7 +187,9 @@ impl Filesystem for VolumeFs {
         let Some(file) = self.files.get(u64::from(ino)) else {
             return reply.error(Errno::ENOENT);
         };
-        let access = rustix::fs::OFlags::from_bits_retain(flags.0 as u32 & rustix::fs::OFlags::RWMODE.bits());
+        let access = rustix::fs::OFlags::from_bits_retain(
+            flags.0 as u32 & rustix::fs::OFlags::RWMODE.bits(),
+        );
         let wants_write = access != rustix::fs::OFlags::RDONLY;
         if wants_write && !file.writable() {
             return reply.error(Errno::EROFS);
@@ -256,12 +261,26 @@ impl Filesystem for VolumeFs {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         // Close-time flush: durability is requested with fsync, nothing to do here.
         reply.ok();
     }
 
-    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         let Some(file) = self.files.get(u64::from(ino)) else {
             return reply.error(Errno::ENOENT);
         };
@@ -271,12 +290,27 @@ impl Filesystem for VolumeFs {
         }
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         if u64::from(ino) != ROOT {
             return reply.error(Errno::ENOTDIR);
         }
-        let mut entries = vec![(ROOT, FileType::Directory, ".".to_string()), (ROOT, FileType::Directory, "..".to_string())];
-        entries.extend(self.files.entries().into_iter().map(|(inode, name)| (inode, FileType::RegularFile, name)));
+        let mut entries = vec![
+            (ROOT, FileType::Directory, ".".to_string()),
+            (ROOT, FileType::Directory, "..".to_string()),
+        ];
+        entries.extend(
+            self.files
+                .entries()
+                .into_iter()
+                .map(|(inode, name)| (inode, FileType::RegularFile, name)),
+        );
         for (index, (inode, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(inode), (index + 1) as u64, kind, name) {
                 break;
@@ -295,14 +329,22 @@ pub struct FuseMount {
 impl FuseMount {
     /// Mounts the filesystem serving `files` at `mountpoint` (created if missing), with
     /// `threads` request-serving threads.
-    pub fn mount(mountpoint: &Path, files: Arc<FileTable>, threads: usize) -> io::Result<FuseMount> {
+    pub fn mount(
+        mountpoint: &Path,
+        files: Arc<FileTable>,
+        threads: usize,
+    ) -> io::Result<FuseMount> {
         if is_mountpoint(mountpoint) {
             // Left behind by a snapbackd that did not shut down: its server is gone, so the
             // mount only answers ENOTCONN. Detach it lazily and mount afresh.
             tracing::warn!(mountpoint = %mountpoint.display(), "removing a stale volume filesystem mount");
-            let status = std::process::Command::new("umount").arg("--lazy").arg(mountpoint).status()?;
+            let status =
+                std::process::Command::new("umount").arg("--lazy").arg(mountpoint).status()?;
             if !status.success() {
-                return Err(io::Error::other(format!("cannot unmount stale {}", mountpoint.display())));
+                return Err(io::Error::other(format!(
+                    "cannot unmount stale {}",
+                    mountpoint.display()
+                )));
             }
         }
         std::fs::create_dir_all(mountpoint)?;

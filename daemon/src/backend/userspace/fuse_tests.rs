@@ -53,7 +53,9 @@ struct Leftovers {
 
 impl Drop for Leftovers {
     fn drop(&mut self) {
-        if is_mounted(&self.mounted) && !Command::new("umount").arg(&self.mounted).status().is_ok_and(|s| s.success()) {
+        if is_mounted(&self.mounted)
+            && !Command::new("umount").arg(&self.mounted).status().is_ok_and(|s| s.success())
+        {
             let _ = Command::new("umount").arg("-l").arg(&self.mounted).status();
         }
         loop_device::detach_stale(&self.fuse_dir, &[]);

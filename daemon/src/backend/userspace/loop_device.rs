@@ -82,7 +82,9 @@ impl StaleLoop {
 /// The backing file of loop device `device`, as /sys reports it (None when unbound).
 fn backing_file(device: &Path) -> Option<String> {
     let name = device.file_name()?;
-    let text = std::fs::read_to_string(Path::new("/sys/block").join(name).join("loop/backing_file")).ok()?;
+    let text =
+        std::fs::read_to_string(Path::new("/sys/block").join(name).join("loop/backing_file"))
+            .ok()?;
     Some(text.trim_end_matches('\n').to_string())
 }
 
@@ -120,7 +122,9 @@ pub fn detach_stale(dir: &Path, served: &[(String, u64)]) -> Vec<StaleLoop> {
         };
         match detach(&device) {
             Ok(()) => detached.push(StaleLoop { device, file_name, backing }),
-            Err(err) => tracing::warn!(device = %device.display(), %err, "cannot detach stale loop device"),
+            Err(err) => {
+                tracing::warn!(device = %device.display(), %err, "cannot detach stale loop device")
+            }
         }
     }
     detached
@@ -129,7 +133,11 @@ pub fn detach_stale(dir: &Path, served: &[(String, u64)]) -> Vec<StaleLoop> {
 /// `/<volume>` or `/<volume>@<id>` of that volume's size, and not a file or block device that
 /// exists here (a loop device can only be backed by one of those): a served file whose mount
 /// was detached.
-fn served_file_seen_detached(path: &Path, served: &[(String, u64)], size: Option<u64>) -> Option<String> {
+fn served_file_seen_detached(
+    path: &Path,
+    served: &[(String, u64)],
+    size: Option<u64>,
+) -> Option<String> {
     let file_name = path.to_str()?.strip_prefix('/')?;
     let volume = match file_name.split_once('@') {
         Some((volume, id)) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) => volume,
@@ -142,7 +150,8 @@ fn served_file_seen_detached(path: &Path, served: &[(String, u64)], size: Option
 
 /// Whether `path` is, here, something a loop device can be bound to.
 fn can_back_a_loop_device(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|meta| meta.file_type().is_file() || meta.file_type().is_block_device())
+    std::fs::metadata(path)
+        .is_ok_and(|meta| meta.file_type().is_file() || meta.file_type().is_block_device())
 }
 
 /// Drops the device's buffer cache (BLKFLSBUF), so nothing stale survives a merge.

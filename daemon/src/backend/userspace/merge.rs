@@ -52,7 +52,9 @@ fn coordinate(shared: &Arc<Shared>, id: SnapshotId, volumes: Vec<Arc<Volume>>) {
     let mut stopped = false;
     for (volume, worker) in volumes.iter().zip(workers) {
         let outcome = match worker {
-            Ok(handle) => handle.join().unwrap_or_else(|_| Outcome::Failed("merge thread panicked".into())),
+            Ok(handle) => {
+                handle.join().unwrap_or_else(|_| Outcome::Failed("merge thread panicked".into()))
+            }
             Err(err) => Outcome::Failed(format!("cannot start merge thread: {err}")),
         };
         match outcome {
@@ -65,7 +67,10 @@ fn coordinate(shared: &Arc<Shared>, id: SnapshotId, volumes: Vec<Arc<Volume>>) {
         let _ops = lock(&shared.ops);
         fail(shared, id, failures.join("; "));
     } else if stopped {
-        tracing::info!(snapshot_id = id, "merge paused for shutdown; it resumes when snapbackd starts again");
+        tracing::info!(
+            snapshot_id = id,
+            "merge paused for shutdown; it resumes when snapbackd starts again"
+        );
     } else {
         finish(shared, id, &volumes, started.elapsed());
     }
@@ -139,7 +144,11 @@ fn finish(shared: &Shared, id: SnapshotId, volumes: &[Arc<Volume>], took: Durati
     match outcome {
         Ok(()) => {
             shared.boot.refresh_entries(&shared.pool);
-            tracing::info!(snapshot_id = id, seconds = took.as_secs_f64(), "merge finished; snapshot set removed");
+            tracing::info!(
+                snapshot_id = id,
+                seconds = took.as_secs_f64(),
+                "merge finished; snapshot set removed"
+            );
             shared.emit(BackendEvent::MergeFinished { id, ok: true, message: String::new() });
             shared.emit(BackendEvent::SnapshotRemoved(id));
         }

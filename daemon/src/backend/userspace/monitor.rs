@@ -59,7 +59,11 @@ fn write_back_expired(shared: &Shared, held_since: &mut BTreeMap<String, Instant
 }
 
 /// One pass over every active set.
-pub fn check_once(shared: &Shared, reported: &mut BTreeMap<SnapshotId, u64>, pool_full_warned: &mut bool) {
+pub fn check_once(
+    shared: &Shared,
+    reported: &mut BTreeMap<SnapshotId, u64>,
+    pool_full_warned: &mut bool,
+) {
     let registry = shared.pool.registry();
     reported.retain(|id, _| registry.set(*id).is_some());
     for set in &registry.snapshot_sets {
@@ -75,7 +79,12 @@ pub fn check_once(shared: &Shared, reported: &mut BTreeMap<SnapshotId, u64>, poo
             let Some(figures) = volume.figures(set.id) else { continue };
             used += figures.allocated_bytes;
             if figures.invalid {
-                invalidate(shared, set.id, &cow.volume, "the snapshot's COW filled up or hit an I/O error");
+                invalidate(
+                    shared,
+                    set.id,
+                    &cow.volume,
+                    "the snapshot's COW filled up or hit an I/O error",
+                );
                 continue;
             }
             if figures.overflow && set.state != SetState::Overflow {
@@ -107,25 +116,31 @@ pub fn check_once(shared: &Shared, reported: &mut BTreeMap<SnapshotId, u64>, poo
 
 /// Adds extents at the end of a COW: registry first, then the live device (if the daemon
 /// dies in between, the registry merely lists extents the COW did not use yet).
-fn grow(shared: &Shared, id: SnapshotId, volume: &str, current_bytes: u64) -> Result<u64, BackendError> {
+fn grow(
+    shared: &Shared,
+    id: SnapshotId,
+    volume: &str,
+    current_bytes: u64,
+) -> Result<u64, BackendError> {
     let _ops = lock(&shared.ops);
     let extent_bytes = shared.pool.registry().extent_bytes;
     let wanted = ((current_bytes as f64 * shared.options.autoextend_fraction) as u64)
         .div_ceil(extent_bytes)
         .max(1);
-    let attached = shared
-        .volumes
-        .get(volume)
-        .and_then(|v| v.attached(id))
-        .ok_or_else(|| BackendError::Backend(format!("snapshot {id} is not attached to {volume}")))?;
+    let attached = shared.volumes.get(volume).and_then(|v| v.attached(id)).ok_or_else(|| {
+        BackendError::Backend(format!("snapshot {id} is not attached to {volume}"))
+    })?;
     let added = shared
         .pool
         .update(|registry| {
-            let picked: Vec<u64> = registry.pick_free_extents(&[wanted])?.into_iter().flatten().collect();
+            let picked: Vec<u64> =
+                registry.pick_free_extents(&[wanted])?.into_iter().flatten().collect();
             let cow = registry
                 .set_mut(id)
                 .and_then(|set| set.cows.iter_mut().find(|cow| cow.volume == volume))
-                .ok_or_else(|| PoolError::Invalid(format!("snapshot {id} has no COW for {volume}")))?;
+                .ok_or_else(|| {
+                    PoolError::Invalid(format!("snapshot {id} has no COW for {volume}"))
+                })?;
             cow.extents.extend_from_slice(&picked);
             Ok(picked)
         })
@@ -146,8 +161,17 @@ fn invalidate(shared: &Shared, id: SnapshotId, volume: &str, reason: &str) {
         changed
     };
     if changed {
-        tracing::warn!(snapshot_id = id, volume, reason, "snapshot invalidated; the volume keeps working");
-        shared.emit(BackendEvent::SnapshotInvalidated { id, volume: volume.to_string(), reason: reason.to_string() });
+        tracing::warn!(
+            snapshot_id = id,
+            volume,
+            reason,
+            "snapshot invalidated; the volume keeps working"
+        );
+        shared.emit(BackendEvent::SnapshotInvalidated {
+            id,
+            volume: volume.to_string(),
+            reason: reason.to_string(),
+        });
         shared.emit(BackendEvent::SnapshotChanged(id));
     }
 }
@@ -160,7 +184,11 @@ fn mark_overflow(shared: &Shared, id: SnapshotId, volume: &str) {
             Ok((record, _)) if record.state == SetState::Overflow && before != Ok(SetState::Overflow))
     };
     if changed {
-        tracing::warn!(snapshot_id = id, volume, "snapshot overflowed: its writes fail, reads still work");
+        tracing::warn!(
+            snapshot_id = id,
+            volume,
+            "snapshot overflowed: its writes fail, reads still work"
+        );
         shared.emit(BackendEvent::SnapshotChanged(id));
     }
 }

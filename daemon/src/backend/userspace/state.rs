@@ -8,10 +8,8 @@ use std::time::Duration;
 use super::fuse_fs::FileTable;
 use super::loop_device::StaleLoop;
 use super::volume::Volume;
-use crate::backend::{
-    BackendError, BackendEvent, EventSink, SnapshotId, SnapshotSetInfo,
-};
 pub use crate::backend::sets::{self, lock, pool_error};
+use crate::backend::{BackendError, BackendEvent, EventSink, SnapshotId, SnapshotSetInfo};
 use crate::pool::{Pool, SnapshotSetRecord};
 
 /// Tunables of the userspace backend.
@@ -53,8 +51,6 @@ impl Default for UserspaceOptions {
         }
     }
 }
-
-
 
 /// Merge progress of one volume of a merging set.
 #[derive(Debug, Clone, Copy, Default)]
@@ -168,6 +164,12 @@ impl Shared {
             .filter_map(|cow| self.volumes.get(&cow.volume)?.figures(record.id))
             .map(|figures| figures.allocated_bytes)
             .sum();
-        sets::info(record, extent_bytes, used_bytes, self.merge_progress(record.id), self.boot.entry_path(record))
+        sets::info(
+            record,
+            extent_bytes,
+            used_bytes,
+            self.merge_progress(record.id),
+            self.boot.entry_path(record),
+        )
     }
 }

@@ -64,7 +64,9 @@ pub struct Volume {
 
 pub fn engine_error(context: &str, err: EngineError) -> BackendError {
     match err {
-        EngineError::NoSpace => BackendError::NoSpace(format!("{context}: the snapshot's COW is full")),
+        EngineError::NoSpace => {
+            BackendError::NoSpace(format!("{context}: the snapshot's COW is full"))
+        }
         EngineError::Invalid => BackendError::SnapshotInvalid(format!("{context}: {err}")),
         EngineError::AlreadyMerging => BackendError::AlreadyMerging(format!("{context}: {err}")),
         other => BackendError::Backend(format!("{context}: {other}")),
@@ -77,13 +79,21 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Volume {
     /// Opens the backing device and builds the engine origin over it.
-    pub fn open(name: &str, backing: &Path, auto: bool, cow_size: Option<u64>) -> Result<Volume, BackendError> {
+    pub fn open(
+        name: &str,
+        backing: &Path,
+        auto: bool,
+        cow_size: Option<u64>,
+    ) -> Result<Volume, BackendError> {
         let dev = FileIo::open(backing, true).map_err(|err| {
-            BackendError::Backend(format!("volume {name}: cannot open {}: {err}", backing.display()))
+            BackendError::Backend(format!(
+                "volume {name}: cannot open {}: {err}",
+                backing.display()
+            ))
         })?;
-        let size_bytes = dev
-            .size_bytes()
-            .map_err(|err| BackendError::Backend(format!("volume {name}: size of {}: {err}", backing.display())))?;
+        let size_bytes = dev.size_bytes().map_err(|err| {
+            BackendError::Backend(format!("volume {name}: size of {}: {err}", backing.display()))
+        })?;
         let origin = Origin::new(Arc::new(dev))
             .map_err(|err| engine_error(&format!("volume {name}"), err))?;
         Ok(Volume {
@@ -113,7 +123,11 @@ impl Volume {
 
     /// The file FUSE serves for the volume itself.
     pub fn served_file(&self) -> Arc<dyn ServedFile> {
-        Arc::new(OriginFile { origin: self.origin.clone(), size: self.size_bytes, closed: self.closed.clone() })
+        Arc::new(OriginFile {
+            origin: self.origin.clone(),
+            size: self.size_bytes,
+            closed: self.closed.clone(),
+        })
     }
 
     /// Refuses every later write (EIO), then writes back and flushes what was written before.
@@ -139,11 +153,11 @@ impl Volume {
 
     /// Attaches the COW of snapshot set `set` (a new store if the COW starts zeroed).
     pub fn attach(&self, set: SnapshotId, cow: Arc<ExtentIo>) -> Result<(), BackendError> {
-        let options = SnapshotOptions { chunk_sectors: Some(CHUNK_SECTORS), ..SnapshotOptions::default() };
-        let engine_id = self
-            .origin
-            .attach_snapshot(cow.clone(), options)
-            .map_err(|err| engine_error(&format!("volume {}: attaching snapshot {set}", self.name), err))?;
+        let options =
+            SnapshotOptions { chunk_sectors: Some(CHUNK_SECTORS), ..SnapshotOptions::default() };
+        let engine_id = self.origin.attach_snapshot(cow.clone(), options).map_err(|err| {
+            engine_error(&format!("volume {}: attaching snapshot {set}", self.name), err)
+        })?;
         lock(&self.attached).insert(set, AttachedCow { engine_id, cow });
         Ok(())
     }
@@ -152,9 +166,9 @@ impl Volume {
         let Some(attached) = lock(&self.attached).remove(&set) else {
             return Ok(());
         };
-        self.origin
-            .detach_snapshot(attached.engine_id)
-            .map_err(|err| engine_error(&format!("volume {}: detaching snapshot {set}", self.name), err))
+        self.origin.detach_snapshot(attached.engine_id).map_err(|err| {
+            engine_error(&format!("volume {}: detaching snapshot {set}", self.name), err)
+        })
     }
 
     pub fn figures(&self, set: SnapshotId) -> Option<CowFigures> {
@@ -213,8 +227,9 @@ impl Volume {
             {
                 Ok(())
             }
-            result => result
-                .map_err(|err| engine_error(&format!("volume {}: starting the merge of {set}", self.name), err)),
+            result => result.map_err(|err| {
+                engine_error(&format!("volume {}: starting the merge of {set}", self.name), err)
+            }),
         }
     }
 
