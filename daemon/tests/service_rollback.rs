@@ -7,35 +7,19 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{run, tree_digest, Fixture, Options, VolumeSpec, MIB};
+use common::{
+    cow_size, full_tree, pattern, run, wait_merge_end, Fixture, Options, VolumeSpec, MIB,
+};
 use futures_util::StreamExt;
 use snapback_dbus::{Error, ManagerProxy};
-use zbus::{OwnedObjectPath, Variant};
-
-fn cow_size(bytes: u64) -> HashMap<&'static str, Variant<'static>> {
-    HashMap::from([("cow-size", Variant::new(bytes))])
-}
-
-/// Deterministic pseudo-random bytes (xorshift64*), so content differs per file and seed.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+use zbus::OwnedObjectPath;
 
 fn write_file(path: &Path, len: usize, seed: u64) {
     if let Some(parent) = path.parent() {
@@ -75,47 +59,6 @@ fn churn(root: &Path, seed: u64, large: usize) {
     write_file(&root.join("var/big.bin"), large, seed + 2000);
     write_file(&root.join("var/other-big.bin"), large / 2, seed + 3000);
     run("sync", &[]);
-}
-
-/// Every path with its type and link target, plus every regular file's sha256.
-fn full_tree(root: &Path) -> (String, BTreeMap<String, String>) {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("cd \"$1\" && find . -xdev ! -path './lost+found*' -printf '%y %m %s %p -> %l\\n' | sort")
-        .arg("sh")
-        .arg(root)
-        .output()
-        .unwrap();
-    (String::from_utf8_lossy(&out.stdout).into_owned(), tree_digest(root))
-}
-
-/// Wait until `set` is no longer merging or pending (the backend removes a merged set).
-async fn wait_merge_end(
-    fx: &Fixture,
-    manager: &ManagerProxy<'_>,
-    set: &OwnedObjectPath,
-    timeout: Duration,
-) {
-    let started = Instant::now();
-    loop {
-        let status = manager.status().await.unwrap();
-        let listed = status.volumes.values().any(|v| v.snapshots.contains(set));
-        if !status.merging.contains(set) && !status.pending.contains(set) && !listed {
-            return;
-        }
-        if listed && !status.merging.contains(set) && !status.pending.contains(set) {
-            let proxy =
-                fx.snapshot_proxy(&manager.inner().connection().clone(), set.as_str()).await;
-            let state = proxy.state().await.unwrap_or_default();
-            assert_ne!(state, "merge-failed", "merge failed:\n{}", fx.all_daemon_logs());
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "merge of {set} not finished after {timeout:?}:\n{}",
-            fx.all_daemon_logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@ pub mod introspect;
 #[path = "../../../tests/support/system_bus.rs"]
 mod system_bus;
 
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 use snapback_dbus::{ManagerProxy, SnapshotProxy};
 use zbus::proxy::CacheProperties;
 use zbus::Connection;
+use zbus::{OwnedObjectPath, Variant};
 
 pub const MIB: u64 = 1 << 20;
 
@@ -428,9 +430,14 @@ impl Fixture {
 
     /// Mount `device` (ext4) at a directory of the fixture named `name`; returns the mountpoint.
     pub fn mount(&mut self, device: &str, name: &str) -> PathBuf {
+        self.mount_fs(device, name, "ext4")
+    }
+
+    /// Mount `device` with filesystem type `fstype` at the fixture's directory `name`.
+    pub fn mount_fs(&mut self, device: &str, name: &str, fstype: &str) -> PathBuf {
         let target = self.path(name);
         fs::create_dir_all(&target).unwrap();
-        run("mount", &["-t", "ext4", device, target.to_str().unwrap()]);
+        run("mount", &["-t", fstype, device, target.to_str().unwrap()]);
         self.mounts.push(target.clone());
         target
     }
@@ -518,7 +525,7 @@ fn bus_config_xml(address: &str, polkit: bool) -> String {
 }
 
 /// sha256 of every regular file under `root`, by relative path (the tree's content).
-pub fn tree_digest(root: &Path) -> std::collections::BTreeMap<String, String> {
+pub fn tree_digest(root: &Path) -> BTreeMap<String, String> {
     let out = Command::new("sh")
         .arg("-c")
         .arg("cd \"$1\" && find . -xdev -type f ! -path './lost+found/*' -print0 | sort -z | xargs -0r sha256sum")
@@ -531,4 +538,64 @@ pub fn tree_digest(root: &Path) -> std::collections::BTreeMap<String, String> {
         .lines()
         .filter_map(|l| l.split_once("  ").map(|(h, p)| (p.to_string(), h.to_string())))
         .collect()
+}
+
+/// The options of a Snapshot call asking for a COW of `bytes`.
+pub fn cow_size(bytes: u64) -> HashMap<&'static str, Variant<'static>> {
+    HashMap::from([("cow-size", Variant::new(bytes))])
+}
+
+/// Every path with its type and link target, plus every regular file's sha256.
+pub fn full_tree(root: &Path) -> (String, BTreeMap<String, String>) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("cd \"$1\" && find . -xdev ! -path './lost+found*' -printf '%y %m %s %p -> %l\\n' | sort")
+        .arg("sh")
+        .arg(root)
+        .output()
+        .unwrap();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), tree_digest(root))
+}
+
+/// Wait until `set` is no longer merging or pending (the backend removes a merged set).
+pub async fn wait_merge_end(
+    fx: &Fixture,
+    manager: &ManagerProxy<'_>,
+    set: &OwnedObjectPath,
+    timeout: Duration,
+) {
+    let started = Instant::now();
+    loop {
+        let status = manager.status().await.unwrap();
+        let listed = status.volumes.values().any(|v| v.snapshots.contains(set));
+        if !status.merging.contains(set) && !status.pending.contains(set) && !listed {
+            return;
+        }
+        if listed && !status.merging.contains(set) && !status.pending.contains(set) {
+            let proxy =
+                fx.snapshot_proxy(&manager.inner().connection().clone(), set.as_str()).await;
+            let state = proxy.state().await.unwrap_or_default();
+            assert_ne!(state, "merge-failed", "merge failed:\n{}", fx.all_daemon_logs());
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "merge of {set} not finished after {timeout:?}:\n{}",
+            fx.all_daemon_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), so content differs per file and seed.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
 }
