@@ -23,7 +23,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     propagate_version = true,
     max_term_width = 100,
     after_long_help = "JSON documents start with \"schema\": \"snapbackctl/1\"; their keys are listed \
-                       in snapback's README (section snapbackctl). Within version 1 keys are only \
+                       in snapback's docs/snapbackctl.md. Within version 1 keys are only \
                        added.\n\nSee also: snapbackd(8), systemctl status snapbackd, \
                        journalctl -u snapbackd."
 )]

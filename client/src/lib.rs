@@ -20,7 +20,7 @@ use std::io::Write;
 
 pub use error::Error;
 
-/// Exit statuses (documented in `--help`, the man page and README).
+/// Exit statuses (documented in `--help`, the man page and docs/snapbackctl.md).
 pub mod exit {
     /// Success.
     pub const OK: u8 = 0;

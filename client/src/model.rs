@@ -1,5 +1,5 @@
 //! What `snapbackctl` shows, independent of how it was read: snapshot sets and the daemon's
-//! status as plain values, with their JSON form (schema `snapbackctl/1`, see README).
+//! status as plain values, with their JSON form (schema `snapbackctl/1`, see docs/snapbackctl.md).
 
 use std::collections::BTreeMap;
 

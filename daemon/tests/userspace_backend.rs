@@ -780,7 +780,7 @@ fn measure_throughput() {
         ],
     );
     // and the pool's data area (after the two 2 MiB registry slots) with zeros, as a pool file
-    // made with dd is (README): copies into a sparse pool would also pay the file system's
+    // made with dd is (docs/performance.md): copies into a sparse pool would also pay the file system's
     // block allocation, committed by every group commit's fdatasync
     let pool_path = env.config.pool.path.display().to_string();
     sh(

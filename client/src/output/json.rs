@@ -1,4 +1,4 @@
-//! The versioned JSON envelope shared by every `--json` output (README `## snapbackctl`).
+//! The versioned JSON envelope shared by every `--json` output (docs/snapbackctl.md).
 //!
 //! Every document is an object whose first key is `"schema": "snapbackctl/1"`. Within
 //! version 1, keys are only ever added; a removed or re-typed key makes it `snapbackctl/2`.

@@ -6,7 +6,7 @@
 //! crash after it leaves a registry from which the next start redoes the work (device work is
 //! idempotent: assembly, a merge resumed from the COW's own metadata, a detach).
 //!
-//! The invariants (README, "The set lifecycle", has the table):
+//! The invariants (docs/set-lifecycle.md has the tables):
 //! - once a merge of a set has started on any volume (`merge_started`), the set is never
 //!   deleted, detached, made active or invalid, until the merge has finished on every volume:
 //!   only the rest of its snapshot makes the volumes whole again;

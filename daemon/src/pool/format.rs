@@ -73,7 +73,7 @@ pub fn format(path: &Path, force: bool) -> Result<Pool, PoolError> {
 /// What to tell the administrator when the pool is a file with holes. Copies into a hole make
 /// the file system allocate blocks, and every group commit's fdatasync then also commits that
 /// allocation: first writes after a snapshot ran at 0.11–0.23 of the speed without one on a
-/// sparse pool, against 0.53–0.70 on a written one (`measure_throughput`, README).
+/// sparse pool, against 0.53–0.70 on a written one (`measure_throughput`, docs/performance.md).
 pub fn sparse_file_note(path: &Path) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
