@@ -111,7 +111,7 @@ impl Client {
             description: p.description().await?,
             created_usec: p.created().await?,
             volumes: p.volumes().await?,
-            state: p.state().await?,
+            state: p.state().await?.parse().map_err(|e| Error::Protocol(format!("{path}: {e}")))?,
             used_bytes: p.used_bytes().await?,
             size_bytes: p.size_bytes().await?,
             merge_progress: p.merge_progress().await?,
@@ -128,15 +128,19 @@ impl Client {
         let mut volumes: Vec<VolumeView> = s
             .volumes
             .into_iter()
-            .map(|(name, v)| VolumeView {
-                name,
-                device: v.device,
-                backing: v.backing,
-                state: v.state,
-                size_bytes: v.size,
-                auto: v.auto,
+            .map(|(name, v)| {
+                let state =
+                    v.state.parse().map_err(|e| Error::Protocol(format!("volume {name}: {e}")))?;
+                Ok(VolumeView {
+                    name,
+                    device: v.device,
+                    backing: v.backing,
+                    state,
+                    size_bytes: v.size,
+                    auto: v.auto,
+                })
             })
-            .collect();
+            .collect::<Result<_, Error>>()?;
         volumes.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(StatusView {
             version: s.version,

@@ -40,7 +40,7 @@ impl Event {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     Description(String),
-    State(String),
+    State(snapback_dbus::SetState),
     UsedBytes(u64),
     SizeBytes(u64),
     MergeProgress(f64),
@@ -54,7 +54,7 @@ impl Change {
     fn decode(name: &str, value: OwnedVariant) -> Option<Change> {
         Some(match name {
             "Description" => Change::Description(String::try_from(value).ok()?),
-            "State" => Change::State(String::try_from(value).ok()?),
+            "State" => Change::State(String::try_from(value).ok()?.parse().ok()?),
             "UsedBytes" => Change::UsedBytes(u64::try_from(value).ok()?),
             "SizeBytes" => Change::SizeBytes(u64::try_from(value).ok()?),
             "MergeProgress" => Change::MergeProgress(f64::try_from(value).ok()?),
@@ -70,7 +70,7 @@ impl Change {
     pub fn apply(&self, view: &mut SnapshotView) {
         match self {
             Change::Description(v) => view.description = v.clone(),
-            Change::State(v) => view.state = v.clone(),
+            Change::State(v) => view.state = *v,
             Change::UsedBytes(v) => view.used_bytes = *v,
             Change::SizeBytes(v) => view.size_bytes = *v,
             Change::MergeProgress(v) => view.merge_progress = *v,
@@ -83,7 +83,7 @@ impl Change {
     pub fn to_json(&self) -> (&'static str, Value) {
         match self {
             Change::Description(v) => ("description", json!(v)),
-            Change::State(v) => ("state", json!(v)),
+            Change::State(v) => ("state", json!(v.as_str())),
             Change::UsedBytes(v) => ("used_bytes", json!(v)),
             Change::SizeBytes(v) => ("size_bytes", json!(v)),
             Change::MergeProgress(v) => ("merge_progress", json!(v)),

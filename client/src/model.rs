@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
+use snapback_dbus::{SetState, VolumeState};
 
 use crate::output::time::rfc3339;
 
@@ -17,8 +18,7 @@ pub struct SnapshotView {
     /// Microseconds since the Unix epoch.
     pub created_usec: u64,
     pub volumes: Vec<String>,
-    /// `active`, `invalid`, `overflow`, `merge-scheduled`, `merging` or `merge-failed`.
-    pub state: String,
+    pub state: SetState,
     pub used_bytes: u64,
     pub size_bytes: u64,
     /// 0..1
@@ -39,7 +39,7 @@ impl SnapshotView {
             "created": rfc3339(self.created_usec),
             "created_usec": self.created_usec,
             "volumes": self.volumes,
-            "state": self.state,
+            "state": self.state.as_str(),
             "used_bytes": self.used_bytes,
             "size_bytes": self.size_bytes,
             "merge_progress": self.merge_progress,
@@ -51,10 +51,10 @@ impl SnapshotView {
 
     /// State for people: `merging 42%` while a merge runs.
     pub fn state_label(&self) -> String {
-        if self.state == "merging" {
+        if self.state == SetState::Merging {
             format!("merging {:.0}%", (self.merge_progress * 100.0).clamp(0.0, 100.0).floor())
         } else {
-            self.state.clone()
+            self.state.to_string()
         }
     }
 }
@@ -67,7 +67,7 @@ pub struct VolumeView {
     pub device: String,
     /// The backing device or file.
     pub backing: String,
-    pub state: String,
+    pub state: VolumeState,
     pub size_bytes: u64,
     pub auto: bool,
 }
@@ -98,7 +98,7 @@ impl StatusView {
                     "name": v.name,
                     "device": v.device,
                     "backing": v.backing,
-                    "state": v.state,
+                    "state": v.state.as_str(),
                     "size_bytes": v.size_bytes,
                     "auto": v.auto,
                 })

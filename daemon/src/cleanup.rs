@@ -30,7 +30,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{PoolStatus, SnapshotId, SnapshotSetInfo, SnapshotState};
+use crate::backend::{PoolStatus, SetState, SnapshotId, SnapshotSetInfo};
 
 /// The `[cleanup]` table of `snapback.toml`. Every key is optional.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,12 +116,12 @@ pub struct Plan {
 /// Why a set may not be deleted by any rule, if it may not.
 fn protection(set: &SnapshotSetInfo, config: &CleanupConfig, now_us: u64) -> Option<String> {
     match set.state {
-        SnapshotState::MergeScheduled => return Some("a rollback is scheduled".into()),
-        SnapshotState::Merging => return Some("a rollback is running".into()),
-        SnapshotState::MergeFailed => {
+        SetState::MergeScheduled => return Some("a rollback is scheduled".into()),
+        SetState::Merging => return Some("a rollback is running".into()),
+        SetState::MergeFailed => {
             return Some("its rollback failed and awaits the administrator".into())
         }
-        SnapshotState::Active | SnapshotState::Invalid | SnapshotState::Overflow => {}
+        SetState::Active | SetState::Invalid | SetState::Overflow => {}
     }
     let age_us = now_us.saturating_sub(set.created_us);
     let min_age_us = config.min_age_seconds.saturating_mul(1_000_000);
@@ -157,7 +157,7 @@ pub fn plan(
 
     if config.delete_invalid {
         for (i, set) in ordered.iter().enumerate() {
-            if set.state == SnapshotState::Invalid && deletable[i] {
+            if set.state == SetState::Invalid && deletable[i] {
                 chosen[i] = true;
                 out.deletions.push(Deletion {
                     id: set.id,
@@ -322,7 +322,7 @@ mod tests {
             description: format!("set {id}"),
             created_us: NOW - hours_old * HOUR_US,
             volumes: vec!["root".into()],
-            state: SnapshotState::Active,
+            state: SetState::Active,
             used_bytes: 0,
             size_bytes: 100 * MIB,
             merge_progress: 0.0,
@@ -406,9 +406,9 @@ mod tests {
     fn sets_with_a_rollback_are_never_deleted() {
         let mut sets =
             vec![set(1, 50, false), set(2, 40, false), set(3, 30, false), set(4, 20, false)];
-        sets[0].state = SnapshotState::MergeScheduled;
-        sets[1].state = SnapshotState::Merging;
-        sets[2].state = SnapshotState::MergeFailed;
+        sets[0].state = SetState::MergeScheduled;
+        sets[1].state = SetState::Merging;
+        sets[2].state = SetState::MergeFailed;
         let p = plan(&config(1, 1), &sets, &pool(1000, 990), NOW);
         // Number rule wants 3 gone, space rule wants everything: only set 4 is deletable.
         assert_eq!(ids(&p), vec![4]);
@@ -418,7 +418,7 @@ mod tests {
     #[test]
     fn invalid_sets_are_deleted_first_and_leave_the_count() {
         let mut sets = vec![set(1, 50, false), set(2, 40, false), set(3, 30, false)];
-        sets[1].state = SnapshotState::Invalid;
+        sets[1].state = SetState::Invalid;
         let p = plan(&config(2, 5), &sets, &roomy(), NOW);
         // Set 2 goes as invalid; then 2 ordinary sets remain, within the limit.
         assert_eq!(ids(&p), vec![2]);

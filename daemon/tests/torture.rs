@@ -151,7 +151,7 @@ fn ledger_loop(
     stop: &AtomicBool,
     ledger: &Mutex<Ledger>,
 ) {
-    let mut rng = Rng::new(seed ^ 0x1ED6_E4);
+    let mut rng = Rng::new(seed ^ 0x001E_D6E4);
     while !stop.load(Ordering::SeqCst) {
         let names: Vec<String> = ledger.lock().unwrap().durable.keys().cloned().collect();
         counter += 1;
@@ -431,7 +431,7 @@ impl Torture {
     /// dead filesystem lazily; the caller stops what still has files open there, then
     /// [`Torture::restart`]s.
     fn kill(&mut self, mounted: bool) {
-        self.fx.kill_daemon(&[self.device.clone()]);
+        self.fx.kill_daemon(std::slice::from_ref(&self.device));
         self.counts.kills += 1;
         if mounted {
             run("umount", &["-l", self.mnt.to_str().unwrap()]);
@@ -566,7 +566,7 @@ impl Torture {
             manager.snapshot(&["root"], &format!("torture {n}"), cow_size(VOLUME_BYTES)).await
         });
         tokio::time::sleep(Duration::from_millis(self.rng.below(300))).await;
-        self.fx.kill_daemon(&[self.device.clone()]);
+        self.fx.kill_daemon(std::slice::from_ref(&self.device));
         let replied = call.await.unwrap();
         self.thaw();
         self.counts.kills += 1;

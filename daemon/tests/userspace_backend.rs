@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use snapbackd::backend::userspace::{UserspaceBackend, UserspaceOptions};
 use snapbackd::backend::{
-    Backend, BackendError, BackendEvent, RollbackOutcome, SnapshotRequest, SnapshotState,
+    Backend, BackendError, BackendEvent, RollbackOutcome, SetState, SnapshotRequest, VolumeState,
 };
 use snapbackd::config::{Config, PoolConfig, VolumeConfig};
 use snapbackd::pool::{self, FormatOptions, Pool};
@@ -215,7 +215,7 @@ fn wait_removed(backend: &UserspaceBackend, id: u32) {
             Err(BackendError::NotFound(_)) => return,
             Err(err) => panic!("looking up set {id}: {err}"),
         };
-        assert_ne!(info.state, SnapshotState::MergeFailed, "merge failed");
+        assert_ne!(info.state, SetState::MergeFailed, "merge failed");
         assert!(Instant::now() < deadline, "merge of {id} did not finish: {info:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -336,7 +336,7 @@ fn snapshot_change_rollback_restores_the_tree() {
     };
     let set = backend.create_snapshot(request).unwrap();
     assert_eq!(set.volumes, vec!["root".to_string()]);
-    assert_eq!(set.state, SnapshotState::Active);
+    assert_eq!(set.state, SetState::Active);
     assert_eq!(set.size_bytes, 64 * MIB);
     assert_eq!(backend.pool().used_bytes, 64 * MIB);
 
@@ -396,12 +396,12 @@ fn two_volume_set_scheduled_while_mounted_merges_at_next_open() {
     // root is mounted: the whole set is scheduled, nothing merges
     var_mounted.unmount();
     assert_eq!(backend.rollback(set.id).unwrap(), RollbackOutcome::Scheduled);
-    assert_eq!(backend.snapshot(set.id).unwrap().state, SnapshotState::MergeScheduled);
-    let states: Vec<String> = backend.volumes().iter().map(|v| v.state.clone()).collect();
-    assert_eq!(states, vec!["merge-scheduled", "merge-scheduled"]);
+    assert_eq!(backend.snapshot(set.id).unwrap().state, SetState::MergeScheduled);
+    let states: Vec<VolumeState> = backend.volumes().iter().map(|v| v.state).collect();
+    assert_eq!(states, vec![VolumeState::MergeScheduled; 2]);
     // cancel and schedule again; a second request while scheduled is idempotent
     backend.cancel_rollback(set.id).unwrap();
-    assert_eq!(backend.snapshot(set.id).unwrap().state, SnapshotState::Active);
+    assert_eq!(backend.snapshot(set.id).unwrap().state, SetState::Active);
     assert_eq!(backend.rollback(set.id).unwrap(), RollbackOutcome::Scheduled);
     assert_eq!(backend.rollback(set.id).unwrap(), RollbackOutcome::Scheduled);
     assert!(matches!(backend.delete(999), Err(BackendError::NotFound(_))));
@@ -453,7 +453,7 @@ fn a_rollback_scheduled_under_a_mount_waits_while_the_old_device_stays_mounted_a
     let backend = env.open();
     assert_eq!(
         backend.snapshot(set.id).unwrap().state,
-        SnapshotState::MergeScheduled,
+        SetState::MergeScheduled,
         "merged under the mount"
     );
     assert_ne!(device_of(&backend, "restarted"), old_device, "the volume gets a new device");
@@ -470,7 +470,7 @@ fn a_rollback_scheduled_under_a_mount_waits_while_the_old_device_stays_mounted_a
     let backend = env.open();
     assert_eq!(
         backend.snapshot(set.id).unwrap().state,
-        SnapshotState::MergeScheduled,
+        SetState::MergeScheduled,
         "merged under the mount at a second restart"
     );
 
@@ -565,11 +565,11 @@ fn reopen_mid_merge_resumes_and_ends_with_the_snapshot_content() {
     assert!(matches!(backend.rollback(set.id), Err(BackendError::AlreadyMerging(_))));
     assert!(matches!(backend.delete(set.id), Err(BackendError::Busy(_))));
     assert!(matches!(backend.cancel_rollback(set.id), Err(BackendError::AlreadyMerging(_))));
-    assert_eq!(backend.volumes()[0].state, "merging");
+    assert_eq!(backend.volumes()[0].state, VolumeState::Merging);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let info = backend.snapshot(set.id).unwrap();
-        assert_eq!(info.state, SnapshotState::Merging);
+        assert_eq!(info.state, SetState::Merging);
         if info.merge_progress > 0.05 {
             assert!(info.merge_progress < 1.0, "{info:?}");
             break;
@@ -590,7 +590,7 @@ fn reopen_mid_merge_resumes_and_ends_with_the_snapshot_content() {
     drop(pool);
 
     let backend = env.open_with(slow);
-    assert_eq!(backend.snapshot(set.id).unwrap().state, SnapshotState::Merging);
+    assert_eq!(backend.snapshot(set.id).unwrap().state, SetState::Merging);
     wait_removed(&backend, set.id);
     backend.shutdown().unwrap();
     drop(backend);
@@ -650,8 +650,8 @@ fn rollback_of_a_cow_invalidated_before_the_monitor_saw_it_is_refused_and_marked
     write_device(&device, 0, &data);
     assert!(matches!(backend.rollback(set.id), Err(BackendError::SnapshotInvalid(_))));
     let info = backend.snapshot(set.id).unwrap();
-    assert_eq!(info.state, SnapshotState::Invalid, "not left merging: {info:?}");
-    assert_eq!(backend.volumes()[0].state, "active");
+    assert_eq!(info.state, SetState::Invalid, "not left merging: {info:?}");
+    assert_eq!(backend.volumes()[0].state, VolumeState::Active);
     assert!(read_file(Path::new(&device), 0, 8 << 20) == data, "the volume keeps its writes");
     backend.delete(set.id).unwrap();
     backend.shutdown().unwrap();
@@ -675,7 +675,7 @@ fn full_cow_grows_or_invalidates_and_the_volume_keeps_working() {
     write_device(&device, 0, &data);
     // The monitor (every 100 ms) notices; 30 s is a liveness bound on a loaded machine.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while backend.snapshot(set.id).unwrap().state != SnapshotState::Invalid {
+    while backend.snapshot(set.id).unwrap().state != SetState::Invalid {
         assert!(Instant::now() < deadline, "snapshot never became invalid");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -708,7 +708,7 @@ fn full_cow_grows_or_invalidates_and_the_volume_keeps_working() {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let info = backend.snapshot(set.id).unwrap();
-            assert_eq!(info.state, SnapshotState::Active, "{info:?}");
+            assert_eq!(info.state, SetState::Active, "{info:?}");
             if info.used_bytes as f64 <= threshold * info.size_bytes as f64 {
                 break;
             }
@@ -720,7 +720,7 @@ fn full_cow_grows_or_invalidates_and_the_volume_keeps_working() {
         }
     }
     let info = backend.snapshot(set.id).unwrap();
-    assert_eq!(info.state, SnapshotState::Active, "{info:?}");
+    assert_eq!(info.state, SetState::Active, "{info:?}");
     assert!(info.size_bytes > 4 * MIB, "COW grew: {info:?}");
     let updated = backend
         .update_metadata(
@@ -940,7 +940,7 @@ fn a_corrupt_cow_found_at_start_makes_its_set_invalid_and_the_volume_works() {
 
     let backend = env.open();
     let info = backend.snapshot(set.id).unwrap();
-    assert_eq!(info.state, SnapshotState::Invalid, "{info:?}");
+    assert_eq!(info.state, SetState::Invalid, "{info:?}");
     assert_eq!(info.description, "kept");
     assert!(matches!(backend.rollback(set.id), Err(BackendError::SnapshotInvalid(_))));
     let device = device_of(&backend, "vol");
@@ -977,7 +977,7 @@ fn a_failed_merge_is_reported_kept_and_resumed_by_another_rollback() {
 
     assert_eq!(backend.rollback(set.id).unwrap(), RollbackOutcome::Merging);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while backend.snapshot(set.id).unwrap().state != SnapshotState::MergeFailed {
+    while backend.snapshot(set.id).unwrap().state != SetState::MergeFailed {
         assert!(Instant::now() < deadline, "merge never failed");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -1102,7 +1102,7 @@ fn the_volume_stays_usable_during_an_online_merge() {
     write_device(&device, 20 * MIB, &late);
     match backend.snapshot(set.id) {
         // all chunks may be merged already while the set is being removed: still "merging"
-        Ok(info) => assert!(info.state == SnapshotState::Merging, "{info:?}"),
+        Ok(info) => assert!(info.state == SetState::Merging, "{info:?}"),
         // a machine with very fast flushes may finish first; the content checks still hold
         Err(_) => eprintln!("warning: the merge finished before the mid-merge writes were done"),
     }
@@ -1144,7 +1144,7 @@ fn restore_pool(env: &Env, (bytes, data_offset): &(Vec<u8>, u64)) {
     file.sync_all().unwrap();
 }
 
-fn wait_state(backend: &UserspaceBackend, id: u32, state: SnapshotState) {
+fn wait_state(backend: &UserspaceBackend, id: u32, state: SetState) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while backend.snapshot(id).unwrap().state != state {
         assert!(
@@ -1211,7 +1211,7 @@ fn a_half_merged_set_stays_whole_whatever_is_pressed() {
         std::thread::sleep(Duration::from_millis(5));
     }
     backing_a.set_read_only(true);
-    wait_state(&backend, set.id, SnapshotState::MergeFailed);
+    wait_state(&backend, set.id, SetState::MergeFailed);
     // Whatever is merged or not, a reads as the snapshot, never as a mix.
     assert!(read_file(Path::new(&dev_a), 0, 8 << 20) == original_a, "volume a mixes two states");
 
@@ -1219,9 +1219,9 @@ fn a_half_merged_set_stays_whole_whatever_is_pressed() {
     // merge-failed, never to active; the set can be neither deleted nor cancelled again.
     let held = hold_busy(&dev_b);
     assert_eq!(backend.rollback(set.id).unwrap(), RollbackOutcome::Scheduled);
-    assert_eq!(backend.snapshot(set.id).unwrap().state, SnapshotState::MergeScheduled);
+    assert_eq!(backend.snapshot(set.id).unwrap().state, SetState::MergeScheduled);
     backend.cancel_rollback(set.id).unwrap();
-    assert_eq!(backend.snapshot(set.id).unwrap().state, SnapshotState::MergeFailed);
+    assert_eq!(backend.snapshot(set.id).unwrap().state, SetState::MergeFailed);
     match backend.delete(set.id) {
         Err(BackendError::Busy(message)) => {
             assert!(message.contains("half rolled back"), "{message}")
@@ -1239,7 +1239,7 @@ fn a_half_merged_set_stays_whole_whatever_is_pressed() {
         }
         other => panic!("rollback of a second set over a half-merged volume: {other:?}"),
     }
-    assert_eq!(backend.snapshot(second.id).unwrap().state, SnapshotState::Active);
+    assert_eq!(backend.snapshot(second.id).unwrap().state, SetState::Active);
     drop(held);
 
     // The device comes back; the next start resumes the failed merge by itself.
@@ -1253,7 +1253,7 @@ fn a_half_merged_set_stays_whole_whatever_is_pressed() {
     // The other set's snapshot kept its own content through the merge.
     let view = env.dir.path().join("fuse").join(format!("b@{}", second.id));
     assert!(read_file(&view, 0, 8 << 20) == second_view, "the second snapshot of b changed");
-    assert_eq!(backend.snapshot(second.id).unwrap().state, SnapshotState::Active);
+    assert_eq!(backend.snapshot(second.id).unwrap().state, SetState::Active);
 }
 
 #[test]
@@ -1279,12 +1279,12 @@ fn a_volume_missing_from_the_configuration_costs_no_set() {
 
     // b commented out: the set is kept as it was, and its rollback names what is missing.
     let backend = open(&without_b).unwrap();
-    assert_eq!(backend.snapshot(kept.id).unwrap().state, SnapshotState::Active);
+    assert_eq!(backend.snapshot(kept.id).unwrap().state, SetState::Active);
     match backend.rollback(kept.id) {
         Err(BackendError::NotFound(message)) => assert!(message.contains("volume b"), "{message}"),
         other => panic!("rollback without volume b: {other:?}"),
     }
-    assert_eq!(backend.snapshot(kept.id).unwrap().state, SnapshotState::Active);
+    assert_eq!(backend.snapshot(kept.id).unwrap().state, SetState::Active);
     drop(backend);
 
     // b is back: the set rolls both volumes back.
@@ -1301,7 +1301,7 @@ fn a_volume_missing_from_the_configuration_costs_no_set() {
     write_device(&dev_b, 0, &pattern(2 << 20, 85));
     let cut = cut_pool(&env);
     assert_eq!(backend.rollback(begun.id).unwrap(), RollbackOutcome::Merging);
-    wait_state(&backend, begun.id, SnapshotState::MergeFailed);
+    wait_state(&backend, begun.id, SetState::MergeFailed);
     drop(backend);
     restore_pool(&env, &cut);
     let err = open(&without_b).unwrap_err();
@@ -1480,7 +1480,7 @@ fn a_rollback_of_the_root_volume_brings_back_boot_and_a_cancel_the_upgrade() {
     let registry = Pool::open(&env.config.pool.path).unwrap().registry();
     assert_eq!(registry.boot_blob_extent_count(), 0, "the last set naming the kept files is gone");
     assert!(!entry_path.exists(), "the rollback entry goes with its set");
-    assert_eq!(backend.snapshot(data_only.id).unwrap().state, SnapshotState::Active);
+    assert_eq!(backend.snapshot(data_only.id).unwrap().state, SetState::Active);
 }
 
 /// The upgrade's /boot as a crash part way through its restore would leave it.

@@ -1,6 +1,7 @@
 //! snapback's D-Bus API, version 1: the contract shared by `snapbackd` and its clients.
 //!
-//! - [`names`]: bus name, object paths, interface names, option keys, state strings.
+//! - [`names`]: bus name, object paths, interface names, option keys.
+//! - [`SetState`], [`VolumeState`]: the states the API reports, with their strings.
 //! - [`Error`]: the named errors `org.snapback.Snapback1.Error.*`.
 //! - [`ManagerProxy`], [`SnapshotProxy`]: zbus proxies. zbus 6 has no blocking API; a
 //!   synchronous client drives them with `zbus::block_on(async { ... })`.
@@ -15,11 +16,13 @@
 pub mod error;
 pub mod names;
 pub mod proxy;
+pub mod state;
 pub mod status;
 
 pub use error::Error;
 pub use names::*;
 pub use proxy::{ManagerProxy, SnapshotProxy};
+pub use state::{SetState, UnknownState, VolumeState};
 pub use status::{PoolStatus, Status, VolumeStatus};
 
 /// The introspection data of both interfaces, as checked in next to this crate.
@@ -43,9 +46,6 @@ mod tests {
         for (interface, member, _) in ADDITIONS {
             assert_eq!(*interface, MANAGER_INTERFACE);
             assert!(INTROSPECTION_XML.contains(&format!("<method name=\"{member}\">")), "{member}");
-        }
-        for state in state::ALL {
-            assert!(!state.is_empty());
         }
     }
 }

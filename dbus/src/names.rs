@@ -38,17 +38,6 @@ pub mod options {
     pub const UPDATE_METADATA_KEYS: &[&str] = &[];
 }
 
-/// Values of the `State` property of a snapshot set.
-pub mod state {
-    pub const ACTIVE: &str = "active";
-    pub const INVALID: &str = "invalid";
-    pub const OVERFLOW: &str = "overflow";
-    pub const MERGE_SCHEDULED: &str = "merge-scheduled";
-    pub const MERGING: &str = "merging";
-    pub const MERGE_FAILED: &str = "merge-failed";
-    pub const ALL: &[&str] = &[ACTIVE, INVALID, OVERFLOW, MERGE_SCHEDULED, MERGING, MERGE_FAILED];
-}
-
 /// Replies of `Rollback`.
 pub mod rollback {
     /// The merge runs now.

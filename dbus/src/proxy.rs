@@ -114,7 +114,7 @@ pub trait Snapshot {
     #[zbus(property(emits_changed_signal = "const"))]
     fn volumes(&self) -> zbus::Result<Vec<String>>;
 
-    /// One of [`crate::state::ALL`].
+    /// One of [`crate::SetState`]'s strings.
     #[zbus(property)]
     fn state(&self) -> zbus::Result<String>;
 

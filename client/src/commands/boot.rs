@@ -70,13 +70,13 @@ mod tests {
         vec![
             SnapshotView {
                 id: 1,
-                state: "active".into(),
+                state: snapback_dbus::SetState::Active,
                 description: "data only".into(),
                 ..Default::default()
             },
             SnapshotView {
                 id: 2,
-                state: "merge-scheduled".into(),
+                state: snapback_dbus::SetState::MergeScheduled,
                 description: "dnf upgrade".into(),
                 boot_entry: "/boot/loader/entries/snapback-rollback-2.conf".into(),
                 ..Default::default()

@@ -72,7 +72,7 @@ mod tests {
             description: "before dnf upgrade".into(),
             created_usec: now - 90 * 1_000_000,
             volumes: vec!["root".into(), "var".into()],
-            state: "merge-scheduled".into(),
+            state: snapback_dbus::SetState::MergeScheduled,
             used_bytes: 256 << 20,
             size_bytes: 1 << 30,
             userdata: [("tx".to_owned(), "42".to_owned()), ("by".to_owned(), "dnf".to_owned())]

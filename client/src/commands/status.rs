@@ -67,7 +67,7 @@ pub fn render_human(s: &StatusView) -> String {
     for v in &s.volumes {
         table.row(vec![
             v.name.clone(),
-            v.state.clone(),
+            v.state.to_string(),
             units::human_size(v.size_bytes),
             if v.auto { "yes" } else { "no" }.to_owned(),
             if v.device.is_empty() { "-".to_owned() } else { v.device.clone() },
@@ -93,14 +93,14 @@ mod tests {
                     name: "root".into(),
                     device: "/dev/loop3".into(),
                     backing: "/var/lib/snapback/root.img".into(),
-                    state: "active".into(),
+                    state: snapback_dbus::VolumeState::Active,
                     size_bytes: 8 << 30,
                     auto: true,
                 },
                 VolumeView {
                     name: "var".into(),
                     backing: "/dev/vdb".into(),
-                    state: "inactive".into(),
+                    state: snapback_dbus::VolumeState::Inactive,
                     size_bytes: 512 << 20,
                     ..Default::default()
                 },

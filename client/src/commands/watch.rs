@@ -83,7 +83,7 @@ impl View {
                 }
             }
         }
-        for s in sets.iter().filter(|s| s.state == snapback_dbus::state::MERGING) {
+        for s in sets.iter().filter(|s| s.state == snapback_dbus::SetState::Merging) {
             self.track_merge(s.id, s.merge_progress);
         }
     }
@@ -182,7 +182,7 @@ impl View {
                     if self.format == Format::Human {
                         self.say(&format!("snapshot set {id}: {state}"));
                     }
-                    if state == snapback_dbus::state::MERGING {
+                    if *state == snapback_dbus::SetState::Merging {
                         let f = self.sets.get(&id).map_or(0.0, |s| s.merge_progress);
                         self.track_merge(id, f);
                     } else {

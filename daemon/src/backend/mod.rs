@@ -17,6 +17,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use snapback_dbus::{SetState, VolumeState};
+
 /// Identifier of a snapshot set: stable for the life of the set, never reused in a pool.
 pub type SnapshotId = u32;
 
@@ -39,30 +41,6 @@ impl BackendKind {
     }
 }
 
-/// State of a snapshot set, with the exact strings of the D-Bus `State` property.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SnapshotState {
-    Active,
-    Invalid,
-    Overflow,
-    MergeScheduled,
-    Merging,
-    MergeFailed,
-}
-
-impl SnapshotState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SnapshotState::Active => "active",
-            SnapshotState::Invalid => "invalid",
-            SnapshotState::Overflow => "overflow",
-            SnapshotState::MergeScheduled => "merge-scheduled",
-            SnapshotState::Merging => "merging",
-            SnapshotState::MergeFailed => "merge-failed",
-        }
-    }
-}
-
 /// A volume as `Status` reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VolumeInfo {
@@ -72,8 +50,7 @@ pub struct VolumeInfo {
     /// The block device users mount instead of the backing one (None while not assembled).
     pub device: Option<PathBuf>,
     pub auto: bool,
-    /// `active`, `merging`, `merge-scheduled` or `inactive`.
-    pub state: String,
+    pub state: VolumeState,
     pub size_bytes: u64,
 }
 
@@ -85,7 +62,7 @@ pub struct SnapshotSetInfo {
     /// Microseconds since the Unix epoch.
     pub created_us: u64,
     pub volumes: Vec<String>,
-    pub state: SnapshotState,
+    pub state: SetState,
     /// COW bytes in use, summed over the set's volumes (kernel "allocated" figure).
     pub used_bytes: u64,
     /// COW bytes reserved for the set.

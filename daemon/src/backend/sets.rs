@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{
     BackendError, BackendResult, PoolStatus, SnapshotId, SnapshotRequest, SnapshotSetInfo,
-    SnapshotState,
+    VolumeState,
 };
 use crate::pool::{
     CowRecord, Pool, PoolError, Registry, SetState, SnapshotSetRecord, VolumeRecord,
@@ -29,18 +29,6 @@ pub fn pool_error(err: PoolError) -> BackendError {
     match err {
         PoolError::NoSpace { .. } => BackendError::NoSpace(err.to_string()),
         other => BackendError::Backend(other.to_string()),
-    }
-}
-
-/// The bus state of a registry state.
-pub fn bus_state(state: SetState) -> SnapshotState {
-    match state {
-        SetState::Active => SnapshotState::Active,
-        SetState::Invalid => SnapshotState::Invalid,
-        SetState::Overflow => SnapshotState::Overflow,
-        SetState::MergeScheduled => SnapshotState::MergeScheduled,
-        SetState::Merging => SnapshotState::Merging,
-        SetState::MergeFailed => SnapshotState::MergeFailed,
     }
 }
 
@@ -231,7 +219,7 @@ pub fn update_metadata(
 }
 
 /// The `state` a volume reports in `Status`.
-pub fn volume_state(registry: &Registry, volume: &str, assembled: bool) -> &'static str {
+pub fn volume_state(registry: &Registry, volume: &str, assembled: bool) -> VolumeState {
     let states: Vec<SetState> = registry
         .snapshot_sets
         .iter()
@@ -239,15 +227,15 @@ pub fn volume_state(registry: &Registry, volume: &str, assembled: bool) -> &'sta
         .map(|set| set.state)
         .collect();
     if states.contains(&SetState::Merging) {
-        "merging"
+        VolumeState::Merging
     } else if states.contains(&SetState::MergeFailed) {
-        "merge-failed"
+        VolumeState::MergeFailed
     } else if states.contains(&SetState::MergeScheduled) {
-        "merge-scheduled"
+        VolumeState::MergeScheduled
     } else if assembled {
-        "active"
+        VolumeState::Active
     } else {
-        "inactive"
+        VolumeState::Inactive
     }
 }
 
@@ -264,7 +252,7 @@ pub fn info(
         description: record.description.clone(),
         created_us: record.created_us,
         volumes: record.volumes(),
-        state: bus_state(record.state),
+        state: record.state,
         used_bytes,
         size_bytes: record.extent_count() * extent_bytes,
         merge_progress: if record.state == SetState::Merging {
@@ -363,20 +351,20 @@ mod tests {
             set(1, SetState::MergeScheduled, &["root"]),
             set(2, SetState::Merging, &["root"]),
         ]);
-        assert_eq!(volume_state(&reg, "root", true), "merging");
+        assert_eq!(volume_state(&reg, "root", true), VolumeState::Merging);
         assert_eq!(
             volume_state(
                 &registry(vec![set(1, SetState::MergeScheduled, &["root"])]),
                 "root",
                 true
             ),
-            "merge-scheduled"
+            VolumeState::MergeScheduled
         );
         assert_eq!(
             volume_state(&registry(vec![set(1, SetState::MergeFailed, &["root"])]), "root", true),
-            "merge-failed"
+            VolumeState::MergeFailed
         );
-        assert_eq!(volume_state(&reg, "var", true), "active");
-        assert_eq!(volume_state(&reg, "var", false), "inactive");
+        assert_eq!(volume_state(&reg, "var", true), VolumeState::Active);
+        assert_eq!(volume_state(&reg, "var", false), VolumeState::Inactive);
     }
 }

@@ -10,39 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::PoolError;
 
-/// A snapshot set's persistent state (the bus `State` strings).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SetState {
-    Active,
-    Invalid,
-    Overflow,
-    /// A rollback is pending: the merge starts when the volumes are next assembled.
-    MergeScheduled,
-    /// The merge runs (and resumes after a restart).
-    Merging,
-    MergeFailed,
-}
-
-impl SetState {
-    /// The bus `State` string (also the registry's JSON).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SetState::Active => "active",
-            SetState::Invalid => "invalid",
-            SetState::Overflow => "overflow",
-            SetState::MergeScheduled => "merge-scheduled",
-            SetState::Merging => "merging",
-            SetState::MergeFailed => "merge-failed",
-        }
-    }
-
-    /// Whether a rollback was asked for and has not finished: the set is to be merged when its
-    /// volumes are next assembled (a failed merge is retried too).
-    pub fn rollback_requested(self) -> bool {
-        matches!(self, SetState::MergeScheduled | SetState::Merging | SetState::MergeFailed)
-    }
-}
+/// A snapshot set's persistent state: the API's own type, stored under its bus names.
+pub use snapback_dbus::SetState;
 
 /// A managed volume.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use snapback_dbus::{snapshot_path, Error, PoolStatus, Status, VolumeStatus};
 
 use super::shared::Shared;
-use crate::backend::{PoolStatus as BackendPool, SnapshotSetInfo, SnapshotState, VolumeInfo};
+use crate::backend::{PoolStatus as BackendPool, SetState, SnapshotSetInfo, VolumeInfo};
 
 pub async fn collect(shared: &Shared) -> Result<Status, Error> {
     let (kind, volumes, pool, sets) = shared
@@ -22,7 +22,7 @@ pub fn shape(
     pool: BackendPool,
     sets: &[SnapshotSetInfo],
 ) -> Status {
-    let paths_where = |state: SnapshotState| {
+    let paths_where = |state: SetState| {
         sets.iter().filter(|s| s.state == state).map(|s| snapshot_path(s.id)).collect::<Vec<_>>()
     };
     let volumes: HashMap<String, VolumeStatus> = volumes
@@ -36,7 +36,7 @@ pub fn shape(
             let status = VolumeStatus {
                 device: v.device.map(|d| d.display().to_string()).unwrap_or_default(),
                 backing: v.backing.display().to_string(),
-                state: v.state,
+                state: v.state.to_string(),
                 size: v.size_bytes,
                 auto: v.auto,
                 snapshots,
@@ -53,8 +53,8 @@ pub fn shape(
             used: pool.used_bytes,
         },
         volumes,
-        pending: paths_where(SnapshotState::MergeScheduled),
-        merging: paths_where(SnapshotState::Merging),
+        pending: paths_where(SetState::MergeScheduled),
+        merging: paths_where(SetState::Merging),
     }
 }
 
@@ -62,10 +62,10 @@ pub fn shape(
 pub fn summary(sets: &[SnapshotSetInfo]) -> String {
     let merging: Vec<String> = sets
         .iter()
-        .filter(|s| s.state == SnapshotState::Merging)
+        .filter(|s| s.state == SetState::Merging)
         .map(|s| format!("#{} {:.0}%", s.id, s.merge_progress * 100.0))
         .collect();
-    let pending = sets.iter().filter(|s| s.state == SnapshotState::MergeScheduled).count();
+    let pending = sets.iter().filter(|s| s.state == SetState::MergeScheduled).count();
     let mut line = format!("{} snapshot set(s)", sets.len());
     if !merging.is_empty() {
         line.push_str(&format!(", merging {}", merging.join(", ")));
@@ -82,7 +82,9 @@ mod tests {
     use std::collections::BTreeMap;
     use std::path::PathBuf;
 
-    fn set(id: u32, volumes: &[&str], state: SnapshotState, progress: f64) -> SnapshotSetInfo {
+    use crate::backend::VolumeState;
+
+    fn set(id: u32, volumes: &[&str], state: SetState, progress: f64) -> SnapshotSetInfo {
         SnapshotSetInfo {
             id,
             description: String::new(),
@@ -106,7 +108,7 @@ mod tests {
                 backing: PathBuf::from("/img/root"),
                 device: Some(PathBuf::from("/dev/loop4")),
                 auto: true,
-                state: "merging".into(),
+                state: VolumeState::Merging,
                 size_bytes: 100,
             },
             VolumeInfo {
@@ -114,16 +116,16 @@ mod tests {
                 backing: PathBuf::from("/img/var"),
                 device: None,
                 auto: false,
-                state: "inactive".into(),
+                state: VolumeState::Inactive,
                 size_bytes: 200,
             },
         ];
         let pool =
             BackendPool { path: PathBuf::from("/img/pool"), size_bytes: 1000, used_bytes: 10 };
         let sets = [
-            set(1, &["root"], SnapshotState::Merging, 0.5),
-            set(2, &["root", "var"], SnapshotState::MergeScheduled, 0.0),
-            set(3, &["var"], SnapshotState::Active, 0.0),
+            set(1, &["root"], SetState::Merging, 0.5),
+            set(2, &["root", "var"], SetState::MergeScheduled, 0.0),
+            set(3, &["var"], SetState::Active, 0.0),
         ];
         let status = shape("userspace", "0.1.0", volumes, pool, &sets);
         assert_eq!(status.backend, "userspace");

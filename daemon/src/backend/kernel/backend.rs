@@ -611,7 +611,7 @@ impl Backend for KernelBackend {
                     backing: volume.backing.clone(),
                     device: present.then_some(path),
                     auto: volume.auto,
-                    state: state.into(),
+                    state,
                     size_bytes: volume.spec.sectors * 512,
                 }
             })

@@ -294,7 +294,7 @@ impl Backend for UserspaceBackend {
                     backing: volume.backing.clone(),
                     device,
                     auto: volume.auto,
-                    state: state.to_string(),
+                    state,
                     size_bytes: volume.size_bytes,
                 }
             })
