@@ -19,9 +19,12 @@ pub struct Client {
 impl From<snapback_dbus::Error> for Error {
     fn from(e: snapback_dbus::Error) -> Self {
         use zbus::DBusError;
-        match e {
-            snapback_dbus::Error::ZBus(e) => Error::from(e),
-            other => Error::Daemon {
+        match (e.kind(), e) {
+            (Some(kind), e) => {
+                Error::Daemon { kind, message: e.description().unwrap_or("").to_owned() }
+            }
+            (None, snapback_dbus::Error::ZBus(e)) => Error::from(e),
+            (None, other) => Error::DBus {
                 name: other.name().to_string(),
                 message: other.description().unwrap_or("").to_owned(),
             },
@@ -65,7 +68,7 @@ impl Client {
     pub async fn snapshot(&self, id: u32) -> Result<SnapshotView, Error> {
         let path = snapback_dbus::snapshot_path(id);
         match self.read_snapshot(&path).await {
-            Err(Error::Daemon { name, .. }) if is_missing_object(&name) => Err(not_found(id)),
+            Err(e) if is_missing_object(&e) => Err(not_found(id)),
             other => other,
         }
     }
@@ -77,7 +80,7 @@ impl Client {
             match self.read_snapshot(&path).await {
                 Ok(view) => views.push(view),
                 // Deleted between the listing and the read: not an error for `list`.
-                Err(Error::Daemon { name, .. }) if is_missing_object(&name) => {}
+                Err(e) if is_missing_object(&e) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -188,21 +191,24 @@ fn ids_of(paths: &[OwnedObjectPath]) -> Vec<u32> {
     ids
 }
 
-/// Error names a read of a vanished (or never existing) object produces.
-fn is_missing_object(name: &str) -> bool {
-    matches!(
-        name,
-        "org.freedesktop.DBus.Error.UnknownObject"
-            | "org.freedesktop.DBus.Error.UnknownInterface"
-            | "org.freedesktop.DBus.Error.UnknownProperty"
-            | "org.snapback.Snapback1.Error.NotFound"
-    )
+/// What a read of a vanished (or never existing) object produces.
+fn is_missing_object(error: &Error) -> bool {
+    match error {
+        Error::Daemon { kind, .. } => *kind == snapback_dbus::ErrorKind::NotFound,
+        Error::DBus { name, .. } => matches!(
+            name.as_str(),
+            "org.freedesktop.DBus.Error.UnknownObject"
+                | "org.freedesktop.DBus.Error.UnknownInterface"
+                | "org.freedesktop.DBus.Error.UnknownProperty"
+        ),
+        _ => false,
+    }
 }
 
 /// The NotFound error for set `id`, as the daemon would word it.
 pub fn not_found(id: u32) -> Error {
     Error::Daemon {
-        name: format!("{}.NotFound", snapback_dbus::ERROR_PREFIX),
+        kind: snapback_dbus::ErrorKind::NotFound,
         message: format!("no snapshot set {id}"),
     }
 }

@@ -2,15 +2,19 @@
 
 use std::path::PathBuf;
 
-/// D-Bus error names of the snapback API (`org.snapback.Snapback1.Error.<Name>`).
-const SNAPBACK_ERROR_PREFIX: &str = "org.snapback.Snapback1.Error.";
+use snapback_dbus::ErrorKind;
 
 /// A failure of one command.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The daemon answered with a D-Bus error reply.
-    #[error("{}", daemon_sentence(name, message))]
-    Daemon { name: String, message: String },
+    /// The daemon answered with one of API v1's errors.
+    #[error("{}", kind_sentence(*kind, message))]
+    Daemon { kind: ErrorKind, message: String },
+
+    /// An error reply whose name is not API v1's: from the bus itself (policy, no daemon,
+    /// timeout) or from a newer daemon.
+    #[error("{}", dbus_sentence(name, message))]
+    DBus { name: String, message: String },
 
     /// The system bus could not be reached.
     #[error(
@@ -53,7 +57,10 @@ pub enum Error {
 impl From<zbus::Error> for Error {
     fn from(e: zbus::Error) -> Self {
         match dbus_error_name(&e) {
-            Some((name, message)) => Error::Daemon { name, message },
+            Some((name, message)) => match ErrorKind::from_name(&name) {
+                Some(kind) => Error::Daemon { kind, message },
+                None => Error::DBus { name, message },
+            },
             None => Error::Bus(e),
         }
     }
@@ -81,62 +88,77 @@ pub fn dbus_error_name(e: &zbus::Error) -> Option<(String, String)> {
     }
 }
 
-/// The sentence printed for a D-Bus error reply: what happened, then what to do.
-pub fn daemon_sentence(name: &str, message: &str) -> String {
-    let detail = if message.is_empty() { String::new() } else { format!(" ({message})") };
-    let short = name.strip_prefix(SNAPBACK_ERROR_PREFIX);
-    match short {
-        Some("NotAuthorized") => {
+/// The sentence printed for one of the API's errors: what happened, then what to do.
+pub fn kind_sentence(kind: ErrorKind, message: &str) -> String {
+    match kind {
+        ErrorKind::NotAuthorized => {
             // The daemon's message often starts with the same words; say them once.
             let reason = message.strip_prefix("not authorized: ").unwrap_or(message);
             let detail = if reason.is_empty() { String::new() } else { format!(" ({reason})") };
             format!("not authorized: run as root or ask your administrator{detail}")
         }
-        Some("NotFound") => format!(
+        ErrorKind::NotFound => format!(
             "not found{}: `snapbackctl list` shows the existing snapshot sets",
             colon(message)
         ),
-        Some("Busy") => format!("busy{}: try again once the volume is idle", colon(message)),
-        Some("InvalidArgument") => format!("invalid argument{}", colon(message)),
-        Some("SnapshotInvalid") => format!(
+        ErrorKind::Busy => format!("busy{}: try again once the volume is idle", colon(message)),
+        ErrorKind::InvalidArgument => format!("invalid argument{}", colon(message)),
+        ErrorKind::SnapshotInvalid => format!(
             "the snapshot set is invalid{}: it cannot be rolled back; delete it with \
              `snapbackctl delete ID`",
             colon(message)
         ),
-        Some("NoSpace") => format!(
+        ErrorKind::NoSpace => format!(
             "no space left in the pool{}: delete old snapshot sets (`snapbackctl list`, \
              `snapbackctl delete ID`) or grow the pool",
             colon(message)
         ),
-        Some("AlreadyMerging") => format!(
+        ErrorKind::AlreadyMerging => format!(
             "a rollback is already running or scheduled{}: follow it with `snapbackctl watch`, \
              or cancel a scheduled one with `snapbackctl cancel ID`",
             colon(message)
         ),
-        Some("Backend") => {
+        ErrorKind::Backend => {
             format!("the storage backend failed{}: see `journalctl -u snapbackd`", colon(message))
         }
-        Some(other) => format!("snapbackd error {other}{}", colon(message)),
-        None => match name {
-            "org.freedesktop.DBus.Error.AccessDenied" | "org.freedesktop.DBus.Error.AuthFailed" => {
-                format!("not authorized: run as root or ask your administrator{detail}")
-            }
-            "org.freedesktop.DBus.Error.ServiceUnknown"
-            | "org.freedesktop.DBus.Error.NameHasNoOwner" => format!(
+    }
+}
+
+/// The sentence printed for an error reply whose name is not one of the API's.
+pub fn dbus_sentence(name: &str, message: &str) -> String {
+    let detail = if message.is_empty() { String::new() } else { format!(" ({message})") };
+    if let Some(short) =
+        name.strip_prefix(snapback_dbus::ERROR_PREFIX).and_then(|s| s.strip_prefix('.'))
+    {
+        return format!("snapbackd error {short}{}", colon(message));
+    }
+    match name {
+        "org.freedesktop.DBus.Error.AccessDenied" | "org.freedesktop.DBus.Error.AuthFailed" => {
+            format!("not authorized: run as root or ask your administrator{detail}")
+        }
+        "org.freedesktop.DBus.Error.ServiceUnknown"
+        | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
+            format!(
                 "snapbackd is not running and could not be started: check \
                  `systemctl status snapbackd`{detail}"
-            ),
-            "org.freedesktop.DBus.Error.UnknownObject" => format!(
-                "no such snapshot set{}: `snapbackctl list` shows the existing ones",
-                colon(message)
-            ),
-            "org.freedesktop.DBus.Error.NoReply" | "org.freedesktop.DBus.Error.TimedOut" => {
-                format!(
-                    "snapbackd did not answer in time{detail}: check `systemctl status snapbackd`"
-                )
-            }
-            _ => format!("{name}{}", colon(message)),
-        },
+            )
+        }
+        "org.freedesktop.DBus.Error.UnknownObject" => format!(
+            "no such snapshot set{}: `snapbackctl list` shows the existing ones",
+            colon(message)
+        ),
+        "org.freedesktop.DBus.Error.NoReply" | "org.freedesktop.DBus.Error.TimedOut" => {
+            format!("snapbackd did not answer in time{detail}: check `systemctl status snapbackd`")
+        }
+        _ => format!("{name}{}", colon(message)),
+    }
+}
+
+/// The sentence for an error reply by its full name, whichever kind it is.
+pub fn daemon_sentence(name: &str, message: &str) -> String {
+    match ErrorKind::from_name(name) {
+        Some(kind) => kind_sentence(kind, message),
+        None => dbus_sentence(name, message),
     }
 }
 
@@ -183,7 +205,7 @@ mod tests {
             "AlreadyMerging",
             "Backend",
         ] {
-            let s = daemon_sentence(&format!("{SNAPBACK_ERROR_PREFIX}{name}"), "msg");
+            let s = daemon_sentence(&format!("{}.{name}", snapback_dbus::ERROR_PREFIX), "msg");
             assert!(!s.starts_with("snapbackd error"), "{name}: {s}");
             assert!(s.contains("msg"), "{name}: {s}");
         }

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::backend::kernel::{self, KernelBackend};
 use crate::backend::userspace::{UserspaceBackend, UserspaceOptions};
-use crate::backend::{Backend, BackendKind};
+use crate::backend::{Backend, BackendError, BackendKind};
 use crate::config::{self, Config, DEFAULT_CONFIG_PATH};
 use crate::pool::{self, Pool};
 use crate::service::{self, logging, Authorization};
@@ -74,8 +74,8 @@ pub enum CliError {
     Config(#[from] config::ConfigError),
     #[error("{0}")]
     Pool(#[from] pool::PoolError),
-    #[error("{0}")]
-    Backend(String),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
     #[error("--no-polkit is only for tests: set SNAPBACK_TESTING=1 to use it")]
     NoPolkitRefused,
     #[error("the kernel backend is not available here: {0}")]
@@ -148,8 +148,7 @@ fn activate(config_path: &Path, device_timeout: u64, cmdline: &Path) -> Result<(
         None => None,
     };
     let pool = open_pool(&config)?;
-    let devices =
-        kernel::activate(&config, pool, rollback).map_err(|e| CliError::Backend(e.to_string()))?;
+    let devices = kernel::activate(&config, pool, rollback)?;
     for device in devices {
         println!("{}", device.display());
     }
@@ -170,7 +169,7 @@ fn serve(cli: &Cli) -> Result<(), CliError> {
     // Checked now, so that a wrong path is reported before anything else happens.
     let pool = open_pool(&config)?;
     let opener: service::BackendOpener =
-        Box::new(move || open_backend(kind, &config, pool).map_err(|e| e.to_string()));
+        Box::new(move || open_backend(kind, &config, pool).map_err(Into::into));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -189,19 +188,14 @@ fn open_backend(
     pool: Pool,
 ) -> Result<Arc<dyn Backend>, CliError> {
     let opened: Arc<dyn Backend> = match kind {
-        BackendKind::Kernel => Arc::new(
-            KernelBackend::open(config, pool).map_err(|e| CliError::Backend(e.to_string()))?,
-        ),
+        BackendKind::Kernel => Arc::new(KernelBackend::open(config, pool)?),
         BackendKind::Userspace => {
             let options = UserspaceOptions {
                 merge_step_bytes: testing_merge_step_bytes(),
                 merge_step_pause: testing_merge_step_pause(),
                 ..UserspaceOptions::default()
             };
-            Arc::new(
-                UserspaceBackend::open_with(config, pool, options)
-                    .map_err(|e| CliError::Backend(e.to_string()))?,
-            )
+            Arc::new(UserspaceBackend::open_with(config, pool, options)?)
         }
     };
     Ok(opened)

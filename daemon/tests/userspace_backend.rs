@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use snapbackd::backend::userspace::{UserspaceBackend, UserspaceOptions};
 use snapbackd::backend::{
-    Backend, BackendError, BackendEvent, RollbackOutcome, SetState, SnapshotRequest, VolumeState,
+    Backend, BackendError, BackendEvent, ErrorKind, RollbackOutcome, SetState, SnapshotRequest,
+    VolumeState,
 };
 use snapbackd::config::{Config, PoolConfig, VolumeConfig};
 use snapbackd::pool::{self, FormatOptions, Pool};
@@ -212,7 +213,7 @@ fn wait_removed(backend: &UserspaceBackend, id: u32) {
     loop {
         let info = match backend.snapshot(id) {
             Ok(info) => info,
-            Err(BackendError::NotFound(_)) => return,
+            Err(BackendError { kind: ErrorKind::NotFound, .. }) => return,
             Err(err) => panic!("looking up set {id}: {err}"),
         };
         assert_ne!(info.state, SetState::MergeFailed, "merge failed");
@@ -404,7 +405,7 @@ fn two_volume_set_scheduled_while_mounted_merges_at_next_open() {
     assert_eq!(backend.snapshot(set.id).unwrap().state, SetState::Active);
     assert_eq!(backend.rollback(set.id).unwrap(), RollbackOutcome::Scheduled);
     assert_eq!(backend.rollback(set.id).unwrap(), RollbackOutcome::Scheduled);
-    assert!(matches!(backend.delete(999), Err(BackendError::NotFound(_))));
+    assert!(matches!(backend.delete(999), Err(BackendError { kind: ErrorKind::NotFound, .. })));
 
     // "reboot": the volumes go away, snapbackd starts again and runs the pending merge
     root_mounted.unmount();
@@ -562,9 +563,15 @@ fn reopen_mid_merge_resumes_and_ends_with_the_snapshot_content() {
     write_device(&device, 0, &pattern(32 << 20, 22));
     let events = record_events(&backend);
     assert_eq!(backend.rollback(set.id).unwrap(), RollbackOutcome::Merging);
-    assert!(matches!(backend.rollback(set.id), Err(BackendError::AlreadyMerging(_))));
-    assert!(matches!(backend.delete(set.id), Err(BackendError::Busy(_))));
-    assert!(matches!(backend.cancel_rollback(set.id), Err(BackendError::AlreadyMerging(_))));
+    assert!(matches!(
+        backend.rollback(set.id),
+        Err(BackendError { kind: ErrorKind::AlreadyMerging, .. })
+    ));
+    assert!(matches!(backend.delete(set.id), Err(BackendError { kind: ErrorKind::Busy, .. })));
+    assert!(matches!(
+        backend.cancel_rollback(set.id),
+        Err(BackendError { kind: ErrorKind::AlreadyMerging, .. })
+    ));
     assert_eq!(backend.volumes()[0].state, VolumeState::Merging);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -609,7 +616,9 @@ fn full_pool_is_no_space_with_nothing_half_made() {
     let before = Pool::open(&env.config.pool.path).unwrap().registry();
     let request = SnapshotRequest { cow_size_bytes: Some(32 * MIB), ..SnapshotRequest::default() };
     match backend.create_snapshot(request) {
-        Err(BackendError::NoSpace(message)) => assert!(message.contains("16 extents"), "{message}"),
+        Err(BackendError { kind: ErrorKind::NoSpace, message, .. }) => {
+            assert!(message.contains("16 extents"), "{message}")
+        }
         other => panic!("expected NoSpace, got {other:?}"),
     }
     assert!(backend.snapshots().is_empty());
@@ -626,7 +635,10 @@ fn full_pool_is_no_space_with_nothing_half_made() {
     assert_eq!(backend.pool().used_bytes, 16 * MIB);
     backend.delete(set.id).unwrap();
     assert_eq!(backend.pool().used_bytes, 0);
-    assert!(matches!(backend.rollback(set.id), Err(BackendError::NotFound(_))));
+    assert!(matches!(
+        backend.rollback(set.id),
+        Err(BackendError { kind: ErrorKind::NotFound, .. })
+    ));
 }
 
 #[test]
@@ -648,7 +660,10 @@ fn rollback_of_a_cow_invalidated_before_the_monitor_saw_it_is_refused_and_marked
         .unwrap();
     let data = pattern(8 << 20, 6);
     write_device(&device, 0, &data);
-    assert!(matches!(backend.rollback(set.id), Err(BackendError::SnapshotInvalid(_))));
+    assert!(matches!(
+        backend.rollback(set.id),
+        Err(BackendError { kind: ErrorKind::SnapshotInvalid, .. })
+    ));
     let info = backend.snapshot(set.id).unwrap();
     assert_eq!(info.state, SetState::Invalid, "not left merging: {info:?}");
     assert_eq!(backend.volumes()[0].state, VolumeState::Active);
@@ -684,7 +699,10 @@ fn full_cow_grows_or_invalidates_and_the_volume_keeps_working() {
         "SnapshotInvalidated",
         |e| matches!(e, BackendEvent::SnapshotInvalidated { id, .. } if *id == set.id),
     );
-    assert!(matches!(backend.rollback(set.id), Err(BackendError::SnapshotInvalid(_))));
+    assert!(matches!(
+        backend.rollback(set.id),
+        Err(BackendError { kind: ErrorKind::SnapshotInvalid, .. })
+    ));
     assert!(read_file(Path::new(&device), 0, 8 << 20) == data, "origin writes all landed");
     backend.delete(set.id).unwrap();
     backend.shutdown().unwrap();
@@ -942,7 +960,10 @@ fn a_corrupt_cow_found_at_start_makes_its_set_invalid_and_the_volume_works() {
     let info = backend.snapshot(set.id).unwrap();
     assert_eq!(info.state, SetState::Invalid, "{info:?}");
     assert_eq!(info.description, "kept");
-    assert!(matches!(backend.rollback(set.id), Err(BackendError::SnapshotInvalid(_))));
+    assert!(matches!(
+        backend.rollback(set.id),
+        Err(BackendError { kind: ErrorKind::SnapshotInvalid, .. })
+    ));
     let device = device_of(&backend, "vol");
     let data = pattern(1 << 20, 77);
     write_device(&device, 4 * MIB, &data);
@@ -991,7 +1012,7 @@ fn a_failed_merge_is_reported_kept_and_resumed_by_another_rollback() {
         "MergeFinished(false) names the volume: {failed:?}"
     );
     assert!(
-        matches!(backend.delete(set.id), Err(BackendError::Busy(_))),
+        matches!(backend.delete(set.id), Err(BackendError { kind: ErrorKind::Busy, .. })),
         "a half-merged set is kept"
     );
 
@@ -1090,7 +1111,7 @@ fn the_volume_stays_usable_during_an_online_merge() {
     // no new set on a merging volume
     assert!(matches!(
         backend.create_snapshot(SnapshotRequest::default()),
-        Err(BackendError::Busy(_))
+        Err(BackendError { kind: ErrorKind::Busy, .. })
     ));
     // while it merges: reads see the snapshot's content, new writes land and stay
     assert!(
@@ -1223,15 +1244,18 @@ fn a_half_merged_set_stays_whole_whatever_is_pressed() {
     backend.cancel_rollback(set.id).unwrap();
     assert_eq!(backend.snapshot(set.id).unwrap().state, SetState::MergeFailed);
     match backend.delete(set.id) {
-        Err(BackendError::Busy(message)) => {
+        Err(BackendError { kind: ErrorKind::Busy, message, .. }) => {
             assert!(message.contains("half rolled back"), "{message}")
         }
         other => panic!("delete of a half-merged set: {other:?}"),
     }
-    assert!(matches!(backend.cancel_rollback(set.id), Err(BackendError::InvalidArgument(_))));
+    assert!(matches!(
+        backend.cancel_rollback(set.id),
+        Err(BackendError { kind: ErrorKind::InvalidArgument, .. })
+    ));
     // One rollback per volume: the other set over b is refused and left as it was.
     match backend.rollback(second.id) {
-        Err(BackendError::AlreadyMerging(message)) => {
+        Err(BackendError { kind: ErrorKind::AlreadyMerging, message, .. }) => {
             assert!(
                 message.contains("volume b") && message.contains(&format!("set {}", set.id)),
                 "{message}"
@@ -1281,7 +1305,9 @@ fn a_volume_missing_from_the_configuration_costs_no_set() {
     let backend = open(&without_b).unwrap();
     assert_eq!(backend.snapshot(kept.id).unwrap().state, SetState::Active);
     match backend.rollback(kept.id) {
-        Err(BackendError::NotFound(message)) => assert!(message.contains("volume b"), "{message}"),
+        Err(BackendError { kind: ErrorKind::NotFound, message, .. }) => {
+            assert!(message.contains("volume b"), "{message}")
+        }
         other => panic!("rollback without volume b: {other:?}"),
     }
     assert_eq!(backend.snapshot(kept.id).unwrap().state, SetState::Active);

@@ -27,20 +27,86 @@ pub enum Error {
     Backend(String),
 }
 
+/// What went wrong, without the words: one kind per error name of API v1. The daemon's
+/// errors carry it from where they arise to the reply; clients match on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    NotFound,
+    Busy,
+    InvalidArgument,
+    SnapshotInvalid,
+    NoSpace,
+    AlreadyMerging,
+    NotAuthorized,
+    Backend,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 8] = [
+        ErrorKind::NotFound,
+        ErrorKind::Busy,
+        ErrorKind::InvalidArgument,
+        ErrorKind::SnapshotInvalid,
+        ErrorKind::NoSpace,
+        ErrorKind::AlreadyMerging,
+        ErrorKind::NotAuthorized,
+        ErrorKind::Backend,
+    ];
+
+    /// The last element of the D-Bus error name (`NotFound`, ...).
+    pub fn short_name(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "NotFound",
+            ErrorKind::Busy => "Busy",
+            ErrorKind::InvalidArgument => "InvalidArgument",
+            ErrorKind::SnapshotInvalid => "SnapshotInvalid",
+            ErrorKind::NoSpace => "NoSpace",
+            ErrorKind::AlreadyMerging => "AlreadyMerging",
+            ErrorKind::NotAuthorized => "NotAuthorized",
+            ErrorKind::Backend => "Backend",
+        }
+    }
+
+    /// The kind of a full D-Bus error name, None for names that are not API v1's.
+    pub fn from_name(name: &str) -> Option<ErrorKind> {
+        let short = name.strip_prefix(crate::ERROR_PREFIX)?.strip_prefix('.')?;
+        ErrorKind::ALL.into_iter().find(|kind| kind.short_name() == short)
+    }
+}
+
 impl Error {
-    /// The last element of the D-Bus error name (`NotFound`, ...), or None for bus errors.
-    pub fn short_name(&self) -> Option<&'static str> {
+    /// The reply for `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: String) -> Error {
+        match kind {
+            ErrorKind::NotFound => Error::NotFound(message),
+            ErrorKind::Busy => Error::Busy(message),
+            ErrorKind::InvalidArgument => Error::InvalidArgument(message),
+            ErrorKind::SnapshotInvalid => Error::SnapshotInvalid(message),
+            ErrorKind::NoSpace => Error::NoSpace(message),
+            ErrorKind::AlreadyMerging => Error::AlreadyMerging(message),
+            ErrorKind::NotAuthorized => Error::NotAuthorized(message),
+            ErrorKind::Backend => Error::Backend(message),
+        }
+    }
+
+    /// The kind of one of our errors, None for bus errors.
+    pub fn kind(&self) -> Option<ErrorKind> {
         Some(match self {
             Error::ZBus(_) => return None,
-            Error::NotFound(_) => "NotFound",
-            Error::Busy(_) => "Busy",
-            Error::InvalidArgument(_) => "InvalidArgument",
-            Error::SnapshotInvalid(_) => "SnapshotInvalid",
-            Error::NoSpace(_) => "NoSpace",
-            Error::AlreadyMerging(_) => "AlreadyMerging",
-            Error::NotAuthorized(_) => "NotAuthorized",
-            Error::Backend(_) => "Backend",
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::Busy(_) => ErrorKind::Busy,
+            Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Error::SnapshotInvalid(_) => ErrorKind::SnapshotInvalid,
+            Error::NoSpace(_) => ErrorKind::NoSpace,
+            Error::AlreadyMerging(_) => ErrorKind::AlreadyMerging,
+            Error::NotAuthorized(_) => ErrorKind::NotAuthorized,
+            Error::Backend(_) => ErrorKind::Backend,
         })
+    }
+
+    /// The last element of the D-Bus error name (`NotFound`, ...), or None for bus errors.
+    pub fn short_name(&self) -> Option<&'static str> {
+        self.kind().map(ErrorKind::short_name)
     }
 }
 
@@ -60,5 +126,17 @@ mod tests {
             Error::NoSpace("pool full".into()).name().as_str(),
             format!("{}.NoSpace", crate::ERROR_PREFIX)
         );
+    }
+
+    #[test]
+    fn every_kind_has_its_name_both_ways() {
+        for kind in ErrorKind::ALL {
+            let e = Error::new(kind, "m".into());
+            assert_eq!(e.kind(), Some(kind));
+            assert_eq!(ErrorKind::from_name(e.name().as_str()), Some(kind));
+        }
+        assert_eq!(ErrorKind::from_name("org.snapback.Snapback1.Error.Future"), None);
+        assert_eq!(ErrorKind::from_name("org.freedesktop.DBus.Error.AccessDenied"), None);
+        assert_eq!(ErrorKind::from_name("org.snapback.Snapback1.ErrorBusy"), None);
     }
 }

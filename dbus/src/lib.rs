@@ -19,7 +19,7 @@ pub mod proxy;
 pub mod state;
 pub mod status;
 
-pub use error::Error;
+pub use error::{Error, ErrorKind};
 pub use names::*;
 pub use proxy::{ManagerProxy, SnapshotProxy};
 pub use state::{SetState, UnknownState, VolumeState};

@@ -133,9 +133,9 @@ impl BootSide {
             // part snapshot, part upgrade, and the undo taken before it is the right one.
             return Ok(());
         }
-        let undo = self.capture(pool).map_err(BackendError::Backend)?;
+        let undo = self.capture(pool).map_err(BackendError::backend)?;
         Self::store_record(pool, record.id, true, undo)
-            .map_err(|err| BackendError::Backend(err.to_string()))
+            .map_err(|err| BackendError::backend(err.to_string()).caused_by(err))
     }
 
     /// Puts in place the boot configuration the lifecycle committed as due for set `id`,
@@ -150,7 +150,7 @@ impl BootSide {
         };
         if let Some(target) = target {
             let steps = tree::restore(&self.roots, target, &RealFs, |sha| store::get(pool, sha)).map_err(|err| {
-                BackendError::Backend(format!(
+                BackendError::backend(format!(
                     "the boot files of snapshot set {id} could not be put back under {}: {err}; snapbackd \
                      retries at every start (the set's state is already recorded)",
                     self.roots.boot.display()
@@ -168,7 +168,7 @@ impl BootSide {
             registry.drop_unnamed_blobs();
             Ok(())
         })
-        .map_err(|err| BackendError::Backend(err.to_string()))
+        .map_err(|err| BackendError::backend(err.to_string()).caused_by(err))
     }
 
     /// At start: finishes every restore a crash left due, then brings the rollback entries

@@ -162,21 +162,21 @@ fn next_state(
             match set.state {
                 SetState::Invalid => return Err(invalid_error(set)),
                 SetState::Merging => {
-                    return Err(BackendError::AlreadyMerging(format!("snapshot set {id} is already merging")))
+                    return Err(BackendError::already_merging(format!("snapshot set {id} is already merging")))
                 }
                 // Asking again for what is already arranged is not an error.
                 SetState::MergeScheduled => return Ok(Transition::keep(set, Effect::Scheduled)),
                 SetState::Active | SetState::Overflow | SetState::MergeFailed => {}
             }
             if !missing.is_empty() {
-                return Err(BackendError::NotFound(format!(
+                return Err(BackendError::not_found(format!(
                     "snapshot set {id} includes volume {} that is not in the configuration; restore its \
                      [[volume]] entry in snapback.toml and restart snapbackd to roll back",
                     names(missing)
                 )));
             }
             if let Some((other, volume)) = conflicting_rollback(registry, set) {
-                return Err(BackendError::AlreadyMerging(format!(
+                return Err(BackendError::already_merging(format!(
                     "volume {volume} is already rolling back to snapshot set {} ({}); only one rollback \
                      per volume at a time",
                     other.id,
@@ -199,29 +199,29 @@ fn next_state(
                 Effect::Nothing,
             )),
             SetState::MergeScheduled => Ok(Transition::to(SetState::Active, false, None, Effect::Nothing)),
-            SetState::Merging => Err(BackendError::AlreadyMerging(format!(
+            SetState::Merging => Err(BackendError::already_merging(format!(
                 "the merge of snapshot set {id} is running and cannot be cancelled; it finishes on its own"
             ))),
-            state => Err(BackendError::InvalidArgument(format!(
+            state => Err(BackendError::invalid_argument(format!(
                 "snapshot set {id} has no scheduled rollback to cancel (state: {})",
                 state.as_str()
             ))),
         },
         Input::Delete => {
             if set.state == SetState::Merging {
-                return Err(BackendError::Busy(format!(
+                return Err(BackendError::busy(format!(
                     "snapshot set {id} is merging into its volumes; it is removed when the merge finishes"
                 )));
             }
             if started {
-                return Err(BackendError::Busy(format!(
+                return Err(BackendError::busy(format!(
                     "the merge of snapshot set {id} began and has not finished ({}); deleting it would leave \
                      its volumes half rolled back. Fix the cause and run Rollback again to finish it",
                     reason(set)
                 )));
             }
             if set.state == SetState::MergeScheduled {
-                return Err(BackendError::Busy(format!(
+                return Err(BackendError::busy(format!(
                     "snapshot set {id} has a rollback scheduled; cancel it first (CancelRollback)"
                 )));
             }
@@ -235,7 +235,7 @@ fn next_state(
         }
         Input::MergeFinished => {
             if set.state != SetState::Merging {
-                return Err(BackendError::Backend(format!(
+                return Err(BackendError::backend(format!(
                     "snapshot set {id} finished a merge it was not running (state {})",
                     set.state.as_str()
                 )));
@@ -263,7 +263,7 @@ fn next_state(
         Input::Start { defer, missing } => {
             if !missing.is_empty() {
                 if started || set.state == SetState::Merging {
-                    return Err(BackendError::Backend(format!(
+                    return Err(BackendError::backend(format!(
                         "snapshot set {id} is rolling back volumes {} but volume {} is not in the \
                          configuration; restore its [[volume]] entry in snapback.toml: the volumes stay \
                          half rolled back until the merge can finish",
@@ -344,7 +344,7 @@ pub fn forget(pool: &Pool, id: SnapshotId) -> BackendResult<()> {
 
 /// Why an invalid set cannot be rolled back.
 pub fn invalid_error(set: &SnapshotSetRecord) -> BackendError {
-    BackendError::SnapshotInvalid(format!(
+    BackendError::snapshot_invalid(format!(
         "snapshot set {} is invalid ({}); it cannot be rolled back, only deleted",
         set.id,
         set.message.as_deref().unwrap_or("its COW filled up or failed")
@@ -352,7 +352,7 @@ pub fn invalid_error(set: &SnapshotSetRecord) -> BackendError {
 }
 
 pub fn not_found(id: SnapshotId) -> BackendError {
-    BackendError::NotFound(format!("no snapshot set with id {id}"))
+    BackendError::not_found(format!("no snapshot set with id {id}"))
 }
 
 /// Refuses a start (daemon or boot activation) that would serve the volumes of a set whose

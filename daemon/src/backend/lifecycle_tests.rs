@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
-use crate::backend::{sets, SnapshotRequest};
+use crate::backend::{sets, ErrorKind, SnapshotRequest};
 use crate::pool::{CowRecord, VolumeRecord};
 
 const VOLUMES: [&str; 3] = ["root", "var", "home"];
@@ -514,7 +514,10 @@ fn a_half_merged_set_retried_while_busy_cancels_back_to_merge_failed() {
     model.run(id, Input::CancelRollback).unwrap();
     assert_eq!(model.set(id).state, SetState::MergeFailed);
     let err = model.run(id, Input::Delete).unwrap_err();
-    assert!(matches!(&err, BackendError::Busy(m) if m.contains("half rolled back")), "{err}");
+    assert!(
+        matches!(&err, BackendError { kind: ErrorKind::Busy, message: m, .. } if m.contains("half rolled back")),
+        "{err}"
+    );
     model.check();
 }
 
@@ -529,7 +532,7 @@ fn one_rollback_per_volume_even_after_a_failure() {
     model.run(first, Input::MergeFailed("I/O error".into())).unwrap();
     let err = model.run(second, Input::Rollback { defer: false, missing: vec![] }).unwrap_err();
     assert!(
-        matches!(&err, BackendError::AlreadyMerging(m) if m.contains("volume var") && m.contains("set 1")),
+        matches!(&err, BackendError { kind: ErrorKind::AlreadyMerging, message: m, .. } if m.contains("volume var") && m.contains("set 1")),
         "{err}"
     );
     assert_eq!(model.set(second).state, SetState::Active);
@@ -546,7 +549,10 @@ fn a_configuration_change_never_changes_a_set() {
     assert_eq!(model.set(id).state, SetState::Active);
     let err =
         model.run(id, Input::Rollback { defer: false, missing: vec!["var".into()] }).unwrap_err();
-    assert!(matches!(&err, BackendError::NotFound(m) if m.contains("volume var")), "{err}");
+    assert!(
+        matches!(&err, BackendError { kind: ErrorKind::NotFound, message: m, .. } if m.contains("volume var")),
+        "{err}"
+    );
     assert_eq!(model.set(id).state, SetState::Active);
 
     // Scheduled but not begun: kept scheduled, visible, not merged.
@@ -591,11 +597,17 @@ fn a_scheduled_rollback_whose_snapshot_fills_up_becomes_invalid_unless_begun() {
 fn merging_sets_cannot_be_cancelled_deleted_or_rolled_back_again() {
     let (mut model, id) = two_volume_model();
     model.rollback(id);
-    assert!(matches!(model.run(id, Input::CancelRollback), Err(BackendError::AlreadyMerging(_))));
-    assert!(matches!(model.run(id, Input::Delete), Err(BackendError::Busy(_))));
+    assert!(matches!(
+        model.run(id, Input::CancelRollback),
+        Err(BackendError { kind: ErrorKind::AlreadyMerging, .. })
+    ));
+    assert!(matches!(
+        model.run(id, Input::Delete),
+        Err(BackendError { kind: ErrorKind::Busy, .. })
+    ));
     assert!(matches!(
         model.run(id, Input::Rollback { defer: false, missing: vec![] }),
-        Err(BackendError::AlreadyMerging(_))
+        Err(BackendError { kind: ErrorKind::AlreadyMerging, .. })
     ));
     assert!(matches!(model.run(id, Input::Invalidated("x".into())), Ok(Effect::Nothing)));
     assert_eq!(model.set(id).state, SetState::Merging);

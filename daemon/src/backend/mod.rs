@@ -129,23 +129,71 @@ pub enum BackendEvent {
 /// Where backends deliver events; called from backend threads.
 pub type EventSink = Arc<dyn Fn(BackendEvent) + Send + Sync>;
 
-/// Errors with the meaning of the D-Bus API's named errors (one variant each).
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum BackendError {
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Busy(String),
-    #[error("{0}")]
-    InvalidArgument(String),
-    #[error("{0}")]
-    SnapshotInvalid(String),
-    #[error("{0}")]
-    NoSpace(String),
-    #[error("{0}")]
-    AlreadyMerging(String),
-    #[error("{0}")]
-    Backend(String),
+/// The kinds of failure, one per named error of the D-Bus API.
+pub use snapback_dbus::ErrorKind;
+
+/// A failure of a backend operation: its kind (which decides the D-Bus error name), the
+/// sentence for the caller, and the error underneath when there is one (kept for the log and
+/// for `source()`; the sentence already says what it means).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct BackendError {
+    pub kind: ErrorKind,
+    pub message: String,
+    #[source]
+    pub source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl BackendError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> BackendError {
+        BackendError { kind, message: message.into(), source: None }
+    }
+
+    /// The same error with `source` as its cause.
+    pub fn caused_by(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    pub fn not_found(message: impl Into<String>) -> BackendError {
+        BackendError::new(ErrorKind::NotFound, message)
+    }
+    pub fn busy(message: impl Into<String>) -> BackendError {
+        BackendError::new(ErrorKind::Busy, message)
+    }
+    pub fn invalid_argument(message: impl Into<String>) -> BackendError {
+        BackendError::new(ErrorKind::InvalidArgument, message)
+    }
+    pub fn snapshot_invalid(message: impl Into<String>) -> BackendError {
+        BackendError::new(ErrorKind::SnapshotInvalid, message)
+    }
+    pub fn no_space(message: impl Into<String>) -> BackendError {
+        BackendError::new(ErrorKind::NoSpace, message)
+    }
+    pub fn already_merging(message: impl Into<String>) -> BackendError {
+        BackendError::new(ErrorKind::AlreadyMerging, message)
+    }
+    /// The storage stack itself failed.
+    pub fn backend(message: impl Into<String>) -> BackendError {
+        BackendError::new(ErrorKind::Backend, message)
+    }
+}
+
+impl PartialEq for BackendError {
+    /// Same kind and sentence (the cause is detail for the log).
+    fn eq(&self, other: &BackendError) -> bool {
+        self.kind == other.kind && self.message == other.message
+    }
+}
+
+impl From<crate::pool::PoolError> for BackendError {
+    fn from(err: crate::pool::PoolError) -> BackendError {
+        let kind = match err {
+            crate::pool::PoolError::NoSpace { .. } => ErrorKind::NoSpace,
+            _ => ErrorKind::Backend,
+        };
+        BackendError::new(kind, err.to_string()).caused_by(err)
+    }
 }
 
 pub type BackendResult<T> = Result<T, BackendError>;

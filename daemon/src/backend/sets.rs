@@ -26,10 +26,7 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 pub fn pool_error(err: PoolError) -> BackendError {
-    match err {
-        PoolError::NoSpace { .. } => BackendError::NoSpace(err.to_string()),
-        other => BackendError::Backend(other.to_string()),
-    }
+    BackendError::from(err)
 }
 
 /// The pool figures of `Status`.
@@ -45,7 +42,7 @@ pub fn record(pool: &Pool, id: SnapshotId) -> BackendResult<SnapshotSetRecord> {
     pool.registry()
         .set(id)
         .cloned()
-        .ok_or_else(|| BackendError::NotFound(format!("no snapshot set with id {id}")))
+        .ok_or_else(|| BackendError::not_found(format!("no snapshot set with id {id}")))
 }
 
 /// Records the configured volumes; refuses a volume whose backing device changed while
@@ -59,7 +56,7 @@ pub fn register_volumes(pool: &Pool, records: &[VolumeRecord]) -> BackendResult<
             Some(known)
                 if registry.snapshot_sets.iter().any(|s| s.volumes().contains(&record.name)) =>
             {
-                return Err(BackendError::Backend(format!(
+                return Err(BackendError::backend(format!(
                     "volume {} was {} ({} bytes) when its snapshots were taken, now {} ({} bytes); \
                      restore the configuration or delete its snapshots with the old one",
                     record.name,
@@ -98,15 +95,15 @@ pub fn requested_volumes<'a>(
         request.volumes.iter().cloned().collect()
     };
     if names.is_empty() {
-        return Err(BackendError::InvalidArgument(
-            "no volumes given and none is configured with auto = true".into(),
+        return Err(BackendError::invalid_argument(
+            "no volumes given and none is configured with auto = true",
         ));
     }
     if let Some(unknown) = names.iter().find(|name| !configured.contains_key(name.as_str())) {
-        return Err(BackendError::NotFound(format!("no volume named {unknown:?} is configured")));
+        return Err(BackendError::not_found(format!("no volume named {unknown:?} is configured")));
     }
     if request.cow_size_bytes == Some(0) {
-        return Err(BackendError::InvalidArgument("cow-size must be more than 0 bytes".into()));
+        return Err(BackendError::invalid_argument("cow-size must be more than 0 bytes"));
     }
     Ok(names.into_iter().collect())
 }
@@ -119,7 +116,7 @@ pub fn refuse_if_rolling_back(registry: &Registry, volumes: &[String]) -> Backen
             .iter()
             .find(|set| super::lifecycle::rollback_under_way(set) && set.volumes().contains(volume))
         {
-            return Err(BackendError::Busy(format!(
+            return Err(BackendError::busy(format!(
                 "volume {volume} has a rollback to snapshot set {} under way ({}); wait for it, or cancel \
                  a scheduled one",
                 set.id,
@@ -203,7 +200,7 @@ pub fn update_metadata(
     let mut merged = record(pool, id)?.userdata;
     merged.extend(userdata);
     check_userdata(&merged).map_err(|why| {
-        BackendError::InvalidArgument(format!("snapshot set {id}: with this update {why}"))
+        BackendError::invalid_argument(format!("snapshot set {id}: with this update {why}"))
     })?;
     pool.update(|registry| {
         let set = registry
@@ -269,6 +266,7 @@ pub fn info(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::ErrorKind;
 
     fn set(id: SnapshotId, state: SetState, volumes: &[&str]) -> SnapshotSetRecord {
         SnapshotSetRecord {
@@ -312,14 +310,14 @@ mod tests {
         );
         let unknown = SnapshotRequest { volumes: vec!["nope".into()], ..Default::default() };
         assert!(
-            matches!(requested_volumes(&unknown, configured.iter().copied()), Err(BackendError::NotFound(m)) if m.contains("nope"))
+            matches!(requested_volumes(&unknown, configured.iter().copied()), Err(BackendError { kind: ErrorKind::NotFound, message: m, .. }) if m.contains("nope"))
         );
         let none = requested_volumes(&SnapshotRequest::default(), [("home", false)].into_iter());
-        assert!(matches!(none, Err(BackendError::InvalidArgument(_))));
+        assert!(matches!(none, Err(BackendError { kind: ErrorKind::InvalidArgument, .. })));
         let zero = SnapshotRequest { cow_size_bytes: Some(0), ..Default::default() };
         assert!(matches!(
             requested_volumes(&zero, configured.iter().copied()),
-            Err(BackendError::InvalidArgument(_))
+            Err(BackendError { kind: ErrorKind::InvalidArgument, .. })
         ));
     }
 
@@ -329,7 +327,7 @@ mod tests {
         failed.merge_started = true;
         let reg = registry(vec![set(1, SetState::Active, &["root"]), failed]);
         assert!(
-            matches!(refuse_if_rolling_back(&reg, &["var".to_string()]), Err(BackendError::Busy(m)) if m.contains("merge-failed"))
+            matches!(refuse_if_rolling_back(&reg, &["var".to_string()]), Err(BackendError { kind: ErrorKind::Busy, message: m, .. }) if m.contains("merge-failed"))
         );
         assert_eq!(refuse_if_rolling_back(&reg, &["root".to_string()]), Ok(()));
     }

@@ -59,16 +59,21 @@ pub enum ServiceError {
     Export(#[source] zbus::Error),
     #[error("cannot set up the polkit client: {0}")]
     Polkit(#[source] zbus::Error),
-    #[error("{0}")]
-    Backend(String),
+    #[error("cannot open the backend: {0}")]
+    OpenBackend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot read the snapshot sets: {0}")]
+    ReadSets(#[source] snapback_dbus::Error),
+    #[error("a blocking task of the service failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
     #[error("backend shutdown failed: {0}")]
-    Shutdown(String),
+    Shutdown(#[source] crate::backend::BackendError),
 }
 
 /// Opens the backend; run on the blocking pool once the bus is known to be free for us.
-pub type BackendOpener = Box<dyn FnOnce() -> Result<Arc<dyn Backend>, String> + Send>;
+pub type BackendOpener =
+    Box<dyn FnOnce() -> Result<Arc<dyn Backend>, Box<dyn std::error::Error + Send + Sync>> + Send>;
 
 /// Serve API v1 until SIGTERM or SIGINT, then shut the backend down.
 ///
@@ -91,8 +96,8 @@ pub async fn serve(
     }
     let backend = tokio::task::spawn_blocking(open_backend)
         .await
-        .map_err(|e| ServiceError::Backend(e.to_string()))?
-        .map_err(ServiceError::Backend)?;
+        .map_err(ServiceError::Task)?
+        .map_err(ServiceError::OpenBackend)?;
     let authorizer = match authorization {
         Authorization::Polkit => {
             Authorizer::polkit(&connection).await.map_err(ServiceError::Polkit)?
@@ -115,9 +120,7 @@ pub async fn serve(
 
     let (sink, events) = events::channel();
     backend.set_event_sink(sink);
-    let sets = publish::refresh_all(&shared, &connection)
-        .await
-        .map_err(|e| ServiceError::Backend(format!("cannot read the snapshot sets: {e}")))?;
+    let sets = publish::refresh_all(&shared, &connection).await.map_err(ServiceError::ReadSets)?;
 
     let pump = tokio::spawn(events::pump(Arc::clone(&shared), connection.clone(), events));
     let poll = tokio::spawn(events::poll(Arc::clone(&shared), connection.clone()));
@@ -151,9 +154,9 @@ pub async fn serve(
     cleanup_task.abort();
     let shutdown = tokio::task::spawn_blocking(move || backend.shutdown())
         .await
-        .map_err(|e| ServiceError::Shutdown(e.to_string()))?;
+        .map_err(ServiceError::Task)?;
     pump.abort();
-    shutdown.map_err(|e| ServiceError::Shutdown(e.to_string()))
+    shutdown.map_err(ServiceError::Shutdown)
 }
 
 async fn name_has_owner(connection: &zbus::Connection) -> bool {

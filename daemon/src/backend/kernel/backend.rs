@@ -42,7 +42,7 @@ const MONITOR_INTERVAL: Duration = Duration::from_millis(500);
 pub const REQUIRED_TARGETS: [&str; 3] = ["snapshot", "snapshot-origin", "snapshot-merge"];
 
 fn dm_error(e: DmError) -> BackendError {
-    BackendError::Backend(e.to_string())
+    BackendError::backend(e.to_string()).caused_by(e)
 }
 
 /// Major and minor numbers of a block device node.
@@ -122,7 +122,7 @@ impl Inner {
 
     fn volume(&self, name: &str) -> BackendResult<&Volume> {
         self.volumes.get(name).ok_or_else(|| {
-            BackendError::NotFound(format!("no volume named {name:?} is configured"))
+            BackendError::not_found(format!("no volume named {name:?} is configured"))
         })
     }
 
@@ -498,16 +498,16 @@ impl Inner {
 
 /// Validates the configuration against this kernel and the pool, and records the volumes.
 fn open_inner(config: &Config, pool: Pool) -> BackendResult<Inner> {
-    kernel_supported().map_err(BackendError::Backend)?;
+    kernel_supported().map_err(BackendError::backend)?;
     let dm = DmControl::open().map_err(dm_error)?;
-    let pool_dev = block_dev_num(pool.path()).map_err(BackendError::InvalidArgument)?;
+    let pool_dev = block_dev_num(pool.path()).map_err(BackendError::invalid_argument)?;
     let registry = pool.registry();
     let mut volumes = BTreeMap::new();
     let mut records = Vec::new();
     for v in &config.volumes {
         super::names::check_lengths(&registry.pool_uuid, &v.name)
-            .map_err(BackendError::InvalidArgument)?;
-        let backing = block_dev_num(&v.device).map_err(BackendError::InvalidArgument)?;
+            .map_err(BackendError::invalid_argument)?;
+        let backing = block_dev_num(&v.device).map_err(BackendError::invalid_argument)?;
         let size_bytes = block_size_bytes(&v.device)?;
         records.push(VolumeRecord { name: v.name.clone(), backing: v.device.clone(), size_bytes });
         volumes.insert(
@@ -542,9 +542,9 @@ fn open_inner(config: &Config, pool: Pool) -> BackendResult<Inner> {
 fn block_size_bytes(path: &Path) -> BackendResult<u64> {
     use std::io::{Seek, SeekFrom};
     let mut file = std::fs::File::open(path)
-        .map_err(|e| BackendError::InvalidArgument(format!("{}: {e}", path.display())))?;
+        .map_err(|e| BackendError::invalid_argument(format!("{}: {e}", path.display())))?;
     file.seek(SeekFrom::End(0))
-        .map_err(|e| BackendError::InvalidArgument(format!("{}: size: {e}", path.display())))
+        .map_err(|e| BackendError::invalid_argument(format!("{}: size: {e}", path.display())))
 }
 
 /// `snapbackd activate`: build every volume's stack from the pool, starting pending
@@ -579,7 +579,7 @@ impl KernelBackend {
                     std::thread::sleep(MONITOR_INTERVAL);
                 }
             })
-            .map_err(|e| BackendError::Backend(format!("cannot start the monitor thread: {e}")))?;
+            .map_err(|e| BackendError::backend(format!("cannot start the monitor thread: {e}")))?;
         Ok(KernelBackend { inner, monitor: Mutex::new(Some(monitor)) })
     }
 
@@ -744,7 +744,7 @@ impl Backend for KernelBackend {
             if let Err(e) = stack::start_merge(&inner.dm, &volume.spec, &spec) {
                 let message = format!("starting the merge into volume {}: {e}", cow.volume);
                 inner.apply(id, &Input::MergeFailed(message.clone()))?;
-                return Err(BackendError::Backend(message));
+                return Err(BackendError::backend(message));
             }
         }
         Ok(RollbackOutcome::Merging)

@@ -76,7 +76,7 @@ impl UserspaceBackend {
         detach_stale_loops(&shared);
         let mount = FuseMount::mount(&shared.options.fuse_dir, shared.files.clone(), shared.options.fuse_threads)
             .map_err(|err| {
-                BackendError::Backend(format!(
+                BackendError::backend(format!(
                     "cannot mount the volume filesystem at {}: {err} (is /dev/fuse there and are we root?)",
                     shared.options.fuse_dir.display()
                 ))
@@ -88,13 +88,13 @@ impl UserspaceBackend {
         for (name, volume) in &shared.volumes {
             let file = shared.options.fuse_dir.join(name);
             let device = loop_device::attach(&file).map_err(|err| {
-                BackendError::Backend(format!("volume {name}: cannot attach a loop device: {err}"))
+                BackendError::backend(format!("volume {name}: cannot attach a loop device: {err}"))
             })?;
             tracing::info!(volume = %name, device = %device.display(), "volume {name} assembled at {}", device.display());
             volume.set_device(Some(device));
         }
         monitor::spawn(&shared)
-            .map_err(|err| BackendError::Backend(format!("cannot start the monitor: {err}")))?;
+            .map_err(|err| BackendError::backend(format!("cannot start the monitor: {err}")))?;
         Ok(backend)
     }
 
@@ -438,7 +438,7 @@ impl Backend for UserspaceBackend {
                 Ok(Some(hold)) => holds.push((device, hold)),
                 Ok(None) => busy.push(name.clone()),
                 Err(err) => {
-                    return Err(BackendError::Backend(format!(
+                    return Err(BackendError::backend(format!(
                         "checking whether {} is in use: {err}",
                         device.display()
                     )))
@@ -557,7 +557,7 @@ impl Backend for UserspaceBackend {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(BackendError::Backend(problems.join("; ")))
+            Err(BackendError::backend(problems.join("; ")))
         }
     }
 }

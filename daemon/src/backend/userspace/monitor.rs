@@ -128,7 +128,7 @@ fn grow(
         .div_ceil(extent_bytes)
         .max(1);
     let attached = shared.volumes.get(volume).and_then(|v| v.attached(id)).ok_or_else(|| {
-        BackendError::Backend(format!("snapshot {id} is not attached to {volume}"))
+        BackendError::backend(format!("snapshot {id} is not attached to {volume}"))
     })?;
     let added = shared
         .pool

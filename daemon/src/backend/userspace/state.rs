@@ -126,7 +126,7 @@ impl Shared {
 
     pub fn volume(&self, name: &str) -> Result<&Arc<Volume>, BackendError> {
         self.volumes.get(name).ok_or_else(|| {
-            BackendError::NotFound(format!("no volume named {name:?} is configured"))
+            BackendError::not_found(format!("no volume named {name:?} is configured"))
         })
     }
 

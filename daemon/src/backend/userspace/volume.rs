@@ -65,11 +65,15 @@ pub struct Volume {
 pub fn engine_error(context: &str, err: EngineError) -> BackendError {
     match err {
         EngineError::NoSpace => {
-            BackendError::NoSpace(format!("{context}: the snapshot's COW is full"))
+            BackendError::no_space(format!("{context}: the snapshot's COW is full"))
         }
-        EngineError::Invalid => BackendError::SnapshotInvalid(format!("{context}: {err}")),
-        EngineError::AlreadyMerging => BackendError::AlreadyMerging(format!("{context}: {err}")),
-        other => BackendError::Backend(format!("{context}: {other}")),
+        EngineError::Invalid => {
+            BackendError::snapshot_invalid(format!("{context}: {err}")).caused_by(err)
+        }
+        EngineError::AlreadyMerging => {
+            BackendError::already_merging(format!("{context}: {err}")).caused_by(err)
+        }
+        other => BackendError::backend(format!("{context}: {other}")).caused_by(other),
     }
 }
 
@@ -86,13 +90,13 @@ impl Volume {
         cow_size: Option<u64>,
     ) -> Result<Volume, BackendError> {
         let dev = FileIo::open(backing, true).map_err(|err| {
-            BackendError::Backend(format!(
+            BackendError::backend(format!(
                 "volume {name}: cannot open {}: {err}",
                 backing.display()
             ))
         })?;
         let size_bytes = dev.size_bytes().map_err(|err| {
-            BackendError::Backend(format!("volume {name}: size of {}: {err}", backing.display()))
+            BackendError::backend(format!("volume {name}: size of {}: {err}", backing.display()))
         })?;
         let origin = Origin::new(Arc::new(dev))
             .map_err(|err| engine_error(&format!("volume {name}"), err))?;
@@ -217,7 +221,7 @@ impl Volume {
     /// snapshot is fine; merging another one is `AlreadyMerging`.
     pub fn start_merge(&self, set: SnapshotId) -> Result<(), BackendError> {
         let attached = self.attached(set).ok_or_else(|| {
-            BackendError::Backend(format!("volume {}: snapshot {set} is not attached", self.name))
+            BackendError::backend(format!("volume {}: snapshot {set} is not attached", self.name))
         })?;
         match self.origin.start_merge(attached.engine_id) {
             Err(EngineError::AlreadyMerging)
