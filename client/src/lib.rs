@@ -1,7 +1,7 @@
 //! `snapbackctl`: the command line client of snapbackd, and offline tools for COW stores.
 //!
 //! `main.rs` only parses and exits; each command lives in its own module under [`commands`].
-//! The clap definitions ([`cli`]) are public so that `snapbackctl-gen` can render completions
+//! The clap definitions ([`cli`]) are public so that `xtask gen` can render completions
 //! and man pages from them.
 
 // Tests may unwrap: a panic there is a failed assertion.

@@ -17,7 +17,6 @@ pub fn repo() -> PathBuf {
 pub fn own_binary(name: &str) -> PathBuf {
     match name {
         "snapbackctl" => PathBuf::from(env!("CARGO_BIN_EXE_snapbackctl")),
-        "snapbackctl-gen" => PathBuf::from(env!("CARGO_BIN_EXE_snapbackctl-gen")),
         other => panic!("not a snapbackctl binary: {other}"),
     }
 }
@@ -70,13 +69,25 @@ pub fn require(program: &str, package: &str) {
     );
 }
 
+/// xtask (man pages and completions), built in the same target directory as this test's
+/// binaries (tools/test-all builds the whole workspace first).
+pub fn xtask_binary() -> PathBuf {
+    let path = own_binary("snapbackctl").parent().unwrap().join("xtask");
+    assert!(
+        path.is_file(),
+        "{} is missing: build it first (`cargo build -p xtask`)",
+        path.display()
+    );
+    path
+}
+
 /// A bin directory holding the three binaries tools/install takes with --no-build.
 pub fn bin_dir(into: &Path) -> PathBuf {
     let dir = into.join("bin");
     std::fs::create_dir_all(&dir).unwrap();
     for (name, path) in [
         ("snapbackctl", own_binary("snapbackctl")),
-        ("snapbackctl-gen", own_binary("snapbackctl-gen")),
+        ("xtask", xtask_binary()),
         ("snapbackd", snapbackd_binary()),
     ] {
         std::fs::copy(&path, dir.join(name)).unwrap();

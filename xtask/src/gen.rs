@@ -1,34 +1,18 @@
 //! Writes shell completions (bash, zsh, fish) and the man pages `snapbackctl(8)` and
 //! `snapbackd(8)` from the clap definitions, so they never drift from `--help`.
 //!
-//! Usage: `snapbackctl-gen --out DIR` → `DIR/completions/{snapbackctl.bash,_snapbackctl,
-//! snapbackctl.fish}` and `DIR/man/{snapbackctl.8,snapbackd.8}` plus one page per subcommand (`snapbackctl-list.8`…).
+//! `xtask gen --out DIR` → `DIR/completions/{snapbackctl.bash,_snapbackctl,snapbackctl.fish}`
+//! and `DIR/man/{snapbackctl.8,snapbackd.8}` plus one page per subcommand
+//! (`snapbackctl-list.8`…).
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::CommandFactory;
 use clap_complete::Shell;
 
-fn main() -> Result<()> {
-    let out = parse_args()?;
-    let written = generate(&out)?;
-    for path in written {
-        println!("{}", path.display());
-    }
-    Ok(())
-}
-
-fn parse_args() -> Result<PathBuf> {
-    let mut args = std::env::args_os().skip(1);
-    match (args.next(), args.next(), args.next()) {
-        (Some(flag), Some(dir), None) if flag == "--out" => Ok(PathBuf::from(dir)),
-        _ => bail!("usage: snapbackctl-gen --out DIR"),
-    }
-}
-
 /// Generates every file under `out`; returns their paths.
-fn generate(out: &Path) -> Result<Vec<PathBuf>> {
+pub fn generate(out: &Path) -> Result<Vec<PathBuf>> {
     let completions = out.join("completions");
     let man = out.join("man");
     for dir in [&completions, &man] {
