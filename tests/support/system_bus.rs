@@ -1,8 +1,7 @@
 //! The configuration of the private system buses the host tests run: Debian's system-bus
 //! default policy (everything denied unless a service's policy file opens it) plus the given
 //! policy files, so the project's own `systemd/snapback-dbus.conf` is enforced as a real
-//! system bus would. One copy, included by the test harnesses of several crates with
-//! `#[path = ...] mod system_bus;`.
+//! system bus would.
 
 use std::path::PathBuf;
 

@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub mod daemon;
-#[path = "../../../tests/support/system_bus.rs"]
-pub mod system_bus;
+pub use snapback_test_support::system_bus;
 
 /// The repository root (the workspace).
 pub fn repo() -> PathBuf {

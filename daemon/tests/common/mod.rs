@@ -5,10 +5,12 @@
 #![allow(clippy::unwrap_used, dead_code)]
 
 pub mod introspect;
-#[path = "../../../tests/support/system_bus.rs"]
-mod system_bus;
+#[allow(unused_imports)] // each test crate uses a different part
+pub use snapback_test_support::{
+    full_tree, pattern, require_root, run, system_bus, tree_digest, wait_for,
+};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -24,22 +26,6 @@ pub const MIB: u64 = 1 << 20;
 /// The repository root (daemon/ is one level down).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Fail loudly, never pass silently, when not root.
-pub fn require_root() {
-    let uid = fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("Uid:").map(|r| r.split_whitespace().next().unwrap_or("").to_string())
-        })
-        .unwrap();
-    assert_eq!(
-        uid, "0",
-        "the snapbackd host integration tests need root: they start dbus-daemon, polkitd, FUSE, \
-         loop devices and mount ext4 (run as root, e.g. sudo -E cargo test -p snapbackd)"
-    );
 }
 
 /// One volume of a fixture.
@@ -280,10 +266,30 @@ impl Fixture {
 
     /// SIGKILL snapbackd: a crash. `devices` are its loop devices, detached afterwards (as a
     /// reboot would drop them) so that they do not leak.
+    /// Panics when the killed daemon does not exit within 30 s (a thread of it stuck on its
+    /// own FUSE volume): its FUSE connection is aborted first, so the test ends instead of
+    /// hanging.
     pub fn kill_daemon(&mut self, devices: &[String]) {
+        use std::os::unix::fs::MetadataExt;
+        let fuse_connection =
+            fs::metadata(self.path("fuse")).ok().map(|m| rustix::fs::minor(m.dev()));
         let mut child = self.daemon.take().expect("daemon not running");
         let _ = child.kill();
-        let _ = child.wait();
+        let started = Instant::now();
+        while child.try_wait().ok().flatten().is_none() {
+            if started.elapsed() > Duration::from_secs(30) {
+                if let Some(minor) = fuse_connection {
+                    abort_fuse_connection(minor);
+                }
+                let _ = child.wait();
+                panic!(
+                    "snapbackd did not exit within 30 s of SIGKILL (stuck on its own FUSE volume; \
+                     its connection was aborted):\n{}",
+                    self.daemon_log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         // The dead daemon's FUSE mount is disconnected; unmount it so the next daemon can
         // mount the directory again.
         let _ = Command::new("umount").arg("-l").arg(self.path("fuse")).output();
@@ -472,6 +478,15 @@ impl Drop for Fixture {
     }
 }
 
+/// Aborts FUSE connection `minor` (fusectl, mounted here when it is not yet).
+fn abort_fuse_connection(minor: u32) {
+    let dir = Path::new("/sys/fs/fuse/connections");
+    if fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(true) {
+        let _ = Command::new("mount").args(["-t", "fusectl", "none"]).arg(dir).output();
+    }
+    let _ = fs::write(dir.join(minor.to_string()).join("abort"), "1");
+}
+
 /// SIGTERM, then SIGKILL after `grace`.
 fn terminate(child: &mut Child, grace: Duration) -> std::process::ExitStatus {
     let pid = rustix::process::Pid::from_child(child);
@@ -495,25 +510,6 @@ fn detach_loop_devices_under(dir: &Path) {
     snapbackd::backend::userspace::loop_device::detach_stale(dir, &[]);
 }
 
-pub fn run(program: &str, args: &[&str]) -> Output {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-pub fn wait_for(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A system-bus configuration like Debian's (deny by default), plus the project's own
 /// snapback policy file and, for polkit tests, polkit's.
 fn bus_config_xml(address: &str, polkit: bool) -> String {
@@ -524,37 +520,9 @@ fn bus_config_xml(address: &str, polkit: bool) -> String {
     system_bus::system_bus_config(address, &policies)
 }
 
-/// sha256 of every regular file under `root`, by relative path (the tree's content).
-pub fn tree_digest(root: &Path) -> BTreeMap<String, String> {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("cd \"$1\" && find . -xdev -type f ! -path './lost+found/*' -print0 | sort -z | xargs -0r sha256sum")
-        .arg("sh")
-        .arg(root)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once("  ").map(|(h, p)| (p.to_string(), h.to_string())))
-        .collect()
-}
-
 /// The options of a Snapshot call asking for a COW of `bytes`.
 pub fn cow_size(bytes: u64) -> HashMap<&'static str, Variant<'static>> {
     HashMap::from([("cow-size", Variant::new(bytes))])
-}
-
-/// Every path with its type and link target, plus every regular file's sha256.
-pub fn full_tree(root: &Path) -> (String, BTreeMap<String, String>) {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("cd \"$1\" && find . -xdev ! -path './lost+found*' -printf '%y %m %s %p -> %l\\n' | sort")
-        .arg("sh")
-        .arg(root)
-        .output()
-        .unwrap();
-    (String::from_utf8_lossy(&out.stdout).into_owned(), tree_digest(root))
 }
 
 /// Wait until `set` is no longer merging or pending (the backend removes a merged set).
@@ -584,18 +552,4 @@ pub async fn wait_merge_end(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Deterministic pseudo-random bytes (xorshift64*), so content differs per file and seed.
-pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
