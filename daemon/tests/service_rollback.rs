@@ -682,3 +682,50 @@ async fn a_half_merged_set_survives_busctl_pressing_every_button() {
     assert_eq!(full_tree(&mnt), before, "after the resumed merge");
     fx.umount(&mnt);
 }
+
+/// Snapshot flushes every file system before it freezes them, and one of them lives on our
+/// own volume: its flush is served by the daemon's FUSE threads. A SIGKILL in the middle must
+/// still end the daemon (a sync(2) of the daemon's own once left it unkillable in D state,
+/// holding its bus name), and the set must then be whole or absent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_snapshot_flushes_a_dirty_volume_ends_the_daemon() {
+    let mut fx = Fixture::start(Options {
+        volumes: vec![VolumeSpec { name: "root", bytes: 512 * MIB, auto: true }],
+        pool_bytes: 1024 * MIB,
+        ..Options::default()
+    });
+    let connection = fx.connect().await;
+    let mut device = fx.device_of(&connection, "root").await;
+    fx.mkfs(&device);
+    let mnt = fx.mount(&device, "mnt");
+    let mut killed_in_flush = 0;
+    for round in 0..3u64 {
+        // dirty data nobody has flushed: Snapshot's flush has to write it through FUSE
+        let mut file = fs::File::create(mnt.join(format!("dirty-{round}"))).unwrap();
+        for i in 0..24 {
+            file.write_all(&pattern(4 * MIB as usize, round * 100 + i)).unwrap();
+        }
+        drop(file);
+        let manager = fx.manager(&fx.connect().await).await;
+        let call = tokio::spawn(async move {
+            manager.snapshot(&["root"], "killed", cow_size(256 * MIB)).await
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let flushing = !call.is_finished();
+        fx.kill_daemon(std::slice::from_ref(&device)); // panics if it does not exit
+        killed_in_flush += u32::from(flushing);
+        let _ = call.await;
+        run("umount", &["-l", mnt.to_str().unwrap()]);
+        fx.start_daemon();
+        let connection = fx.connect().await;
+        device = fx.device_of(&connection, "root").await;
+        run("mount", &["-t", "ext4", &device, mnt.to_str().unwrap()]);
+        let status = fx.manager(&connection).await.status().await.unwrap();
+        for set in &status.volumes["root"].snapshots {
+            let state = fx.snapshot_proxy(&connection, set.as_str()).await.state().await.unwrap();
+            assert_eq!(state, "active", "set {set} after the kill");
+        }
+    }
+    assert!(killed_in_flush > 0, "no kill landed while Snapshot was still running");
+    run("umount", &[mnt.to_str().unwrap()]);
+}

@@ -333,7 +333,7 @@ impl Backend for UserspaceBackend {
             picked.iter().map(|extents| Arc::new(self.shared.pool.extent_io(extents))).collect();
         // 3. Take the set: flush and freeze the file systems on the volumes, suspend every
         // origin, attach, resume, thaw.
-        rustix::fs::sync();
+        flush_filesystems();
         let devices: Vec<PathBuf> = volumes.iter().filter_map(|volume| volume.device()).collect();
         let frozen = freeze::freeze_mounted(&devices);
         let suspended_at = Instant::now();
@@ -567,5 +567,21 @@ impl Drop for UserspaceBackend {
         if let Err(err) = self.shutdown() {
             tracing::warn!(%err, "shutting down the userspace backend");
         }
+    }
+}
+
+/// Flushes every file system before the freeze, so the freeze itself is short. Done by a child
+/// `sync`, never by a sync(2) of our own: flushing a file system on one of our volumes waits for
+/// FUSE requests that this process serves, and a thread of ours waiting uninterruptibly for
+/// them would keep a SIGKILLed daemon from ever exiting (its FUSE threads are gone, so nothing
+/// answers, and the FUSE connection is aborted only when the process has exited). A child
+/// stuck that way is released when we exit; a failure only costs a longer freeze.
+fn flush_filesystems() {
+    match std::process::Command::new("sync").status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => {
+            tracing::warn!(%status, "sync before the snapshot failed; the freeze flushes")
+        }
+        Err(err) => tracing::warn!(%err, "cannot run sync before the snapshot; the freeze flushes"),
     }
 }
