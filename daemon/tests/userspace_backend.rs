@@ -1,7 +1,7 @@
 //! The userspace backend end to end on real FUSE, loop devices and ext4 (needs root).
 //!
 //! Each test builds its own pool and volume files in a temporary directory and drives the
-//! backend directly (the service helper's tests do the same over D-Bus).
+//! backend directly (the service_* tests do the same over D-Bus).
 
 #![allow(clippy::unwrap_used)]
 
