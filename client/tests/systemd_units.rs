@@ -100,6 +100,38 @@ fn units_use_the_installed_daemon_path() {
 }
 
 #[test]
+fn daemon_unit_may_write_the_default_boot_partitions() {
+    // ProtectSystem=strict makes every path read-only that is not listed here, and the boot
+    // side writes rollback entries, kernel copies and restores to /boot and the ESP: the
+    // places the daemon uses when [boot] names none (BootConfig::roots in daemon/src/boot).
+    let service = section(&systemd_file("snapbackd.service"), "Service");
+    assert_eq!(one(&service, "ProtectSystem"), "strict");
+    let writable: Vec<String> = service
+        .get("ReadWritePaths")
+        .into_iter()
+        .flatten()
+        .flat_map(|line| line.split_whitespace())
+        // "-": a path that does not exist is skipped instead of failing the unit's start
+        .map(|path| path.strip_prefix('-').unwrap_or(path).to_owned())
+        .collect();
+    for place in ["/boot", "/boot/efi", "/efi"] {
+        let covered = writable
+            .iter()
+            .any(|path| Path::new(place).starts_with(path) && path.starts_with('/') && path != "/");
+        assert!(
+            covered,
+            "{place} is read-only for snapbackd.service (ReadWritePaths={writable:?})"
+        );
+    }
+    // ... and optional, or a machine without /efi would fail to start the daemon
+    for line in &service["ReadWritePaths"] {
+        for path in line.split_whitespace() {
+            assert!(path.starts_with('-'), "ReadWritePaths={path} must be optional ('-{path}')");
+        }
+    }
+}
+
+#[test]
 fn activate_unit_is_confined_as_far_as_early_boot_allows() {
     let service = section(&systemd_file("snapback-activate.service"), "Service");
     for (key, value) in [
