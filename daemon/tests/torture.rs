@@ -410,6 +410,10 @@ impl Torture {
     }
 
     async fn snapshot(&mut self) {
+        // room in the pool first: every set asks for a COW as large as the volume
+        while self.sets.len() >= MAX_SETS {
+            self.delete(0).await;
+        }
         let tree = self.freeze();
         let n = self.counts.snapshots;
         let path =
@@ -511,7 +515,10 @@ impl Torture {
             _ if !self.sets.is_empty() => "rollback",
             _ => "load",
         };
-        eprintln!("torture[{} seed {}] iteration {i}: {what}", self.fstype, self.seed);
+        eprintln!(
+            "torture[{} seed {}] iteration {i}: {what} (so far: {} kills, {} rollbacks, 0 bytes lost)",
+            self.fstype, self.seed, self.counts.kills, self.counts.rollbacks
+        );
         match what {
             "load" => self.load().await,
             "kill-in-writes" => self.kill_in_writes().await,
@@ -559,6 +566,9 @@ impl Torture {
     }
 
     async fn kill_in_snapshot(&mut self) {
+        while self.sets.len() >= MAX_SETS {
+            self.delete(0).await;
+        }
         let tree = self.freeze();
         let manager = self.manager.clone();
         let n = self.counts.snapshots;
