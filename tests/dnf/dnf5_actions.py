@@ -6,7 +6,7 @@
 # - an empty filter runs the command once; a filter runs it once per matching transaction
 #   package (glob on name or NEVRA), all substitutions of one line made before any runs;
 # - direction `in` = actions I U D R, `out` = E O, none = all (? included);
-# - the command is split on unescaped spaces, ${pid} ${tmp.X} ${pkg.name|nevra|action|...}
+# - the command is split on unescaped spaces, ${pid} ${conf.X} ${tmp.X} ${pkg.name|nevra|action|...}
 #   substituted per argument, then backslash escapes removed; an unknown variable skips the
 #   action (logged); identical commands run once per hook;
 # - stdout lines: tmp.X=V sets, tmp.X unsets, log.LEVEL=M logs, error=M and a non-zero exit are
@@ -28,9 +28,11 @@ ap.add_argument("--hook", required=True)
 ap.add_argument("--pid", required=True)
 ap.add_argument("--state", required=True)
 ap.add_argument("--replace", action="append", default=[], help="OLD=NEW in commands")
+ap.add_argument("--conf", action="append", default=[], help="KEY=VALUE: dnf5's ${conf.KEY}")
 ap.add_argument("file")
 args = ap.parse_args()
 
+conf = dict(c.split("=", 1) for c in args.conf)
 tmp = {}
 if os.path.exists(args.state):
     with open(args.state) as f:
@@ -126,6 +128,8 @@ def substitute(arg, pkg):
         name = arg[start + 2 : end]
         if name == "pid":
             value = args.pid
+        elif name.startswith("conf.") and name[5:] in conf:
+            value = conf[name[5:]]
         elif name.startswith("tmp.") and name[4:] in tmp:
             value = tmp[name[4:]]
         elif name.startswith("pkg.") and pkg is not None and name[4:] in pkg:
