@@ -5,15 +5,16 @@
 # - lines `callback:package_filter:direction:options:command`, in file order;
 # - an empty filter runs the command once; a filter runs it once per matching transaction
 #   package (glob on name or NEVRA), all substitutions of one line made before any runs;
-# - direction `in` = actions I U D R, `out` = E O;
-# - the command is split on unescaped spaces, ${pid} ${tmp.X} ${pkg.name|nevra|action|...}
+# - direction `in` = actions I U D R, `out` = E O, none = all (? included);
+# - the command is split on unescaped spaces, ${pid} ${conf.X} ${tmp.X} ${pkg.name|nevra|action|...}
 #   substituted per argument, then backslash escapes removed; an unknown variable skips the
 #   action (logged); identical commands run once per hook;
 # - stdout lines: tmp.X=V sets, tmp.X unsets, log.LEVEL=M logs, error=M and a non-zero exit are
 #   errors: logged with raise_error=0, fatal with raise_error=1 (exit status 3 here, the way
 #   dnf5 stops the transaction).
 #
-# Packages come on stdin as "ACTION NAME NEVRA" lines. tmp variables persist in --state between
+# Packages come on stdin as "ACTION NAME NEVRA" lines, in dnf5's order (check_transaction refuses
+# a list dnf5 would not send). tmp variables persist in --state between
 # the pre_transaction and post_transaction runs, as they do within one dnf5 process.
 import argparse
 import fnmatch
@@ -27,9 +28,11 @@ ap.add_argument("--hook", required=True)
 ap.add_argument("--pid", required=True)
 ap.add_argument("--state", required=True)
 ap.add_argument("--replace", action="append", default=[], help="OLD=NEW in commands")
+ap.add_argument("--conf", action="append", default=[], help="KEY=VALUE: dnf5's ${conf.KEY}")
 ap.add_argument("file")
 args = ap.parse_args()
 
+conf = dict(c.split("=", 1) for c in args.conf)
 tmp = {}
 if os.path.exists(args.state):
     with open(args.state) as f:
@@ -41,8 +44,46 @@ for line in sys.stdin:
     if len(parts) == 3:
         packages.append({"action": parts[0], "name": parts[1], "nevra": parts[2]})
 
+# dnf5 5.2.12.0's letters, libdnf5/transaction/transaction_item_action.cpp
+# (transaction_item_action_to_letter): INSTALL I, UPGRADE U, DOWNGRADE D, REINSTALL R, REMOVE E,
+# REPLACED O, REASON_CHANGE ?. Inbound/outbound (transaction_item_action_is_inbound/_outbound in
+# the same file) pick the packages of `in`/`out` lines; a line without a direction gets every
+# transaction package, ? included (libdnf5-plugins/actions/actions.cpp, on_transaction).
 IN = set("IUDR")
 OUT = set("EO")
+LETTERS = IN | OUT | {"?"}
+
+
+def check_transaction(pkgs):
+    """Refuses a package list dnf5 5.2 never sends, so the test cannot drift from dnf5 again.
+
+    libdnf5/base/transaction.cpp, Transaction::Impl::set_transaction (5.2.12.0, lines 700-735):
+    the packages come as installs, reinstalls, upgrades, downgrades, removes, then every package
+    the solver replaces (REPLACED, O), then reason changes; make_transaction_package puts the old
+    package of an upgrade, downgrade or reinstall into that replaced set (libsolv lists it among
+    the package's obsoletes), and an obsoleted package of another name the same way. So the old
+    half of an upgrade is an O, never an E.
+    """
+    order = "IRUDEO?"
+    last = 0
+    for p in pkgs:
+        if p["action"] not in LETTERS:
+            sys.exit("dnf5 has no action letter %r" % p["action"])
+        pos = order.index(p["action"])
+        if pos < last:
+            sys.exit("dnf5 lists %s after %s: not its order" % (p["action"], order[last]))
+        last = pos
+    outgoing = {p["name"] for p in pkgs if p["action"] == "O"}
+    incoming = {p["name"] for p in pkgs if p["action"] in ("U", "D", "R")}
+    for p in pkgs:
+        if p["action"] == "E" and p["name"] in incoming:
+            sys.exit("dnf5 never sends the old half of %s as E" % p["name"])
+    for p in pkgs:
+        if p["action"] in ("U", "D", "R") and p["name"] not in outgoing:
+            sys.exit("dnf5 sends the replaced %s as O with the %s" % (p["name"], p["action"]))
+
+
+check_transaction(packages)
 
 
 def split(s):
@@ -87,6 +128,8 @@ def substitute(arg, pkg):
         name = arg[start + 2 : end]
         if name == "pid":
             value = args.pid
+        elif name.startswith("conf.") and name[5:] in conf:
+            value = conf[name[5:]]
         elif name.startswith("tmp.") and name[4:] in tmp:
             value = tmp[name[4:]]
         elif name.startswith("pkg.") and pkg is not None and name[4:] in pkg:
@@ -155,7 +198,7 @@ with open(args.file) as f:
         if pkg_filter == "":
             targets = [None]
         else:
-            allowed = IN if direction == "in" else OUT if direction == "out" else IN | OUT
+            allowed = IN if direction == "in" else OUT if direction == "out" else LETTERS
             targets = [
                 p
                 for p in packages

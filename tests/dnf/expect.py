@@ -2,6 +2,7 @@
 # Asserts facts about snapbackd's snapshot sets as read over D-Bus (see snapshots.py).
 #   --count N            exactly N snapshot sets exist
 #   --last-desc TEXT     the newest set's description contains TEXT
+#   --last-desc-is TEXT  ... is exactly TEXT
 #   --last-ud KEY=VALUE  the newest set's userdata has KEY with exactly VALUE
 #   --last-ud KEY~TEXT   ... KEY whose value contains TEXT
 #   --last-no-ud KEY     ... has no KEY
@@ -17,6 +18,7 @@ import os
 ap = argparse.ArgumentParser()
 ap.add_argument("--count", type=int)
 ap.add_argument("--last-desc", action="append", default=[])
+ap.add_argument("--last-desc-is")
 ap.add_argument("--last-ud", action="append", default=[])
 ap.add_argument("--last-no-ud", action="append", default=[])
 ap.add_argument("--last-important", choices=["yes", "no"])
@@ -29,7 +31,7 @@ failed = []
 if args.count is not None and len(sets) != args.count:
     failed.append("expected %d snapshot sets, found %d" % (args.count, len(sets)))
 last = sets[-1] if sets else None
-checks_on_last = (args.last_desc or args.last_ud or args.last_no_ud or args.last_important
+checks_on_last = (args.last_desc or args.last_desc_is is not None or args.last_ud or args.last_no_ud or args.last_important
                   or args.last_volumes)
 if checks_on_last and last is None:
     failed.append("no snapshot set to check")
@@ -37,6 +39,8 @@ elif last is not None:
     for text in args.last_desc:
         if text not in last["description"]:
             failed.append("description %r lacks %r" % (last["description"], text))
+    if args.last_desc_is is not None and last["description"] != args.last_desc_is:
+        failed.append("description %r, expected %r" % (last["description"], args.last_desc_is))
     ud = last["userdata"]
     for spec in args.last_ud:
         if "~" in spec and ("=" not in spec or spec.index("~") < spec.index("=")):
