@@ -44,6 +44,9 @@ function snapshotFromProxy(proxy) {
         mergeProgress: proxy.MergeProgress,
         userdata: proxy.Userdata || {},
         important: Boolean(proxy.Important),
+        // The set's "Roll back to snapshot N" boot-menu entry file; "" when it has none (or the
+        // daemon predates the property).
+        bootEntry: typeof proxy.BootEntry === "string" ? proxy.BootEntry : "",
     };
 }
 
@@ -153,6 +156,37 @@ export class SnapbackClient {
 
     async remove(path) {
         await this.dbus.call(MANAGER_PATH, MANAGER_IFACE, "Delete", [path], { type: "o", flags: INTERACTIVE });
+    }
+
+    /** RefreshBootEntries() → as: writes every set's boot-menu entry again; the files written. */
+    async refreshBootEntries() {
+        const [written] = await this.dbus.call(MANAGER_PATH, MANAGER_IFACE, "RefreshBootEntries", [],
+                                               { type: "", flags: INTERACTIVE });
+        return written;
+    }
+
+    /**
+     * Follows a file (a boot-menu entry) through the bridge, live: onChange({ text }) while it
+     * exists, ({ missing: true }) once it is gone, ({ error }) when it cannot be read. The daemon
+     * only re-checks BootEntry when it publishes a set, so an entry removed from /boot
+     * meanwhile is noticed here. Returns { remove() }.
+     */
+    watchFile(path, onChange) {
+        const file = cockpit.file(path, { superuser: "try" });
+        const watch = file.watch((content, tag, error) => {
+            if (error)
+                onChange({ error });
+            else if (content === null)
+                onChange({ missing: true });
+            else
+                onChange({ text: content });
+        });
+        return {
+            remove: () => {
+                watch.remove();
+                file.close();
+            },
+        };
     }
 
     /** Status() → a{sv} as plain data (backend, version, pool {path,size,used}, volumes {name → {...}}, pending, merging). */

@@ -110,3 +110,33 @@ export function listInWords(items) {
         return quoted[0];
     return `${quoted.slice(0, -1).join(", ")} and ${quoted[quoted.length - 1]}`;
 }
+
+/**
+ * A Boot Loader Specification entry's text → { title, version, options }: one "key value" per
+ * line, '#' comments, the first occurrence of a key wins (as systemd-boot reads them).
+ */
+export function parseBootEntry(text) {
+    const entry = {};
+    for (const line of String(text || "").split("\n")) {
+        const trimmed = line.trim();
+        if (trimmed === "" || trimmed.startsWith("#"))
+            continue;
+        const match = /^(\S+)\s+(.*)$/.exec(trimmed);
+        if (match && !(match[1] in entry))
+            entry[match[1]] = match[2].trim();
+    }
+    return { title: entry.title || "", version: entry.version || "", options: entry.options || "" };
+}
+
+/**
+ * What choosing a set's rollback entry at the boot menu does, in one paragraph. The entry boots
+ * the snapshot-time kernel with snapback.rollback=N: the initramfs starts the set's rollback
+ * before root is mounted, without the bus or the daemon, and /boot is put back once snapbackd runs.
+ */
+export function bootEntryMeaning(volumes, version) {
+    const one = (volumes || []).length === 1;
+    const kernel = version ? `the kernel the system had then (${version})` : "the kernel the system had then";
+    return `Choosing it when the machine starts boots ${kernel} and rolls ${listInWords(volumes)} back to this snapshot ` +
+        `before ${one ? "it is" : "they are"} mounted; /boot is put back as it was too. Everything written to ` +
+        `${one ? "it" : "them"} since is lost. This works even when an upgrade has left the system unable to start.`;
+}

@@ -156,6 +156,10 @@ function openRollbackDialog(snapshot) {
             el("p", {}, "A volume that is not in use is rolled back now; this page shows the progress. " +
                         "A volume that is in use (for example the mounted root file system) cannot be changed while the system runs: " +
                         "its rollback is scheduled and completes at the next boot."),
+            snapshot.bootEntry
+                ? el("p", { id: "rollback-dialog-boot" }, "The kernels, boot entries and boot loader default in /boot are put back " +
+                                                          "as they were too, so the next boot starts the kernel of the snapshot.")
+                : null,
             snapshot.state === "merge-failed"
                 ? el("p", { class: "sb-strong" }, "The last attempt stopped part way, so the volumes are half rolled back now. " +
                                                  "Retrying resumes where it stopped; fix the cause in the journal first.")
@@ -225,6 +229,36 @@ async function cancelRollback(snapshot, button) {
     }
 }
 
+// RefreshBootEntries in flight: a second click is ignored (see `cancelling`).
+let refreshingBoot = false;
+
+async function refreshBootEntries(button) {
+    if (refreshingBoot)
+        return;
+    refreshingBoot = true;
+    button.setAttribute("aria-busy", "true");
+    try {
+        const written = await client.refreshBootEntries();
+        const old = $("boot-error");
+        if (old)
+            old.remove();
+        // The entry's row turns back to "A way back is in the boot menu" by itself once the file
+        // is there again (it watches the file); this says what the daemon did.
+        if (written.length)
+            showNotice("boot-notice", "success",
+                       `${written.length === 1 ? "One boot menu entry was" : `${written.length} boot menu entries were`} written again.`,
+                       written.join(", "));
+        else
+            showNotice("boot-notice", "info", "No boot menu entry was written.",
+                       "No snapshot set has recorded the boot configuration, or the boot side is turned off in snapback.toml.");
+    } catch (error) {
+        showError(error, "write the boot menu entries", "boot-error");
+    } finally {
+        refreshingBoot = false;
+        button.removeAttribute("aria-busy");
+    }
+}
+
 let lastRollbackAnswer = null;
 // Object paths whose MergeFinished arrived since their Rollback call was made.
 const finishedMerges = new Set();
@@ -288,6 +322,7 @@ function onOwner(running) {
     if (running) {
         setServiceState("snapbackd is running", "ok");
         $("create-button").disabled = false;
+        $("refresh-boot-button").disabled = false;
         const stale = $("connection-error");
         if (stale)
             stale.remove();
@@ -295,6 +330,7 @@ function onOwner(running) {
     } else {
         setServiceState("snapbackd is not running", "warning");
         $("create-button").disabled = true;
+        $("refresh-boot-button").disabled = true;
     }
 }
 
@@ -309,6 +345,8 @@ const table = new SnapshotTable($("snapshot-rows"), $("empty-state"), {
     rollback: snapshot => openRollbackDialog(snapshot),
     cancel: (snapshot, button) => cancelRollback(snapshot, button),
     remove: snapshot => openDeleteDialog(snapshot),
+    refreshBoot: (_snapshot, button) => refreshBootEntries(button),
+    watchFile: (path, onChange) => client.watchFile(path, onChange),
     online: () => daemonRunning,
 });
 
@@ -337,6 +375,7 @@ const client = new SnapbackClient({
 });
 
 $("create-button").addEventListener("click", openCreateDialog);
+$("refresh-boot-button").addEventListener("click", event => refreshBootEntries(event.currentTarget));
 
 // When the session gains or drops administrative access, snapbackd must see the new caller:
 // reopen the channel (Cockpit's superuser bridge is chosen when the channel opens).

@@ -3,10 +3,14 @@
 
 import { el } from "./dialogs.js";
 import {
-    allowedActions, describeState, formatCreated, formatUsage, isoCreated, progressPercent, userdataEntries,
+    allowedActions, bootEntryMeaning, describeState, formatCreated, formatUsage, isoCreated, parseBootEntry, progressPercent,
+    userdataEntries,
 } from "./format.js";
 
-/** One snapshot set's row. actions: { rollback(snapshot, button), cancel(...), remove(...) } */
+/**
+ * One snapshot set's row. actions: { rollback(snapshot, button), cancel(...), remove(...),
+ * refreshBoot(snapshot, button), watchFile(path, onChange) → { remove() }, online() }
+ */
 class SnapshotRow {
     constructor(actions) {
         this.actions = actions;
@@ -14,6 +18,16 @@ class SnapshotRow {
         this.description = el("span", { class: "sb-description" });
         this.importantBadge = el("span", { class: "sb-badge sb-badge--important", hidden: true }, "Important");
         this.userdata = el("dl", { class: "sb-userdata" });
+        // "A way back is in the boot menu": only for sets with a rollback entry (BootEntry).
+        this.boot = el("div", { class: "sb-boot", hidden: true });
+        this.bootPath = "";
+        // The daemon clears BootEntry once the file has gone from /boot (at its next publish of
+        // the set): a set that had an entry while this page watched keeps showing it, as missing.
+        this.bootLost = false;
+        this.bootWatch = null;
+        // What the entry file said last: null until read, then { text } | { missing } | { error }.
+        this.bootFile = null;
+        this.bootKey = "";
         this.volumes = el("ul", { class: "sb-volumes" });
         this.usage = el("span");
         this.stateBadge = el("span", { class: "sb-badge" });
@@ -31,7 +45,7 @@ class SnapshotRow {
         this.element = el("tr", { class: "sb-row" },
                           el("td", { "data-label": "Created" }, this.created),
                           el("th", { scope: "row", "data-label": "Description" },
-                             el("div", {}, el("div", {}, this.description, " ", this.importantBadge), this.userdata)),
+                             el("div", {}, el("div", {}, this.description, " ", this.importantBadge), this.userdata, this.boot)),
                           el("td", { "data-label": "Volumes" }, this.volumes),
                           el("td", { "data-label": "Space used" }, this.usage),
                           el("td", { "data-label": "State" }, el("div", {}, this.stateBadge, this.progress, this.progressText)),
@@ -85,11 +99,105 @@ class SnapshotRow {
         this.deleteButton.setAttribute("aria-label", `Delete “${name}”`);
         // A state change hid the focused button (e.g. Cancel rollback once cancelled): keep the
         // keyboard user on this row.
-        if (focused && (focused.hidden || focused.disabled)) {
-            const next = [this.rollbackButton, this.cancelButton, this.deleteButton].find(b => !b.hidden && !b.disabled);
-            if (next)
-                next.focus();
+        if (focused && (focused.hidden || focused.disabled))
+            this.focusFirstButton();
+
+        this.bootLost = !snapshot.bootEntry && this.bootPath !== "";
+        const bootPath = snapshot.bootEntry || this.bootPath;
+        if (bootPath !== this.bootPath) {
+            this.stopBootWatch();
+            this.bootPath = bootPath;
+            this.bootFile = null;
+            if (this.bootPath) {
+                this.bootWatch = this.actions.watchFile(this.bootPath, file => {
+                    this.bootFile = file;
+                    this.renderBoot();
+                });
+            }
         }
+        this.renderBoot();
+    }
+
+    focusFirstButton() {
+        const next = [this.rollbackButton, this.cancelButton, this.deleteButton].find(b => !b.hidden && !b.disabled);
+        if (next)
+            next.focus();
+    }
+
+    /**
+     * The boot-menu block: the entry's title as the menu shows it and what choosing it does; or,
+     * when the file has gone from /boot (an administrator cleaned it), that it is missing, with
+     * a button that has the daemon write the entries again.
+     */
+    renderBoot() {
+        const snapshot = this.snapshot;
+        if (!snapshot || !this.bootPath) {
+            this.boot.hidden = true;
+            this.boot.replaceChildren();
+            this.bootKey = "";
+            return;
+        }
+        const file = this.bootFile;
+        const online = this.actions.online();
+        let key;
+        let children;
+        // The file is the truth (it is what the boot loader reads); the daemon's word when the
+        // file cannot be read.
+        const missing = file && !file.error ? Boolean(file.missing) : this.bootLost;
+        if (missing) {
+            key = `missing\n${this.bootPath}\n${online}`;
+            const button = el("button", {
+                type: "button", class: "sb-btn sb-btn--secondary sb-btn--small", "data-action": "refresh-boot",
+                "aria-label": `Write the boot menu entry of “${snapshot.description || `snapshot ${snapshot.id}`}” again`,
+            }, "Write boot entries again");
+            button.disabled = !online;
+            button.addEventListener("click", () => this.actions.refreshBoot(snapshot, button));
+            children = [
+                el("p", { class: "sb-boot__title sb-boot__title--missing" }, "The way back in the boot menu is missing"),
+                el("p", { class: "sb-boot__detail" }, `Its entry ${this.bootPath} is no longer there, so the boot menu ` +
+                   "does not offer this snapshot. snapbackd can write it again, with the kernel it boots."),
+                button,
+            ];
+        } else {
+            // Until the file is read (or when it cannot be, e.g. /boot not readable without
+            // administrative access), the title is said as the daemon writes it, without the rest.
+            const entry = file && typeof file.text === "string" ? parseBootEntry(file.text) : { title: "", version: "" };
+            const title = entry.title || `Roll back to snapshot ${snapshot.id}`;
+            key = `present\n${title}\n${entry.version}\n${snapshot.volumes.join("\n")}`;
+            children = [
+                el("p", { class: "sb-boot__title" }, "A way back is in the boot menu"),
+                el("p", { class: "sb-boot__entry" }, "Entry ", el("q", { class: "sb-boot__name" }, title)),
+                el("p", { class: "sb-boot__detail" }, bootEntryMeaning(snapshot.volumes, entry.version)),
+            ];
+        }
+        this.boot.hidden = false;
+        this.boot.dataset.entry = this.bootPath;
+        this.boot.dataset.state = missing ? "missing" : "present";
+        // Rebuild only when the words change: a PropertiesChanged (merge progress, space used)
+        // must not take the keyboard focus off the button in this block.
+        if (key === this.bootKey)
+            return;
+        const hadFocus = this.boot.contains(document.activeElement);
+        this.bootKey = key;
+        this.boot.replaceChildren(...children);
+        if (hadFocus) {
+            const button = this.boot.querySelector("button");
+            if (button)
+                button.focus();
+            else
+                this.focusFirstButton();
+        }
+    }
+
+    stopBootWatch() {
+        if (this.bootWatch)
+            this.bootWatch.remove();
+        this.bootWatch = null;
+    }
+
+    dispose() {
+        this.stopBootWatch();
+        this.element.remove();
     }
 }
 
@@ -117,7 +225,7 @@ export class SnapshotTable {
         });
         for (const [path, row] of this.rows) {
             if (!seen.has(path)) {
-                row.element.remove();
+                row.dispose();
                 this.rows.delete(path);
             }
         }

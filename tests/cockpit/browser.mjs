@@ -8,10 +8,11 @@
 //   START_DAEMON  shell command that starts the daemon (run after the "no daemon" step)
 //   BUSY_VOLUME   a volume whose rollback must be "scheduled" ("" = none available)
 //   FREE_VOLUME   a volume whose rollback must be "merging"
+//   BOOT_VOLUME   the volume whose sets get a boot-menu entry (BootEntry) ("" = skip)
 // Prints one line per check and "N passed, N failed"; exits 1 if any check failed.
 
 import { execFileSync, execSync } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { chromium } from "playwright-core";
 
 const env = name => process.env[name] || "";
@@ -140,6 +141,8 @@ await step("formatting and error words", async () => {
             specific: names.filter(n => e.explainError({ name: `org.snapback.Snapback1.Error.${n}`, message: "m" }).title === generic),
             detail: e.explainError({ name: "org.snapback.Snapback1.Error.NoSpace", message: "pool 97 % full" }),
             problem: e.explainError({ problem: "not-found" }).title,
+            entry: f.parseBootEntry("# comment\ntitle  Roll back to snapshot 3: x (2026-01-02 03:04 UTC)\nversion 6.1\ntitle second\noptions ro snapback.rollback=3\n"),
+            meaning: [f.bootEntryMeaning(["root"], "6.1"), f.bootEntryMeaning(["root", "var"], "")],
         };
     });
     check("format: bytes in binary units", JSON.stringify(r.bytes) === JSON.stringify(["0 B", "1.5 KiB", "10.0 GiB", "unknown"]), r.bytes.join(" | "));
@@ -156,6 +159,12 @@ await step("formatting and error words", async () => {
     check("errors: every API error name has its own sentence", r.specific.length === 0, r.specific.join(","));
     check("errors: the daemon's message is kept as detail", r.detail.detail === "pool 97 % full" && /not enough free space/.test(r.detail.title), JSON.stringify(r.detail));
     check("errors: a missing service is said in words", /not installed or not running/.test(r.problem), r.problem);
+    check("format: a BLS entry's title, version and options (first of each key)",
+          JSON.stringify(r.entry) === JSON.stringify({ title: "Roll back to snapshot 3: x (2026-01-02 03:04 UTC)", version: "6.1", options: "ro snapback.rollback=3" }),
+          JSON.stringify(r.entry));
+    check("format: what the boot entry does, with the kernel and the volumes",
+          /boots the kernel the system had then \(6\.1\) and rolls “root” back to this snapshot before it is mounted/.test(r.meaning[0]) &&
+          /rolls “root” and “var” back to this snapshot before they are mounted/.test(r.meaning[1]), r.meaning.join(" | "));
 });
 
 // A marker the page loses if it reloads: the connection must come without one.
@@ -236,6 +245,119 @@ await step("external create", async () => {
     check("external create: shows the dnf transaction from userdata", /dnf\.upgrade.*glibc-2\.36/.test(userdata) && /dnf\.outcome.*unfinished/.test(userdata), userdata);
     await shot(page, "04b-external-dnf-snapshot");
 });
+
+// ---------------------------------------------------------------------------------------------
+// 2b. The way back from the boot menu. A set of the root volume has a "Roll back to snapshot N"
+//     entry (its BootEntry): the row says so, with the entry's title as the menu shows it and
+//     what choosing it does. A set without one says nothing of the kind. When the entry is
+//     removed from /boot the row says it is missing and offers to write it again
+//     (RefreshBootEntries): refused for an unprivileged session, done for root.
+
+/** The title line of a BLS entry file, as the boot menu shows it. */
+function entryTitle(path) {
+    const line = readFileSync(path, "utf8").split("\n").find(l => l.startsWith("title "));
+    return line ? line.slice("title ".length).trim() : "";
+}
+
+if (env("BOOT_VOLUME")) {
+    await step("boot menu", async () => {
+        // The data-only set made above: no entry on the daemon's side, nothing on the page.
+        const freePath = await freeRow.getAttribute("data-path");
+        check("boot menu: a set without the root volume has no BootEntry", managedObjects()[freePath]?.BootEntry === "",
+              JSON.stringify(managedObjects()[freePath]?.BootEntry));
+        check("boot menu: its row says nothing about the boot menu",
+              await freeRow.locator(".sb-boot").isHidden() && !/boot menu/i.test(await freeRow.textContent()));
+
+        const description = `cockpit test ${stamp} boot`;
+        const row = await createSnapshot(page, description, [env("BOOT_VOLUME")], "04c-create-boot");
+        const path = await row.getAttribute("data-path");
+        const props = managedObjects()[path];
+        const entry = props?.BootEntry || "";
+        check("boot menu: the daemon names the set's entry file", entry.endsWith(`/loader/entries/snapback-rollback-${props?.Id}.conf`) &&
+              existsSync(entry), entry);
+        // The page reads the title from the file: wait until it is there, not the fallback.
+        const name = row.locator('.sb-boot[data-state="present"] .sb-boot__name');
+        await name.filter({ hasText: description }).waitFor();
+        const title = entryTitle(entry);
+        check("boot menu: the row shows the entry's title, as the boot menu does", (await name.textContent()) === title, title);
+        check("boot menu: the title is the daemon's \"Roll back to snapshot N: description (date)\"",
+              new RegExp(`^Roll back to snapshot ${props.Id}: ${description} \\(\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d UTC\\)$`).test(title), title);
+        const block = await row.locator(".sb-boot").textContent();
+        check("boot menu: the row says a way back is in the boot menu", block.startsWith("A way back is in the boot menu"), block);
+        const version = (readFileSync(entry, "utf8").match(/^version (.+)$/m) || [])[1] || "";
+        check("boot menu: and what choosing it does (kernel, volumes, before mounting, /boot)",
+              version !== "" && block.includes(`boots the kernel the system had then (${version}) and rolls “${env("BOOT_VOLUME")}” back ` +
+                                               "to this snapshot before it is mounted; /boot is put back as it was too."), block);
+        check("boot menu: the entry does what the page says (snapback.rollback=N)",
+              readFileSync(entry, "utf8").includes(`snapback.rollback=${props.Id}`));
+        await shot(page, "04d-boot-menu");
+
+        await row.locator('button[data-action="rollback"]').click();
+        const dialog = page.locator("#rollback-dialog");
+        await dialog.waitFor({ state: "visible" });
+        check("boot menu: the rollback confirmation says /boot is put back too",
+              /in \/boot are put back as they were too/.test(await dialog.textContent()));
+        await page.keyboard.press("Escape");
+        await dialog.waitFor({ state: "detached" });
+        check("boot menu: the free set's confirmation does not", await (async () => {
+            await freeRow.locator('button[data-action="rollback"]').click();
+            await dialog.waitFor({ state: "visible" });
+            const text = await dialog.textContent();
+            await page.keyboard.press("Escape");
+            await dialog.waitFor({ state: "detached" });
+            return !/\/boot/.test(text);
+        })());
+
+        // An administrator cleans /boot: the page notices the entry has gone, by itself (the file
+        // is watched; the daemon's BootEntry turns "" only at its next publish of the set).
+        rmSync(entry);
+        const missing = row.locator('.sb-boot[data-state="missing"]');
+        await missing.waitFor();
+        const missingText = await missing.textContent();
+        check("boot menu: a removed entry is said to be missing, with its file",
+              missingText.startsWith("The way back in the boot menu is missing") && missingText.includes(entry), missingText);
+        const write = missing.locator('button[data-action="refresh-boot"]');
+        check("boot menu: the row offers to write the entries again", await write.isVisible() && await write.isEnabled());
+        await shot(page, "04e-boot-entry-missing");
+
+        if (env("USER_URL")) {
+            const user = await openPage(env("USER_URL"), "user");
+            await user.waitForSelector("body[data-loaded]");
+            // This page never saw the entry; the daemon may already say BootEntry "": the action
+            // for every set, in the list's header, is the one to use here.
+            await user.click("#refresh-boot-button");
+            const alert = user.locator("#boot-error");
+            await alert.waitFor({ state: "visible" });
+            const text = await alert.textContent();
+            check("boot menu: an unprivileged session's RefreshBootEntries is refused in words",
+                  /Could not write the boot menu entries: You are not authorized/.test(text) &&
+                  await alert.getAttribute("data-error-name") === "org.snapback.Snapback1.Error.NotAuthorized", text.trim());
+            check("boot menu: and the entry is still missing", !existsSync(entry));
+            await user.screenshot({ path: `${ARTIFACTS}/04f-boot-refresh-refused.png`, fullPage: true });
+            await user.close();
+        }
+
+        await write.focus();
+        await page.keyboard.press("Enter");
+        await row.locator('.sb-boot[data-state="present"] .sb-boot__name').filter({ hasText: description }).waitFor();
+        check("boot menu: written again, the file is back with the same title", existsSync(entry) && entryTitle(entry) === title,
+              existsSync(entry) ? entryTitle(entry) : "no file");
+        check("boot menu: the row shows the way back again", (await row.locator(".sb-boot__name").textContent()) === title);
+        await page.locator("#boot-notice").waitFor({ state: "visible" });
+        const notice = await page.textContent("#boot-notice");
+        check("boot menu: a notice names what the daemon wrote", notice.includes("One boot menu entry was written again.") && notice.includes(entry), notice);
+        check("boot menu: the keyboard focus stays on the row",
+              await page.evaluate(p => document.activeElement.tagName === "BUTTON" && document.activeElement.closest("tr")?.dataset.path === p, path));
+        check("boot menu: the daemon still names the same file", managedObjects()[path]?.BootEntry === entry);
+        await shot(page, "04g-boot-entry-written-again");
+
+        // The entry goes with its set (the daemon prunes it); the block goes with the row.
+        await row.locator('button[data-action="delete"]').click();
+        await page.locator("#delete-dialog button[data-action=confirm]").click();
+        await page.locator(`#snapshot-rows tr[data-path="${path}"]`).waitFor({ state: "detached" });
+        check("boot menu: deleting the set removes its entry file", !existsSync(entry));
+    });
+}
 
 // ---------------------------------------------------------------------------------------------
 // 3. Roll back, keyboard: the confirmation says what happens; Escape closes, focus returns.

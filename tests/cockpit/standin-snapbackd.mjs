@@ -5,10 +5,11 @@
 // busy volume's "scheduled" answer) on demand. Its Backend property says "stand-in" so its
 // screenshots can never be mistaken for the real daemon's.
 //
-// Usage: [STANDIN_STATE=FILE] node standin-snapbackd.mjs VOLUME[:busy] ...
-// (bus from DBUS_SYSTEM_BUS_ADDRESS; with STANDIN_STATE the sets survive a restart)
+// Usage: [STANDIN_STATE=FILE] [STANDIN_BOOT_DIR=DIR] node standin-snapbackd.mjs VOLUME[:busy|:fail][:boot] ...
+// (bus from DBUS_SYSTEM_BUS_ADDRESS; with STANDIN_STATE the sets survive a restart; a set with a
+// :boot volume gets a "Roll back to snapshot N" entry in DIR/loader/entries, named by BootEntry)
 
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import dbus from "dbus-next";
 
 const { Interface, ACCESS_READ } = dbus.interface;
@@ -21,11 +22,33 @@ const SNAPSHOT = "org.snapback.Snapback1.Snapshot";
 const ERROR = "org.snapback.Snapback1.Error.";
 const GiB = 1024 ** 3;
 
-// VOLUME:busy — rollbacks are "scheduled"; VOLUME:fail — merges stop halfway with an I/O error.
+// VOLUME:busy — rollbacks are "scheduled"; VOLUME:fail — merges stop halfway with an I/O error;
+// VOLUME:boot — the root volume: its sets get a boot-menu entry.
 const volumes = process.argv.slice(2).map(arg => {
-    const [name, flag] = arg.split(":");
-    return { name, busy: flag === "busy", fail: flag === "fail" };
+    const [name, ...flags] = arg.split(":");
+    return { name, busy: flags.includes("busy"), fail: flags.includes("fail"), boot: flags.includes("boot") };
 });
+
+const BOOT_DIR = process.env.STANDIN_BOOT_DIR || "";
+
+/** The entry file of set `id` (the real daemon's name and place for a /boot without an ESP). */
+function bootEntryPath(id) {
+    return `${BOOT_DIR}/loader/entries/snapback-rollback-${id}.conf`;
+}
+
+/** Writes set `set`'s entry as the real daemon words it (title, kernel, snapback.rollback=N). */
+function writeBootEntry(set) {
+    const date = new Date(Number(set._Created / 1000n)).toISOString().replace("T", " ").slice(0, 16);
+    const text = `title Roll back to snapshot ${set._Id}: ${set._Description || "snapshot"} (${date} UTC)\n` +
+        "version 6.1.0-standin\nsort-key zzz-snapback\nlinux /snapback/0000000000000000/vmlinuz-6.1.0-standin\n" +
+        `options root=/dev/mapper/snapback-root ro snapback.rollback=${set._Id}\n`;
+    mkdirSync(`${BOOT_DIR}/loader/entries`, { recursive: true });
+    writeFileSync(bootEntryPath(set._Id), text);
+}
+
+function hasBootSide(vols) {
+    return Boolean(BOOT_DIR) && vols.some(name => volumes.find(v => v.name === name)?.boot);
+}
 
 const bus = dbus.systemBus();
 let currentSender = null;
@@ -64,6 +87,7 @@ class SnapshotSet extends Interface {
         this._MergeProgress = 0;
         this._Userdata = userdata;
         this._Important = important;
+        this._BootEntry = "";
     }
     get Id() { return this._Id; }
     get Description() { return this._Description; }
@@ -75,6 +99,8 @@ class SnapshotSet extends Interface {
     get MergeProgress() { return this._MergeProgress; }
     get Userdata() { return this._Userdata; }
     get Important() { return this._Important; }
+    // As the real daemon: the entry's path when the file is there, checked when it publishes.
+    get BootEntry() { return this._BootEntry; }
     set(changes) {
         for (const [key, value] of Object.entries(changes))
             this[`_${key}`] = value;
@@ -93,6 +119,7 @@ SnapshotSet.configureMembers({
     properties: {
         Id: ro("u"), Description: ro("s"), Created: ro("t"), Volumes: ro("as"), State: ro("s"),
         UsedBytes: ro("t"), SizeBytes: ro("t"), MergeProgress: ro("d"), Userdata: ro("a{ss}"), Important: ro("b"),
+        BootEntry: ro("s"),
     },
 });
 
@@ -120,6 +147,11 @@ function load() {
         set._Created = BigInt(s.created);
         // A merge cut by the stop goes on as "scheduled", like the daemon resumes it at next start.
         set._State = s.state === "merging" ? "merge-scheduled" : s.state;
+        // The real daemon writes missing entries again at every start.
+        if (hasBootSide(set._Volumes)) {
+            writeBootEntry(set);
+            set._BootEntry = bootEntryPath(set._Id);
+        }
         sets.set(set.path, set);
         bus.export(set.path, set);
     }
@@ -149,6 +181,9 @@ function findSet(path) {
 }
 
 function removeSet(set) {
+    // The entry goes with its set.
+    if (hasBootSide(set._Volumes))
+        rmSync(bootEntryPath(set._Id), { force: true });
     sets.delete(set.path);
     save();
     bus.unexport(set.path, set);
@@ -191,6 +226,10 @@ class Manager extends Interface {
         const userdata = options.userdata ? options.userdata.value : {};
         const important = options.important ? Boolean(options.important.value) : false;
         const set = new SnapshotSet(nextId++, description, names, userdata, important);
+        if (hasBootSide(names)) {
+            writeBootEntry(set);
+            set._BootEntry = bootEntryPath(set._Id);
+        }
         sets.set(set.path, set);
         save();
         bus.export(set.path, set);
@@ -251,6 +290,19 @@ class Manager extends Interface {
             merging: new Variant("ao", [...sets.values()].filter(s => s._State === "merging").map(s => s.path)),
         };
     }
+    async RefreshBootEntries() {
+        await authorize(currentSender, "snapshot");
+        const written = [];
+        for (const set of sets.values()) {
+            if (!hasBootSide(set._Volumes))
+                continue;
+            writeBootEntry(set);
+            written.push(bootEntryPath(set._Id));
+            if (set._BootEntry !== bootEntryPath(set._Id))
+                set.set({ BootEntry: bootEntryPath(set._Id) });
+        }
+        return written;
+    }
     SnapshotCreated(path) { return path; }
     SnapshotRemoved(path) { return path; }
     RollbackScheduled(path) { return path; }
@@ -264,6 +316,7 @@ Manager.configureMembers({
         CancelRollback: { inSignature: "o", outSignature: "" },
         Delete: { inSignature: "o", outSignature: "" },
         Status: { inSignature: "", outSignature: "a{sv}" },
+        RefreshBootEntries: { inSignature: "", outSignature: "as" },
     },
     signals: {
         SnapshotCreated: { signature: "o" }, SnapshotRemoved: { signature: "o" },
