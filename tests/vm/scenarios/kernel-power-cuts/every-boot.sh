@@ -269,11 +269,11 @@ else
 fi
 SLOT_NEXT=$(awk 'BEGIN { n = 0 } $1 >= n { n = $1 + 1 } END { print n }' /tmp/M.slots)
 
-# pick_active : ID and ID_SLOT = a random active set
+# pick_active : ID = a random active set
 pick_active() {
   rnd _k "$(wc -l < /tmp/active)"
   set -- $(sed -n "$((_k + 1))p" /tmp/active)
-  ID=$1; ID_SLOT=$2
+  ID=$1
 }
 
 # ---- the last boot: every remaining set rolls back to its manifest

@@ -275,20 +275,27 @@ mount_data() { mkdir -p $MNT; mount -t ext4 /dev/mapper/snapback-$VOL $MNT; MOUN
 umount_data() { umount $MNT; MOUNTED=0; }
 
 # set_ids : "id State" of every set the daemon lists, one a line. The objects on the bus and
-# the sets Status() names must agree (read again while a merge finishing in between makes them
-# differ), and a failing call is a failure, not an empty list.
+# the sets Status() names must agree. A merge that finishes while they are read removes its set
+# in between (busctl tree then fails on the vanished object, or the two differ): read again,
+# and fail only when five tries in a row give no consistent answer (never an empty list).
 set_ids() {
   _try=0
   while :; do
-    _tree="$(busctl tree --list $BUS 2>&1)" || { echo "busctl tree failed: $_tree"; return 1; }
-    echo "$_tree" | sed -n "s#^$SNAP/\([0-9]*\)\$#\1#p" | sort -n > /tmp/ids.tree
-    _status="$(busctl call $BUS $MGR $BUS.Manager Status 2>&1)" || { echo "Status failed: $_status"; return 1; }
-    echo "$_status" | awk '{ for (i = 1; i < NF; i++) if ($i == "\"snapshots\"" && $(i + 1) == "ao")
-        for (j = 1; j <= $(i + 2); j++) { p = $(i + 2 + j); gsub(/"/, "", p); sub(/.*\//, "", p); print p } }' |
-      sort -n > /tmp/ids.status
-    cmp -s /tmp/ids.tree /tmp/ids.status && break
+    _why=""
+    if ! _tree="$(busctl tree --list $BUS 2>&1)"; then
+      _why="busctl tree failed: $_tree"
+    elif ! _status="$(busctl call $BUS $MGR $BUS.Manager Status 2>&1)"; then
+      _why="Status failed: $_status"
+    else
+      echo "$_tree" | sed -n "s#^$SNAP/\([0-9]*\)\$#\1#p" | sort -n > /tmp/ids.tree
+      echo "$_status" | awk '{ for (i = 1; i < NF; i++) if ($i == "\"snapshots\"" && $(i + 1) == "ao")
+          for (j = 1; j <= $(i + 2); j++) { p = $(i + 2 + j); gsub(/"/, "", p); sub(/.*\//, "", p); print p } }' |
+        sort -n > /tmp/ids.status
+      cmp -s /tmp/ids.tree /tmp/ids.status && break
+      _why="objects on the bus: $(tr '\n' ' ' < /tmp/ids.tree)but Status lists: $(tr '\n' ' ' < /tmp/ids.status)"
+    fi
     _try=$((_try + 1))
-    [ $_try -lt 5 ] || { echo "objects on the bus: $(tr '\n' ' ' < /tmp/ids.tree)but Status lists: $(tr '\n' ' ' < /tmp/ids.status)(tree: $_tree)"; return 1; }
+    [ $_try -lt 5 ] || { echo "$_why"; return 1; }
     sleep 1
   done
   while read -r _id; do
