@@ -366,7 +366,7 @@ case $op in
     slot_write "$SLOT_NEXT" /tmp/snap.man
     rec M M "$SLOT_NEXT" $(cat /tmp/snap.man.rec)
     rec M I snapshot "$SLOT_NEXT"
-    if [ $cut = 1 ]; then rnd t 2500; arm_cut "$t"; fi
+    if [ $cut = 1 ]; then rnd t 1200; arm_cut "$t"; fi
     out="$(busctl call $BUS $MGR $BUS.Manager Snapshot 'assa{sv}' 1 $VOL "power-cuts boot $BOOT" 0 2>&1)" ||
       lose snapshot-call "Snapshot failed: $out"
     resume_load
