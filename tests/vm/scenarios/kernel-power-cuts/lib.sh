@@ -317,8 +317,11 @@ merge_left() { dm status snapback-$VOL | awk '$3 == "snapshot-merge" { split($4,
 # how far the volume's merge was, which the next boot cannot see any more (activation resumes
 # the merge at once): "K boot target allocated metadata"
 cut_now() {
-  _st="$(dm status snapback-$VOL 2>/dev/null | awk '{ split($4, a, "/"); print $3, (a[1] == "" ? "-" : a[1]), ($5 == "" ? "-" : $5) }')"
-  printf '%-511s\n' "K $BOOT ${_st:-none - -} ." |
+  _st="$(dm status snapback-$VOL 2>/dev/null |
+    awk 'NR == 1 { split($4, a, "/"); print $3, (a[1] == "" ? "-" : a[1]), ($5 == "" ? "-" : $5) }')"
+  _note="K $BOOT ${_st:-none - -} ."
+  echo "VM-INFO: cut note: $_note"
+  printf '%-511s\n' "$_note" |
     dd of=$LEDGER bs=512 seek=$NOTE count=1 iflag=fullblock oflag=direct conv=notrunc status=none
   power_cut
 }
