@@ -108,18 +108,35 @@ pub fn grubenv_saved_entry(grubenv: &str) -> Option<String> {
 /// Whether `id` matches a `default` pattern (systemd-boot accepts `*`, `?` and `[…]` globs;
 /// `*` and `?` are enough for what distributions write).
 pub fn pattern_matches(pattern: &str, id: &str) -> bool {
-    fn matches(p: &[u8], s: &[u8]) -> bool {
-        match (p.first(), s.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => matches(&p[1..], s) || (!s.is_empty() && matches(p, &s[1..])),
-            (Some(b'?'), Some(_)) => matches(&p[1..], &s[1..]),
-            (Some(a), Some(b)) if a == b => matches(&p[1..], &s[1..]),
-            _ => false,
+    let id = id.strip_suffix(".conf").unwrap_or(id).as_bytes();
+    let pattern = pattern.strip_suffix(".conf").unwrap_or(pattern).as_bytes();
+    // Trying every split at every `*` is exponential in the number of stars (a loader.conf
+    // `default` of a dozen stars against a long entry id hung the daemon). Only the latest
+    // `*` ever needs to swallow one more byte on a mismatch: whatever an earlier star could
+    // take instead, the later one can take as well. At most len(pattern) × len(id) steps.
+    let (mut p, mut s) = (0, 0);
+    let mut last_star: Option<(usize, usize)> = None;
+    while s < id.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                last_star = Some((p, s));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == id[s] => {
+                p += 1;
+                s += 1;
+            }
+            _ => match last_star {
+                Some((star, swallowed)) => {
+                    last_star = Some((star, swallowed + 1));
+                    p = star + 1;
+                    s = swallowed + 1;
+                }
+                None => return false,
+            },
         }
     }
-    let id = id.strip_suffix(".conf").unwrap_or(id);
-    let pattern = pattern.strip_suffix(".conf").unwrap_or(pattern);
-    matches(pattern.as_bytes(), id.as_bytes())
+    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 #[cfg(test)]
@@ -168,5 +185,58 @@ mod tests {
         assert!(pattern_matches("fedora-*", "fedora-6.11.conf"));
         assert!(pattern_matches("abc-6.1?", "abc-6.11"));
         assert!(!pattern_matches("abc-6.1", "abc-6.11"));
+    }
+
+    /// Every split at every star, tried in turn: obviously right, exponential.
+    fn matches_by_trying_every_split(p: &[u8], s: &[u8]) -> bool {
+        match (p.first(), s.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => {
+                matches_by_trying_every_split(&p[1..], s)
+                    || (!s.is_empty() && matches_by_trying_every_split(p, &s[1..]))
+            }
+            (Some(b'?'), Some(_)) => matches_by_trying_every_split(&p[1..], &s[1..]),
+            (Some(a), Some(b)) if a == b => matches_by_trying_every_split(&p[1..], &s[1..]),
+            _ => false,
+        }
+    }
+
+    /// Every pattern of up to 5 symbols from `*?ab` against every id of up to 5 from `ab`.
+    #[test]
+    fn patterns_match_as_trying_every_split_does() {
+        fn all(alphabet: &[u8], max: usize) -> Vec<Vec<u8>> {
+            let mut out = vec![Vec::new()];
+            let mut last = out.clone();
+            for _ in 0..max {
+                last = last
+                    .iter()
+                    .flat_map(|w| alphabet.iter().map(move |c| [w.as_slice(), &[*c]].concat()))
+                    .collect();
+                out.extend(last.iter().cloned());
+            }
+            out
+        }
+        for pattern in all(b"*?ab", 5) {
+            for id in all(b"ab", 5) {
+                let (p, i) = (String::from_utf8_lossy(&pattern), String::from_utf8_lossy(&id));
+                assert_eq!(
+                    pattern_matches(&p, &i),
+                    matches_by_trying_every_split(&pattern, &id),
+                    "{p:?} against {i:?}"
+                );
+            }
+        }
+    }
+
+    /// Found by the boot_files fuzz target (fuzz/regressions/boot_files/): this took minutes.
+    #[test]
+    fn many_stars_against_a_long_id_take_no_time() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let pattern = format!("{}c", "*a".repeat(11));
+            let _ = done.send(pattern_matches(&pattern, &"a".repeat(120)));
+        });
+        let matched = finished.recv_timeout(std::time::Duration::from_secs(5));
+        assert_eq!(matched, Ok(false), "still matching after 5 s");
     }
 }

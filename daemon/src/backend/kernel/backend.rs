@@ -300,8 +300,8 @@ impl Inner {
             } else {
                 stack::snapshot_status(&self.dm, &volume.spec, record.id)
             };
-            if let Ok(KernelSnapshotStatus::Usage { allocated, .. }) = status {
-                used += allocated * 512;
+            if let Ok(status) = status {
+                used += status.used_bytes();
             }
         }
         used
@@ -342,12 +342,10 @@ impl Inner {
         for cow in &set.cows {
             let Ok(volume) = self.volume(&cow.volume) else { continue };
             match stack::merge_status(&self.dm, &volume.spec) {
-                Ok(KernelSnapshotStatus::Usage { allocated, metadata, total }) => {
-                    let data = allocated.saturating_sub(metadata);
-                    let capacity =
-                        (cow.extents.len() as u64 * registry.extent_bytes / 512).max(total).max(1);
-                    fractions.push(1.0 - data as f64 / capacity as f64);
-                    if allocated == metadata {
+                Ok(status @ KernelSnapshotStatus::Usage { .. }) => {
+                    let cow_sectors = cow.extents.len() as u64 * registry.extent_bytes / 512;
+                    fractions.extend(status.merge_done_fraction(cow_sectors));
+                    if status.merge_finished() {
                         done += 1;
                     }
                 }
@@ -445,9 +443,7 @@ impl Inner {
                 Ok(KernelSnapshotStatus::Overflow) if set.state != SetState::Overflow => {
                     let _ = self.apply(set.id, &Input::Overflowed);
                 }
-                Ok(KernelSnapshotStatus::Usage { allocated, total, .. })
-                    if total > 0 && allocated as f64 / total as f64 > AUTOEXTEND_THRESHOLD =>
-                {
+                Ok(status) if status.filled_above(AUTOEXTEND_THRESHOLD) => {
                     self.grow(registry, set.id, cow, volume);
                 }
                 _ => {}

@@ -19,6 +19,37 @@ impl KernelSnapshotStatus {
     pub fn merge_finished(&self) -> bool {
         matches!(self, KernelSnapshotStatus::Usage { allocated, metadata, .. } if allocated == metadata)
     }
+
+    /// Bytes of the COW in use (exceptions and their metadata), as `UsedBytes` reports them;
+    /// 0 when the kernel gives no figure. A figure beyond 2^64 bytes (no device is that
+    /// large, but the line is the kernel's to print) saturates rather than panicking the
+    /// monitor in a debug build or wrapping to a small number in a release build.
+    pub fn used_bytes(&self) -> u64 {
+        match self {
+            KernelSnapshotStatus::Usage { allocated, .. } => allocated.saturating_mul(512),
+            _ => 0,
+        }
+    }
+
+    /// How much of a merge is done, from the merging snapshot's figures and the size of its
+    /// COW in sectors: 1 minus the share of the COW still holding data to merge. Coarse (the
+    /// kernel counts chunks not merged yet), and None without a usage figure.
+    pub fn merge_done_fraction(&self, cow_sectors: u64) -> Option<f64> {
+        match self {
+            KernelSnapshotStatus::Usage { allocated, metadata, total } => {
+                let data = allocated.saturating_sub(*metadata);
+                let capacity = cow_sectors.max(*total).max(1);
+                Some(1.0 - data as f64 / capacity as f64)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether a snapshot's COW is filled above `threshold` (a share, 0..1): time to grow it.
+    pub fn filled_above(&self, threshold: f64) -> bool {
+        matches!(self, KernelSnapshotStatus::Usage { allocated, total, .. }
+            if *total > 0 && *allocated as f64 / *total as f64 > threshold)
+    }
 }
 
 /// A status line we do not understand: reported, never guessed at.
@@ -85,6 +116,15 @@ mod tests {
         assert!(parse("32/2048 32").map(|s| s.merge_finished()).unwrap_or(false));
         assert!(!parse("96/2048 32").map(|s| s.merge_finished()).unwrap_or(true));
         assert!(!KernelSnapshotStatus::Invalid.merge_finished());
+    }
+
+    /// Found by the kernel_status fuzz target (fuzz/regressions/kernel_status/).
+    #[test]
+    fn used_bytes_of_a_huge_allocated_figure_saturate() {
+        let huge = parse("65222002222204032/0004800 323");
+        assert_eq!(huge.map(|s| s.used_bytes()), Ok(u64::MAX));
+        assert_eq!(parse("64/204800 32").map(|s| s.used_bytes()), Ok(64 * 512));
+        assert_eq!(KernelSnapshotStatus::Invalid.used_bytes(), 0);
     }
 
     #[test]
