@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use snapbackd::backend::kernel::names;
-use snapbackd::backend::{PoolStatus, SnapshotSetInfo, SnapshotState};
+use snapbackd::backend::{PoolStatus, SetState, SnapshotSetInfo};
 use snapbackd::cleanup;
 use snapbackd::config;
 
@@ -54,7 +54,7 @@ pub fn run(data: &[u8]) {
                     description: String::new(),
                     created_us: u64::from(id) * 3_600_000_000,
                     volumes: vec![config.volumes[0].name.clone()],
-                    state: if id == 2 { SnapshotState::Invalid } else { SnapshotState::Active },
+                    state: if id == 2 { SetState::Invalid } else { SetState::Active },
                     used_bytes: 1 << 20,
                     size_bytes: volume_cow(&config).unwrap_or(1 << 30),
                     merge_progress: 0.0,
