@@ -380,6 +380,8 @@ impl Torture {
         Command::new("fio")
             .arg(format!("--directory={}", dir.display()))
             .args(["--ioengine=psync", "--verify=crc32c", "--do_verify=1", "--group_reporting"])
+            // no verify-state files left in the working directory (the crate's source)
+            .arg("--verify_state_save=0")
             .arg(format!("--randseed={}", self.rng.next() % 1_000_000_007))
             .args(["--name=seq", "--rw=write", "--bs=128k", "--fsync=8"])
             .arg(format!("--size={mib}M"))
