@@ -48,6 +48,16 @@ impl FileIo {
     }
 }
 
+impl FileIo {
+    /// Drops the page cache's clean pages of the file, so that later reads come from the
+    /// device. After a failed write-back the kernel keeps the pages that could not be written
+    /// as if they had been: reading them would show data the device does not hold.
+    pub fn drop_cache(&self) -> io::Result<()> {
+        rustix::fs::fadvise(&self.file, 0, None, rustix::fs::Advice::DontNeed)?;
+        Ok(())
+    }
+}
+
 impl BlockIo for FileIo {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.file.read_exact_at(buf, offset)

@@ -88,11 +88,28 @@ pub struct Pool {
     committed: Mutex<Committed>,
 }
 
+/// Linux reports a write-back error that nobody has seen yet to the first fsync of any file
+/// opened on the device afterwards (a daemon that died, or one whose flush failed and that
+/// was restarted, leaves one behind), and keeps the pages it could not write in the page cache
+/// as if they were on the device. Left alone, the first commit of this process would fail for
+/// a write of an earlier one, and the registry read below could be a copy that never reached
+/// the disk. So: take the error now, and read from the device.
+fn settle_earlier_write_back(dev: &FileIo, path: &Path) -> Result<(), PoolError> {
+    if let Err(err) = dev.flush() {
+        tracing::warn!(pool = %path.display(), error = %err,
+            "an earlier write to the pool failed; reading the registry from the device");
+    }
+    dev.drop_cache().map_err(|err| {
+        PoolError::io(format!("dropping the cached pages of {}", path.display()), err)
+    })
+}
+
 impl Pool {
     /// Opens the pool at `path` (a block device or a file).
     pub fn open(path: &Path) -> Result<Pool, PoolError> {
         let dev = FileIo::open(path, true)
             .map_err(|err| PoolError::io(format!("opening pool {}", path.display()), err))?;
+        settle_earlier_write_back(&dev, path)?;
         Pool::open_io(Arc::new(dev), path)
     }
 

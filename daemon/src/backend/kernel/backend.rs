@@ -93,6 +93,9 @@ struct Inner {
     ops: Mutex<()>,
     /// Merge progress per merging set (0..1), from the kernel's status lines.
     progress: Mutex<BTreeMap<SnapshotId, f64>>,
+    /// Sets the kernel invalidated, or whose merge it stopped, with the new state not recorded
+    /// yet (the pool failed): the monitor retries every tick, and says so once.
+    unrecorded_failures: Mutex<BTreeSet<SnapshotId>>,
     stop: AtomicBool,
 }
 
@@ -187,6 +190,16 @@ impl Inner {
             let mut merging = None;
             for set in &registry.snapshot_sets {
                 let Some(cow) = set.cows.iter().find(|c| &c.volume == name) else { continue };
+                // An invalid set gets no new device: the kernel could not read it anyway, and
+                // when its COW failed the kernel may not have been able to mark the COW's
+                // header invalid, so loading it again (at the next boot) would present an
+                // incomplete snapshot as whole. One still loaded (a restart in the same boot)
+                // stays until Delete: it holds `-real`, so the origin must stay over it.
+                if set.state == SetState::Invalid
+                    && !stack::snapshot_loaded(&self.dm, &volume.spec, set.id).map_err(dm_error)?
+                {
+                    continue;
+                }
                 let spec = self.cow_spec(&registry, set.id, cow);
                 let merge_here = set.state == SetState::Merging
                     || (already_merging && lifecycle::rollback_under_way(set));
@@ -355,9 +368,18 @@ impl Inner {
                          kernel log (journalctl -k), then run Rollback again to resume it",
                         cow.volume
                     );
-                    tracing::error!(snapshot_id = set.id, volume = %cow.volume, "merge failed");
-                    if let Err(e) = self.apply(set.id, &Input::MergeFailed(message.clone())) {
-                        tracing::error!(snapshot_id = set.id, error = %e, "recording the failed merge");
+                    let recorded = self.apply(set.id, &Input::MergeFailed(message.clone()));
+                    let first_try = lock(&self.unrecorded_failures).insert(set.id);
+                    match recorded {
+                        Ok(_) => {
+                            lock(&self.unrecorded_failures).remove(&set.id);
+                            tracing::error!(snapshot_id = set.id, volume = %cow.volume, "merge failed");
+                        }
+                        Err(e) if first_try => {
+                            tracing::error!(snapshot_id = set.id, volume = %cow.volume, error = %e,
+                                "the kernel stopped the merge; recording it failed, retrying");
+                        }
+                        Err(_) => return,
                     }
                     self.emit(BackendEvent::MergeFinished { id: set.id, ok: false, message });
                     return;
@@ -424,9 +446,17 @@ impl Inner {
                         "the snapshot of volume {} filled up or failed; the volume keeps working",
                         cow.volume
                     );
-                    tracing::warn!(snapshot_id = set.id, volume = %cow.volume, "snapshot invalidated");
-                    if let Ok((record, _)) = self.apply(set.id, &Input::Invalidated(reason.clone()))
-                    {
+                    let recorded = self.apply(set.id, &Input::Invalidated(reason.clone()));
+                    let first_try = lock(&self.unrecorded_failures).insert(set.id);
+                    if let Err(e) = &recorded {
+                        if first_try {
+                            tracing::error!(snapshot_id = set.id, volume = %cow.volume, error = %e,
+                                "the kernel invalidated the snapshot; recording it failed, retrying");
+                        }
+                    }
+                    if let Ok((record, _)) = recorded {
+                        lock(&self.unrecorded_failures).remove(&set.id);
+                        tracing::warn!(snapshot_id = set.id, volume = %cow.volume, "snapshot invalidated");
                         if let Err(e) = self.boot.settle(&self.pool, set.id) {
                             tracing::error!(snapshot_id = set.id, error = %e, "putting back the boot configuration of an invalidated rollback");
                         }
@@ -531,6 +561,7 @@ fn open_inner(config: &Config, pool: Pool) -> BackendResult<Inner> {
         sink: RwLock::new(None),
         ops: Mutex::new(()),
         progress: Mutex::new(BTreeMap::new()),
+        unrecorded_failures: Mutex::new(BTreeSet::new()),
         stop: AtomicBool::new(false),
     })
 }
@@ -656,18 +687,8 @@ impl Backend for KernelBackend {
             })
             .collect();
         let specs: Vec<CowSpec> = cows.iter().map(|c| inner.cow_spec(&registry, id, c)).collect();
-        let members: Vec<SetMember<'_>> = volumes
-            .iter()
-            .zip(&specs)
-            .map(|(v, cow)| SetMember {
-                volume: &v.spec,
-                cow,
-                had_snapshots: registry
-                    .snapshot_sets
-                    .iter()
-                    .any(|s| s.volumes().contains(&v.spec.name)),
-            })
-            .collect();
+        let members: Vec<SetMember<'_>> =
+            volumes.iter().zip(&specs).map(|(v, cow)| SetMember { volume: &v.spec, cow }).collect();
         let held =
             stack::take_snapshot_set(&inner.dm, &members, OnFull::Invalidate).map_err(dm_error)?;
         tracing::info!(

@@ -162,8 +162,6 @@ fn swap_origin_table(dm: &DmControl, origin: &str, table: &[TableLine]) -> DmRes
 pub struct SetMember<'a> {
     pub volume: &'a VolumeSpec,
     pub cow: &'a CowSpec,
-    /// Whether the volume already had snapshots (its origin is already `snapshot-origin`).
-    pub had_snapshots: bool,
 }
 
 /// Takes snapshots of several volumes at one instant: suspend every origin (flushing and
@@ -210,18 +208,24 @@ fn take_snapshot_set_inner(
         }
         let cow_dev = ensure_cow(dm, member.volume, member.cow)?;
         created.push(cow_name);
-        prepared.push((member, real, cow_dev));
+        // The loaded table says whether the origin already copies first writes out, not the
+        // registry: a set with a device may have none (an invalid one after a restart), and
+        // a snapshot over an origin left `linear` would never receive a single copy.
+        let origin = member.volume.name(Role::Origin);
+        let loaded = dm.table(&origin)?;
+        let copying = !loaded.is_empty() && loaded.iter().all(|line| line.2 == "snapshot-origin");
+        prepared.push((member, real, cow_dev, copying));
     }
 
     let mut suspended: Vec<String> = Vec::new();
     let started = Instant::now();
     let outcome = (|| -> DmResult<()> {
-        for (member, _, _) in &prepared {
+        for (member, _, _, _) in &prepared {
             let origin = member.volume.name(Role::Origin);
             dm.suspend(&origin, true)?;
             suspended.push(origin);
         }
-        for (member, real, cow_dev) in &prepared {
+        for (member, real, cow_dev, copying) in &prepared {
             let snap = member.volume.name(Role::Snapshot(member.cow.id));
             dm.create(
                 &snap,
@@ -236,7 +240,7 @@ fn take_snapshot_set_inner(
                 udev_view(Role::Snapshot(member.cow.id)),
             )?;
             created.push(snap);
-            if !member.had_snapshots {
+            if !copying {
                 dm.load(
                     &member.volume.name(Role::Origin),
                     &table::snapshot_origin(*real, member.volume.sectors),
@@ -306,6 +310,11 @@ pub fn merge_status(dm: &DmControl, volume: &VolumeSpec) -> DmResult<KernelSnaps
         device: origin,
         message: e.to_string(),
     })
+}
+
+/// Whether the kernel has a snapshot device of set `id` on this volume.
+pub fn snapshot_loaded(dm: &DmControl, volume: &VolumeSpec, id: SnapshotId) -> DmResult<bool> {
+    Ok(dm.find(&volume.name(Role::Snapshot(id)))?.is_some())
 }
 
 /// A snapshot's status line, parsed.
