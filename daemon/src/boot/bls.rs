@@ -5,6 +5,8 @@
 //! Parsing keeps every line: an entry is rewritten by changing the lines snapback owns and
 //! leaving the rest as the distribution wrote it.
 
+use crate::pool::is_plain_relative;
+
 /// One BLS entry (Type #1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -79,9 +81,7 @@ impl Entry {
 /// one snapback can follow safely.
 pub fn relative_path(path: &str) -> Option<String> {
     let relative = path.trim().trim_start_matches('/');
-    let safe = !relative.is_empty()
-        && relative.split('/').all(|part| !part.is_empty() && part != "." && part != "..");
-    safe.then(|| relative.to_string())
+    is_plain_relative(relative).then(|| relative.to_string())
 }
 
 /// systemd-boot's `default` in `loader.conf` (an entry id, possibly with a glob, or `@saved`).

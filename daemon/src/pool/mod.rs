@@ -26,8 +26,8 @@ use thiserror::Error;
 pub use extent_io::ExtentIo;
 pub use format::{detect_contents, format, format_io, sparse_file_note, FormatOptions};
 pub use registry::{
-    BlobRecord, BootFile, BootRecord, BootRestore, BootRoot, CowRecord, Registry, SetState,
-    SnapshotSetRecord, VolumeRecord,
+    is_plain_relative, is_sha256_hex, BlobRecord, BootFile, BootRecord, BootRestore, BootRoot,
+    CowRecord, Registry, SetState, SnapshotSetRecord, VolumeRecord,
 };
 
 use layout::{SlotError, HEADER_BYTES};

@@ -129,6 +129,17 @@ pub struct BootFile {
     pub mode: u32,
 }
 
+/// Whether `path` names a file inside a boot partition as the registry keeps it: relative,
+/// `/`-separated, without an empty, `.` or `..` component. A restore writes each file there.
+pub fn is_plain_relative(path: &str) -> bool {
+    !path.is_empty() && path.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
+}
+
+/// Whether `text` is a SHA-256 as the pool names blobs: 64 lowercase hex digits.
+pub fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// A boot configuration: every managed file of the boot partitions at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootRecord {
@@ -284,6 +295,9 @@ impl Registry {
         let mut seen_ids = BTreeSet::new();
         let mut blobs = BTreeSet::new();
         for blob in &self.boot_blobs {
+            if !is_sha256_hex(&blob.sha256) {
+                return Err(format!("boot blob {:?} is not named by a SHA-256", blob.sha256));
+            }
             if !blobs.insert(blob.sha256.as_str()) {
                 return Err(format!("boot blob {} appears twice", blob.sha256));
             }
@@ -313,6 +327,13 @@ impl Registry {
                 return Err(format!(
                     "snapshot set id {} is not below next id {}",
                     set.id, self.next_snapshot_id
+                ));
+            }
+            let files = set.boot.iter().chain(set.boot_undo.iter()).flat_map(|r| r.files.iter());
+            if let Some(file) = files.into_iter().find(|file| !is_plain_relative(&file.path)) {
+                return Err(format!(
+                    "set {} keeps boot file {:?}, which is not a plain relative path",
+                    set.id, file.path
                 ));
             }
             if let Some(sha256) = set.boot_blobs().find(|sha256| !blobs.contains(sha256)) {
@@ -367,6 +388,36 @@ mod tests {
         });
         registry.next_snapshot_id = 2;
         registry
+    }
+
+    /// Found by the registry_slot fuzz target (fuzz/regressions/registry_slot/): a registry
+    /// whose boot file paths a restore cannot write as they are opened, then failed later.
+    #[test]
+    fn validation_rejects_boot_files_outside_plain_paths_and_blobs_not_named_by_sha256() {
+        let sha = "ab".repeat(32);
+        let with_file = |path: &str, blob: &str| {
+            let mut registry = registry_with_set(vec![0]);
+            registry.boot_blobs =
+                vec![BlobRecord { sha256: blob.to_string(), size: 10, extents: vec![1] }];
+            registry.snapshot_sets[0].boot = Some(BootRecord {
+                files: vec![BootFile {
+                    root: BootRoot::Boot,
+                    path: path.to_string(),
+                    sha256: blob.to_string(),
+                    mode: 0o644,
+                }],
+            });
+            registry.validate()
+        };
+        assert_eq!(with_file("loader/entries/a.conf", &sha), Ok(()));
+        for path in ["l//ader/a.conf", "../etc/shadow", "/vmlinuz", "./vmlinuz", "a/", ""] {
+            let refused = with_file(path, &sha).unwrap_err();
+            assert!(refused.contains("not a plain relative path"), "{path:?}: {refused}");
+        }
+        for blob in ["AB".repeat(32), "ab".repeat(31), format!("{}g", "a".repeat(63))] {
+            let refused = with_file("vmlinuz", &blob).unwrap_err();
+            assert!(refused.contains("not named by a SHA-256"), "{blob:?}: {refused}");
+        }
     }
 
     #[test]

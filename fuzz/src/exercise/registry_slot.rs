@@ -25,7 +25,7 @@ use snapbackd::boot::tree::{BootFs, BootRoots};
 use snapbackd::boot::{bls, entries};
 use snapbackd::cleanup::{self, CleanupConfig};
 use snapbackd::pool::layout::{self, DATA_OFFSET, SLOT_BYTES};
-use snapbackd::pool::{Pool, PoolError, Registry};
+use snapbackd::pool::{is_sha256_hex, Pool, PoolError, Registry};
 
 /// A pool device that stores only what was written (the slots, a few KiB): no input pays for
 /// the megabytes of zeros around them.
@@ -193,11 +193,7 @@ pub fn run(data: &[u8]) {
                 file.path
             );
             assert!(
-                file.sha256.len() == 64
-                    && file
-                        .sha256
-                        .bytes()
-                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+                is_sha256_hex(&file.sha256),
                 "set {} keeps boot file {:?} under {:?}, not a SHA-256",
                 set.id,
                 file.path,
