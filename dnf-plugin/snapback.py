@@ -37,13 +37,15 @@ MAX_LIST_CHARS = 1500
 MAX_DESCRIPTION_CHARS = 500
 
 # Transaction item actions grouped the way people read a transaction summary.
+# As the dnf5 actions file records them (snapback-dnf5): a package that obsoletes others is an
+# install (dnf5 passes it as I), a package it replaces is "obsoleted", not a removal.
 _ACTION_GROUPS = (
-    ("install", (dnf.transaction.PKG_INSTALL,)),
+    ("install", (dnf.transaction.PKG_INSTALL, dnf.transaction.PKG_OBSOLETE)),
     ("upgrade", (dnf.transaction.PKG_UPGRADE,)),
     ("downgrade", (dnf.transaction.PKG_DOWNGRADE,)),
     ("reinstall", (dnf.transaction.PKG_REINSTALL,)),
-    ("remove", (dnf.transaction.PKG_REMOVE, dnf.transaction.PKG_OBSOLETED)),
-    ("obsolete", (dnf.transaction.PKG_OBSOLETE,)),
+    ("remove", (dnf.transaction.PKG_REMOVE,)),
+    ("obsoleted", (dnf.transaction.PKG_OBSOLETED,)),
 )
 
 
