@@ -225,7 +225,18 @@ fn next_state(
                     "snapshot set {id} has a rollback scheduled; cancel it first (CancelRollback)"
                 )));
             }
-            Ok(Transition::keep(set, Effect::Remove))
+            // Committed as invalid before any device goes: a crash after the snapshot stopped
+            // taking copies, and before the set is forgotten, must not bring it back whole
+            // (the next start would serve a snapshot that missed every write since).
+            if set.state == SetState::Invalid {
+                return Ok(Transition::keep(set, Effect::Remove));
+            }
+            Ok(Transition::to(
+                SetState::Invalid,
+                false,
+                Some("its deletion was interrupted; delete it again".into()),
+                Effect::Remove,
+            ))
         }
         Input::MergeFailed(message) => {
             if !rollback_under_way(set) {

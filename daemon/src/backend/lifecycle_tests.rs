@@ -593,6 +593,28 @@ fn a_scheduled_rollback_whose_snapshot_fills_up_becomes_invalid_unless_begun() {
     assert_eq!(model.set(id).state, SetState::MergeFailed);
 }
 
+/// A Delete commits the set invalid before its devices go: if the process dies between the
+/// two, the set must not come back as an active snapshot that missed every write since.
+#[test]
+fn delete_commits_the_set_invalid_before_the_devices_go() {
+    let (mut model, id) = two_volume_model();
+    assert!(matches!(model.run(id, Input::Delete), Ok(Effect::Remove)));
+    let interrupted = model.set(id);
+    assert_eq!(interrupted.state, SetState::Invalid);
+    assert_eq!(
+        interrupted.message.as_deref(),
+        Some("its deletion was interrupted; delete it again")
+    );
+    // the next Delete removes it, its message untouched
+    assert!(matches!(model.run(id, Input::Delete), Ok(Effect::Remove)));
+    assert_eq!(model.set(id).message, interrupted.message);
+    // and a set the data path invalidated keeps saying why
+    let (mut model, id) = two_volume_model();
+    model.run(id, Input::Invalidated("COW full".into())).unwrap();
+    model.run(id, Input::Delete).unwrap();
+    assert_eq!(model.set(id).message.as_deref(), Some("COW full"));
+}
+
 #[test]
 fn merging_sets_cannot_be_cancelled_deleted_or_rolled_back_again() {
     let (mut model, id) = two_volume_model();

@@ -777,10 +777,19 @@ impl Backend for KernelBackend {
     fn delete(&self, id: SnapshotId) -> BackendResult<()> {
         let inner = &self.inner;
         let _ops = lock(&inner.ops);
+        // What the kernel would refuse is refused before the set is committed invalid.
+        if let Some(set) = inner.pool.registry().set(id) {
+            for name in set.volumes() {
+                let Some(volume) = inner.volumes.get(&name) else { continue };
+                stack::check_snapshot_closed(&inner.dm, &volume.spec, id).map_err(dm_error)?;
+            }
+        }
         let (record, _) = inner.apply(id, &Input::Delete)?;
         let registry = inner.pool.registry();
-        // Devices first; removing them again after a crash before the registry update is
-        // harmless (and remove_strays would do it).
+        // Devices before the registry forgets the set: its extents must not be handed to a
+        // new set while the old snapshot can still write into them. A crash in between
+        // leaves an invalid set (committed above): the next Delete removes what is left, and
+        // after a reboot it gets no device at all.
         for name in record.volumes() {
             let Some(volume) = inner.volumes.get(&name) else { continue };
             let others =

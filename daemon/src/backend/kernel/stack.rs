@@ -214,6 +214,18 @@ fn take_snapshot_set_inner(
         let origin = member.volume.name(Role::Origin);
         let loaded = dm.table(&origin)?;
         let copying = !loaded.is_empty() && loaded.iter().all(|line| line.2 == "snapshot-origin");
+        let plain = !loaded.is_empty() && loaded.iter().all(|line| line.2 == "linear");
+        if !copying && !plain {
+            // A merging origin above all: replacing its table would stop the merge half way.
+            return Err(DmError {
+                step: "snapshot",
+                device: origin,
+                message: format!(
+                    "the volume's table is {:?}, neither linear nor snapshot-origin",
+                    loaded.iter().map(|line| line.2.as_str()).collect::<Vec<_>>()
+                ),
+            });
+        }
         prepared.push((member, real, cow_dev, copying));
     }
 
@@ -350,6 +362,20 @@ pub fn finish_merge(
     Ok(())
 }
 
+/// Refuses when set `id`'s snapshot device on this volume is open (mounted, read by someone):
+/// the kernel would refuse to remove it, so a Delete checks before it commits anything.
+pub fn check_snapshot_closed(dm: &DmControl, volume: &VolumeSpec, id: SnapshotId) -> DmResult<()> {
+    let snap = volume.name(Role::Snapshot(id));
+    match dm.find(&snap)? {
+        Some(info) if info.open_count > 0 => Err(DmError {
+            step: "remove",
+            device: snap,
+            message: "the snapshot device is open".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Removes one snapshot (not merging) of a volume; the last one takes `-real` with it.
 pub fn remove_snapshot(
     dm: &DmControl,
@@ -357,16 +383,8 @@ pub fn remove_snapshot(
     id: SnapshotId,
     others_remain: bool,
 ) -> DmResult<()> {
+    check_snapshot_closed(dm, volume, id)?;
     let snap = volume.name(Role::Snapshot(id));
-    if let Some(info) = dm.find(&snap)? {
-        if info.open_count > 0 {
-            return Err(DmError {
-                step: "remove",
-                device: snap,
-                message: "the snapshot device is open".into(),
-            });
-        }
-    }
     let origin = volume.name(Role::Origin);
     if !others_remain && dm.find(&origin)?.is_some() {
         swap_origin_table(dm, &origin, &table::linear(volume.backing, volume.sectors))?;
