@@ -255,10 +255,10 @@ fn ledger_files(tree: &BTreeMap<String, String>) -> Files {
         .collect()
 }
 
-/// A set this test made, with the volume's content when it was taken.
 /// A manifest: the tree's digest and every path's description.
 type Manifest = (String, BTreeMap<String, String>);
 
+/// A set this test made, with the volume's content when it was taken.
 #[derive(Debug)]
 struct Taken {
     path: OwnedObjectPath,
@@ -391,6 +391,7 @@ impl Torture {
         // Global options first, then three jobs: sequential fsync'd every 8 writes, random 4k
         // with verification while writing (backlog) and no fsync, random 64k O_DIRECT.
         Command::new("fio")
+            .current_dir(self.fx.path(""))
             .arg(format!("--directory={}", dir.display()))
             .args(["--ioengine=psync", "--verify=crc32c", "--do_verify=1", "--group_reporting"])
             // no verify-state files left in the working directory (the crate's source)
@@ -675,13 +676,18 @@ impl Torture {
     /// Rolls a random set back with the filesystem unmounted, half the time with a kill
     /// somewhere in the merge, and compares the volume with the set's manifest.
     async fn rollback(&mut self) {
-        self.check_growth().await;
-        if self.sets.is_empty() {
-            return;
-        }
         let ledger = self.stop_workload(false);
         drop(ledger);
         self.umount();
+        // Only now, with nothing writing (the unmount's own flush may fill a small COW), are
+        // the sets left the ones that can be rolled back.
+        self.check_growth().await;
+        if self.sets.is_empty() {
+            self.mount();
+            let tree = full_tree(&self.mnt);
+            self.start_workload(ledger_files(&tree.1));
+            return;
+        }
         let index = self.rng.below(self.sets.len() as u64) as usize;
         let path = self.sets[index].path.clone();
         let kill = self.rng.below(2) == 0;
