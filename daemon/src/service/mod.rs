@@ -20,10 +20,10 @@ pub mod polkit;
 
 use std::sync::Arc;
 
-use snapback_dbus::BUS_NAME;
+use snapback_dbus::{BUS_NAME, MANAGER_PATH};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
-use zbus::fdo::{RequestNameFlags, RequestNameReply};
+use zbus::fdo::{ObjectManager, RequestNameFlags, RequestNameReply};
 
 use crate::backend::{Backend, SnapshotSetInfo};
 use crate::cleanup::CleanupConfig;
@@ -109,7 +109,9 @@ impl Running {
 
 /// Serves API v1 on `connection` with `backend`: exports the objects of every set, then runs
 /// the bus owner, the event pump and the periodic tasks until [`Running::stop`]. Owning a
-/// bus name is the caller's business (a peer-to-peer connection has none).
+/// bus name is the caller's business (a peer-to-peer connection has none). Build the
+/// connection with the ObjectManager at `MANAGER_PATH` (`serve_at`), so that zbus dispatches
+/// from the first call on.
 pub async fn start(
     connection: &zbus::Connection,
     backend: Arc<dyn Backend>,
@@ -143,13 +145,17 @@ pub async fn serve(
     authorization: Authorization,
     cleanup: CleanupConfig,
 ) -> Result<(), ServiceError> {
-    let connection = zbus::connection::Builder::system().build().await.map_err(|source| {
-        ServiceError::Connect {
+    // An object at build time makes zbus dispatch calls from the start; objects added later
+    // on a connection that had none could miss the first calls.
+    let connection = zbus::connection::Builder::system()
+        .serve_at(MANAGER_PATH, ObjectManager)
+        .build()
+        .await
+        .map_err(|source| ServiceError::Connect {
             address: std::env::var("DBUS_SYSTEM_BUS_ADDRESS")
                 .unwrap_or_else(|_| "default system bus".into()),
             source,
-        }
-    })?;
+        })?;
     if name_has_owner(&connection).await {
         return Err(ServiceError::NameTaken);
     }
