@@ -197,6 +197,13 @@ fn open_backend(
             };
             Arc::new(UserspaceBackend::open_with(config, pool, options)?)
         }
+        // Never chosen (choose_backend offers the real ones); exists in test builds only.
+        #[cfg(feature = "sim")]
+        BackendKind::Memory => {
+            return Err(
+                BackendError::invalid_argument("the memory backend serves tests only").into()
+            )
+        }
     };
     Ok(opened)
 }

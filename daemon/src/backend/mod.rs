@@ -8,6 +8,8 @@
 pub mod boot_side;
 pub mod kernel;
 pub mod lifecycle;
+#[cfg(feature = "sim")]
+pub mod memory;
 pub mod sets;
 
 pub mod userspace;
@@ -29,6 +31,9 @@ pub enum BackendKind {
     Kernel,
     /// The exception engine, served through FUSE and a loop device.
     Userspace,
+    /// RAM only, for tests (`memory::MemoryBackend`).
+    #[cfg(feature = "sim")]
+    Memory,
 }
 
 impl BackendKind {
@@ -37,6 +42,8 @@ impl BackendKind {
         match self {
             BackendKind::Kernel => "kernel",
             BackendKind::Userspace => "userspace",
+            #[cfg(feature = "sim")]
+            BackendKind::Memory => "memory",
         }
     }
 }

@@ -1,35 +1,34 @@
 //! The D-Bus service: API v1 objects on the system bus, polkit, sd-notify, logging.
 //!
-//! Layout: [`manager`] and [`snapshot_object`] are the bus objects; [`actions`] holds the
-//! mutating operations both use; [`publish`] keeps snapshot objects in step with the backend;
-//! [`events`] turns backend events into signals and logs; [`options`] validates arguments;
-//! [`polkit`] authorizes; [`notify`] and [`logging`] talk to systemd.
+//! Dependencies go one way: [`bus`] → [`logic`] → `crate::backend`.
+//! - [`bus`]: the interfaces (thin: parse, hand to the logic, reply) and the one owner of the
+//!   connection, which adds and removes snapshot objects and emits every signal;
+//! - [`logic`]: authorization, backend calls off the executor, and the list of changes each
+//!   call or backend event makes on the bus;
+//! - [`polkit`] authorizes, [`errors`] names backend errors for the bus, [`notify`] and
+//!   [`logging`] talk to systemd.
+//!
+//! This module wires them together: [`serve`] on the system bus, [`start`] on any connection
+//! (the tests serve over a peer-to-peer one).
 
-pub mod actions;
-pub mod cleanup_runner;
+pub mod bus;
 pub mod errors;
-pub mod events;
 pub mod logging;
-pub mod manager;
+pub mod logic;
 pub mod notify;
-pub mod options;
 pub mod polkit;
-pub mod publish;
-pub mod shared;
-pub mod snapshot_object;
-pub mod status;
 
 use std::sync::Arc;
 
 use snapback_dbus::{BUS_NAME, MANAGER_PATH};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::task::JoinHandle;
 use zbus::fdo::{ObjectManager, RequestNameFlags, RequestNameReply};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, SnapshotSetInfo};
 use crate::cleanup::CleanupConfig;
-use manager::Manager;
+use logic::Service;
 use polkit::Authorizer;
-use shared::Shared;
 
 /// How the service authorizes callers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +74,68 @@ pub enum ServiceError {
 pub type BackendOpener =
     Box<dyn FnOnce() -> Result<Arc<dyn Backend>, Box<dyn std::error::Error + Send + Sync>> + Send>;
 
+/// The service running on a connection: the bus owner, the event pump and the periodic tasks.
+#[derive(Debug)]
+pub struct Running {
+    service: Arc<Service>,
+    /// The sets published at start.
+    sets: Vec<SnapshotSetInfo>,
+    /// Stopped before the backend shuts down.
+    periodic: Vec<JoinHandle<()>>,
+    /// Stopped after it: what the backend reports while stopping still reaches the bus.
+    pump: JoinHandle<()>,
+    owner: JoinHandle<()>,
+}
+
+impl Running {
+    pub fn service(&self) -> &Arc<Service> {
+        &self.service
+    }
+
+    /// Stops the periodic tasks (re-read, cleanup, watchdog).
+    pub fn stop_periodic(&mut self) {
+        for task in self.periodic.drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Stops everything.
+    pub fn stop(mut self) {
+        self.stop_periodic();
+        self.pump.abort();
+        self.owner.abort();
+    }
+}
+
+/// Serves API v1 on `connection` with `backend`: exports the objects of every set, then runs
+/// the bus owner, the event pump and the periodic tasks until [`Running::stop`]. Owning a
+/// bus name is the caller's business (a peer-to-peer connection has none). Build the
+/// connection with the ObjectManager at `MANAGER_PATH` (`serve_at`), so that zbus dispatches
+/// from the first call on.
+pub async fn start(
+    connection: &zbus::Connection,
+    backend: Arc<dyn Backend>,
+    authorizer: Authorizer,
+    cleanup: CleanupConfig,
+) -> Result<Running, ServiceError> {
+    let (queue, batches) = logic::changes::queue();
+    let service = Arc::new(Service::new(Arc::clone(&backend), authorizer, cleanup, queue));
+    bus::export(connection, &service).await.map_err(ServiceError::Export)?;
+    let owner = tokio::spawn(bus::run(connection.clone(), Arc::clone(&service), batches));
+
+    let (sink, events) = logic::events::channel();
+    backend.set_event_sink(sink);
+    let sets = service.publish_all().await.map_err(ServiceError::ReadSets)?;
+
+    let pump = tokio::spawn(logic::events::pump(Arc::clone(&service), events));
+    let periodic = vec![
+        tokio::spawn(logic::events::poll(Arc::clone(&service))),
+        tokio::spawn(logic::cleanup::periodic(Arc::clone(&service))),
+        tokio::spawn(notify::watchdog()),
+    ];
+    Ok(Running { service, sets, periodic, pump, owner })
+}
+
 /// Serve API v1 until SIGTERM or SIGINT, then shut the backend down.
 ///
 /// The bus comes first: a second daemon finds the name taken and stops before it touches any
@@ -84,13 +145,17 @@ pub async fn serve(
     authorization: Authorization,
     cleanup: CleanupConfig,
 ) -> Result<(), ServiceError> {
-    let connection = zbus::connection::Builder::system().build().await.map_err(|source| {
-        ServiceError::Connect {
+    // An object at build time makes zbus dispatch calls from the start; objects added later
+    // on a connection that had none could miss the first calls.
+    let connection = zbus::connection::Builder::system()
+        .serve_at(MANAGER_PATH, ObjectManager)
+        .build()
+        .await
+        .map_err(|source| ServiceError::Connect {
             address: std::env::var("DBUS_SYSTEM_BUS_ADDRESS")
                 .unwrap_or_else(|_| "default system bus".into()),
             source,
-        }
-    })?;
+        })?;
     if name_has_owner(&connection).await {
         return Err(ServiceError::NameTaken);
     }
@@ -109,24 +174,7 @@ pub async fn serve(
             Authorizer::AllowAllForTesting
         }
     };
-    let shared = Arc::new(Shared::new(Arc::clone(&backend), authorizer, cleanup));
-
-    let server = connection.object_server();
-    server
-        .at(MANAGER_PATH, Manager::new(Arc::clone(&shared)))
-        .await
-        .map_err(ServiceError::Export)?;
-    server.at(MANAGER_PATH, ObjectManager).await.map_err(ServiceError::Export)?;
-
-    let (sink, events) = events::channel();
-    backend.set_event_sink(sink);
-    let sets = publish::refresh_all(&shared, &connection).await.map_err(ServiceError::ReadSets)?;
-
-    let pump = tokio::spawn(events::pump(Arc::clone(&shared), connection.clone(), events));
-    let poll = tokio::spawn(events::poll(Arc::clone(&shared), connection.clone()));
-    let watchdog = tokio::spawn(events::watchdog());
-    let cleanup_task =
-        tokio::spawn(cleanup_runner::periodic(Arc::clone(&shared), connection.clone()));
+    let mut running = start(&connection, Arc::clone(&backend), authorizer, cleanup).await?;
 
     // Objects first, name last: a client that sees the name finds every object in place.
     match connection.request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE).await {
@@ -137,11 +185,11 @@ pub async fn serve(
         Err(zbus::Error::NameTaken) => return Err(ServiceError::NameTaken),
         Err(e) => return Err(ServiceError::RequestName(e)),
     }
-    let summary = status::summary(&sets);
+    let summary = logic::status::summary(&running.sets);
     tracing::info!(
-        backend = shared.backend_name(),
+        backend = running.service.backend_name(),
         "snapbackd {} serving {BUS_NAME} ({summary})",
-        shared.version
+        running.service.version()
     );
     notify::ready(&summary);
 
@@ -149,13 +197,11 @@ pub async fn serve(
     tracing::info!("stopping");
     notify::stopping();
     let _ = connection.release_name(BUS_NAME).await;
-    poll.abort();
-    watchdog.abort();
-    cleanup_task.abort();
+    running.stop_periodic();
     let shutdown = tokio::task::spawn_blocking(move || backend.shutdown())
         .await
         .map_err(ServiceError::Task)?;
-    pump.abort();
+    running.stop();
     shutdown.map_err(ServiceError::Shutdown)
 }
 

@@ -38,3 +38,14 @@ fn send(states: &[sd_notify::NotifyState<'_>]) {
         tracing::warn!("sd_notify failed: {e}");
     }
 }
+
+/// Pings systemd's watchdog at half its interval; runs only when WATCHDOG_USEC is set for us.
+pub async fn watchdog() {
+    let Some(interval) = watchdog_interval() else {
+        return;
+    };
+    loop {
+        watchdog_ping();
+        tokio::time::sleep(interval).await;
+    }
+}

@@ -1,5 +1,5 @@
 //! Method arguments from the bus, as zbus decodes a message body and snapbackd's service
-//! turns the `a{sv}` options into typed requests (`service::options`), plus the one `a{sv}`
+//! turns the `a{sv}` options into typed requests (`service::bus::arguments`), plus the one `a{sv}`
 //! a client decodes, `Status()`'s reply (`snapback_dbus::Status`).
 //!
 //! Input: one byte (bit 7: big-endian, as a message may be; the rest picks the method), then
@@ -18,7 +18,7 @@ use snapbackd::backend::sets::{
     MAX_USERDATA_ENTRIES, MAX_USERDATA_KEY_BYTES, MAX_USERDATA_VALUE_BYTES,
 };
 use snapbackd::config::validate_volume_name;
-use snapbackd::service::options::{self, OptionDict, MAX_DESCRIPTION_BYTES};
+use snapbackd::service::bus::arguments::{self as options, OptionDict, MAX_DESCRIPTION_BYTES};
 use zbus::wire::serialized::{Context, Data};
 use zbus::wire::{BE, LE};
 use zbus::OwnedObjectPath;
@@ -71,11 +71,10 @@ pub fn run(data: &[u8]) {
             else {
                 return;
             };
-            let Ok((description, userdata)) =
-                options::metadata_update(description, userdata, &dict)
-            else {
+            let Ok(update) = options::metadata_update(1, description, userdata, &dict) else {
                 return;
             };
+            let (description, userdata) = (update.description, update.userdata);
             assert_ne!(description.as_deref(), Some(""), "an empty description replaces");
             within_limits(description.as_deref().unwrap_or_default(), &userdata);
         }

@@ -1,25 +1,25 @@
-//! `org.snapback.Snapback1.Manager` at `/org/snapback/Snapback1`.
+//! `org.snapback.Snapback1.Manager` at `/org/snapback/Snapback1`: parses each call, hands it
+//! to the logic, replies. Its signals are emitted by the bus owner (`super`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use snapback_dbus::{Error, Status};
+use snapback_dbus::{snapshot_path, Error, Status};
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
-use zbus::{interface, Connection, ObjectPath, OwnedObjectPath};
+use zbus::{interface, ObjectPath, OwnedObjectPath};
 
-use super::actions;
-use super::options::OptionDict;
-use super::shared::Shared;
+use super::arguments::{self, OptionDict};
+use crate::service::logic::Service;
 
 #[derive(Debug)]
 pub struct Manager {
-    shared: Arc<Shared>,
+    service: Arc<Service>,
 }
 
 impl Manager {
-    pub fn new(shared: Arc<Shared>) -> Manager {
-        Manager { shared }
+    pub fn new(service: Arc<Service>) -> Manager {
+        Manager { service }
     }
 }
 
@@ -30,51 +30,49 @@ impl Manager {
     async fn snapshot(
         &self,
         #[zbus(header)] header: Header<'_>,
-        #[zbus(connection)] connection: &Connection,
         volumes: Vec<String>,
         description: String,
         options: OptionDict,
     ) -> Result<OwnedObjectPath, Error> {
-        actions::snapshot(&self.shared, connection, &header, volumes, description, &options).await
+        let request = arguments::snapshot_request(volumes, description, &options)?;
+        Ok(snapshot_path(self.service.snapshot(&header, request).await?))
     }
 
     /// Roll a set back: "merging" now, or "scheduled" for next boot when an origin is busy.
     async fn rollback(
         &self,
         #[zbus(header)] header: Header<'_>,
-        #[zbus(connection)] connection: &Connection,
         snapshot: ObjectPath<'_>,
         options: OptionDict,
     ) -> Result<String, Error> {
-        let id = actions::resolve(&snapshot)?;
-        actions::rollback(&self.shared, connection, &header, id, &options).await
+        let id = arguments::snapshot_set(&snapshot)?;
+        arguments::reject_unknown(&options, snapback_dbus::options::ROLLBACK_KEYS, "Rollback")?;
+        Ok(self.service.rollback(&header, id).await?.as_str().to_string())
     }
 
     /// Un-schedule a pending rollback.
     async fn cancel_rollback(
         &self,
         #[zbus(header)] header: Header<'_>,
-        #[zbus(connection)] connection: &Connection,
         snapshot: ObjectPath<'_>,
     ) -> Result<(), Error> {
-        let id = actions::resolve(&snapshot)?;
-        actions::cancel_rollback(&self.shared, connection, &header, id).await
+        let id = arguments::snapshot_set(&snapshot)?;
+        self.service.cancel_rollback(&header, id).await
     }
 
     /// Remove a set and free its COW space.
     async fn delete(
         &self,
         #[zbus(header)] header: Header<'_>,
-        #[zbus(connection)] connection: &Connection,
         snapshot: ObjectPath<'_>,
     ) -> Result<(), Error> {
-        let id = actions::resolve(&snapshot)?;
-        actions::delete(&self.shared, connection, &header, id).await
+        let id = arguments::snapshot_set(&snapshot)?;
+        self.service.delete(&header, id).await
     }
 
     /// Backend, pool, volumes, pending and running merges.
     async fn status(&self) -> Result<Status, Error> {
-        super::status::collect(&self.shared).await
+        self.service.status().await
     }
 
     /// Addition to v1 (dnf plugin): replace the description (unless empty) and merge
@@ -82,23 +80,14 @@ impl Manager {
     async fn update_metadata(
         &self,
         #[zbus(header)] header: Header<'_>,
-        #[zbus(connection)] connection: &Connection,
         snapshot: ObjectPath<'_>,
         description: String,
         userdata: HashMap<String, String>,
         options: OptionDict,
     ) -> Result<(), Error> {
-        let id = actions::resolve(&snapshot)?;
-        actions::update_metadata(
-            &self.shared,
-            connection,
-            &header,
-            id,
-            description,
-            userdata,
-            &options,
-        )
-        .await
+        let id = arguments::snapshot_set(&snapshot)?;
+        let update = arguments::metadata_update(id, description, userdata, &options)?;
+        self.service.update_metadata(&header, update).await
     }
 
     /// Addition to v1: write the boot-menu entry of every set that recorded /boot again (and
@@ -107,19 +96,19 @@ impl Manager {
     async fn refresh_boot_entries(
         &self,
         #[zbus(header)] header: Header<'_>,
-        #[zbus(connection)] connection: &Connection,
     ) -> Result<Vec<String>, Error> {
-        actions::refresh_boot_entries(&self.shared, connection, &header).await
+        let written = self.service.refresh_boot_entries(&header).await?;
+        Ok(written.into_iter().map(|path| path.display().to_string()).collect())
     }
 
     #[zbus(property(emits_changed_signal = "const"))]
     fn version(&self) -> String {
-        self.shared.version.clone()
+        self.service.version().to_string()
     }
 
     #[zbus(property(emits_changed_signal = "const"))]
     fn backend(&self) -> String {
-        self.shared.backend_name().to_string()
+        self.service.backend_name().to_string()
     }
 
     #[zbus(signal)]

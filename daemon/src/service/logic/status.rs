@@ -4,14 +4,19 @@ use std::collections::HashMap;
 
 use snapback_dbus::{snapshot_path, Error, PoolStatus, Status, VolumeStatus};
 
-use super::shared::Shared;
+use super::Service;
 use crate::backend::{PoolStatus as BackendPool, SetState, SnapshotSetInfo, VolumeInfo};
 
-pub async fn collect(shared: &Shared) -> Result<Status, Error> {
-    let (kind, volumes, pool, sets) = shared
-        .read(|backend| (backend.kind(), backend.volumes(), backend.pool(), backend.snapshots()))
-        .await?;
-    Ok(shape(kind.as_str(), &shared.version, volumes, pool, &sets))
+impl Service {
+    /// `Manager.Status()`.
+    pub async fn status(&self) -> Result<Status, Error> {
+        let (kind, volumes, pool, sets) = self
+            .read(|backend| {
+                (backend.kind(), backend.volumes(), backend.pool(), backend.snapshots())
+            })
+            .await?;
+        Ok(shape(kind.as_str(), &self.version, volumes, pool, &sets))
+    }
 }
 
 /// Pure part of `collect`, separate so it can be tested without a backend.

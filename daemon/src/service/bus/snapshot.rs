@@ -1,69 +1,56 @@
 //! `org.snapback.Snapback1.Snapshot`: one object per snapshot set.
 //!
-//! The object keeps the set's last known figures, so property reads never wait for the
-//! backend (they answer while merges run); `publish` refreshes them from backend events and a
-//! periodic poll, emitting PropertiesChanged for what changed. The figures sit behind their
-//! own small lock so that a refresh needs only shared access to the interface and can run
-//! while one of the object's own methods is executing.
+//! The object keeps the set's figures as the bus owner last stored them ([`SnapshotObject::set`]),
+//! so property reads never wait for the backend (they answer while merges run). The figures
+//! sit behind their own small lock so that the owner can store new ones with shared access to
+//! the interface, even while one of the object's own methods is executing.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use snapback_dbus::Error;
+use zbus::interface;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
-use zbus::{interface, Connection};
 
-use super::actions;
-use super::options::OptionDict;
-use super::shared::Shared;
+use super::arguments::{self, OptionDict};
 use crate::backend::SnapshotSetInfo;
+use crate::service::logic::{Property, Service};
 
 #[derive(Debug)]
 pub struct SnapshotObject {
-    shared: Arc<Shared>,
+    service: Arc<Service>,
     info: Mutex<SnapshotSetInfo>,
 }
 
 impl SnapshotObject {
-    pub fn new(shared: Arc<Shared>, info: SnapshotSetInfo) -> SnapshotObject {
-        SnapshotObject { shared, info: Mutex::new(info) }
+    pub fn new(service: Arc<Service>, info: SnapshotSetInfo) -> SnapshotObject {
+        SnapshotObject { service, info: Mutex::new(info) }
     }
 
-    fn info(&self) -> std::sync::MutexGuard<'_, SnapshotSetInfo> {
+    fn info(&self) -> MutexGuard<'_, SnapshotSetInfo> {
         self.info.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Store `new` and emit PropertiesChanged for every property whose value changed.
-    pub async fn update(
+    /// Stores `info` and emits PropertiesChanged for `properties`.
+    pub async fn set(
         &self,
-        new: SnapshotSetInfo,
+        info: SnapshotSetInfo,
+        properties: &[Property],
         emitter: &SignalEmitter<'_>,
     ) -> zbus::Result<()> {
-        let old = std::mem::replace(&mut *self.info(), new.clone());
-        if old.description != new.description {
-            self.description_changed(emitter).await?;
-        }
-        if old.state != new.state {
-            self.state_changed(emitter).await?;
-        }
-        if old.used_bytes != new.used_bytes {
-            self.used_bytes_changed(emitter).await?;
-        }
-        if old.size_bytes != new.size_bytes {
-            self.size_bytes_changed(emitter).await?;
-        }
-        if old.merge_progress != new.merge_progress {
-            self.merge_progress_changed(emitter).await?;
-        }
-        if old.userdata != new.userdata {
-            self.userdata_changed(emitter).await?;
-        }
-        if old.important != new.important {
-            self.important_changed(emitter).await?;
-        }
-        if old.boot_entry != new.boot_entry {
-            self.boot_entry_changed(emitter).await?;
+        *self.info() = info;
+        for property in properties {
+            match property {
+                Property::Description => self.description_changed(emitter).await?,
+                Property::State => self.state_changed(emitter).await?,
+                Property::UsedBytes => self.used_bytes_changed(emitter).await?,
+                Property::SizeBytes => self.size_bytes_changed(emitter).await?,
+                Property::MergeProgress => self.merge_progress_changed(emitter).await?,
+                Property::Userdata => self.userdata_changed(emitter).await?,
+                Property::Important => self.important_changed(emitter).await?,
+                Property::BootEntry => self.boot_entry_changed(emitter).await?,
+            }
         }
         Ok(())
     }
@@ -75,21 +62,17 @@ impl SnapshotObject {
     async fn rollback(
         &self,
         #[zbus(header)] header: Header<'_>,
-        #[zbus(connection)] connection: &Connection,
         options: OptionDict,
     ) -> Result<String, Error> {
+        arguments::reject_unknown(&options, snapback_dbus::options::ROLLBACK_KEYS, "Rollback")?;
         let id = self.info().id;
-        actions::rollback(&self.shared, connection, &header, id, &options).await
+        Ok(self.service.rollback(&header, id).await?.as_str().to_string())
     }
 
     /// Delete this set; same as Manager.Delete on this set.
-    async fn delete(
-        &self,
-        #[zbus(header)] header: Header<'_>,
-        #[zbus(connection)] connection: &Connection,
-    ) -> Result<(), Error> {
+    async fn delete(&self, #[zbus(header)] header: Header<'_>) -> Result<(), Error> {
         let id = self.info().id;
-        actions::delete(&self.shared, connection, &header, id).await
+        self.service.delete(&header, id).await
     }
 
     #[zbus(property(emits_changed_signal = "const"))]

@@ -1,14 +1,15 @@
-//! Validation of method arguments and `a{sv}` option dictionaries.
+//! Parsing of method arguments: object paths and `a{sv}` option dictionaries.
 //!
 //! Every problem is an `InvalidArgument` that names the key or argument and says what was
 //! expected, so a caller can fix the call without reading the source.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use snapback_dbus::{options, Error};
-use zbus::OwnedVariant;
+use snapback_dbus::{options, snapshot_id, Error, SNAPSHOT_PATH_PREFIX};
+use zbus::{ObjectPath, OwnedVariant};
 
-use crate::backend::SnapshotRequest;
+use crate::backend::{SnapshotId, SnapshotRequest};
+use crate::service::logic::calls::MetadataUpdate;
 
 /// An `a{sv}` argument as zbus hands it to a method.
 pub type OptionDict = HashMap<String, OwnedVariant>;
@@ -18,6 +19,15 @@ pub const MAX_DESCRIPTION_BYTES: usize = 4096;
 pub use crate::backend::sets::{
     MAX_USERDATA_ENTRIES, MAX_USERDATA_KEY_BYTES, MAX_USERDATA_VALUE_BYTES,
 };
+
+/// The set id of a snapshot object path; any other path is NotFound.
+pub fn snapshot_set(path: &ObjectPath<'_>) -> Result<SnapshotId, Error> {
+    snapshot_id(path.as_str()).ok_or_else(|| {
+        Error::NotFound(format!(
+            "{path} is not a snapshot set (snapshot sets are at {SNAPSHOT_PATH_PREFIX}<id>)"
+        ))
+    })
+}
 
 /// Arguments of `Manager.Snapshot`, checked and turned into a backend request.
 pub fn snapshot_request(
@@ -64,16 +74,17 @@ pub fn snapshot_request(
 
 /// Arguments of `UpdateMetadata`: description (empty = keep) and userdata to merge in.
 pub fn metadata_update(
+    id: SnapshotId,
     description: String,
     userdata: HashMap<String, String>,
     options: &OptionDict,
-) -> Result<(Option<String>, BTreeMap<String, String>), Error> {
+) -> Result<MetadataUpdate, Error> {
     reject_unknown(options, options::UPDATE_METADATA_KEYS, "UpdateMetadata")?;
     check_description(&description)?;
     let userdata: BTreeMap<String, String> = userdata.into_iter().collect();
     check_userdata(&userdata)?;
     let description = (!description.is_empty()).then_some(description);
-    Ok((description, userdata))
+    Ok(MetadataUpdate { id, description, userdata })
 }
 
 /// Methods that take an `a{sv}` but define no keys yet: any key is an error.
@@ -223,20 +234,21 @@ mod tests {
 
     #[test]
     fn metadata_update_keeps_description_when_empty() {
-        let (description, userdata) = metadata_update(
+        let update = metadata_update(
+            3,
             String::new(),
             HashMap::from([("k".into(), "v".into())]),
             &OptionDict::new(),
         )
         .unwrap();
-        assert_eq!(description, None);
-        assert_eq!(userdata.get("k").map(String::as_str), Some("v"));
-        let (description, _) =
-            metadata_update("new".into(), HashMap::new(), &OptionDict::new()).unwrap();
-        assert_eq!(description.as_deref(), Some("new"));
+        assert_eq!(update.id, 3);
+        assert_eq!(update.description, None);
+        assert_eq!(update.userdata.get("k").map(String::as_str), Some("v"));
+        let update = metadata_update(3, "new".into(), HashMap::new(), &OptionDict::new()).unwrap();
+        assert_eq!(update.description.as_deref(), Some("new"));
         let options = dict(vec![("x", Variant::new(1u32))]);
         assert!(matches!(
-            metadata_update(String::new(), HashMap::new(), &options),
+            metadata_update(3, String::new(), HashMap::new(), &options),
             Err(Error::InvalidArgument(m)) if m.contains("'x'") && m.contains("none")
         ));
     }
