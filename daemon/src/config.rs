@@ -188,13 +188,17 @@ pub fn validate_volume_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("volume name must not be empty".into());
     }
+    // The name is shown escaped: it comes from a file or the bus, and a newline in it would
+    // split the one-line error (and the journal line that carries it).
+    let shown = name.escape_debug();
     if name.len() > 64 {
-        return Err(format!("volume name '{name}' is longer than 64 characters"));
+        return Err(format!("volume name '{shown}' is longer than 64 characters"));
     }
     if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
     {
         return Err(format!(
-            "volume name '{name}' contains '{bad}': use letters, digits, '-' and '_' only"
+            "volume name '{shown}' contains '{}': use letters, digits, '-' and '_' only",
+            bad.escape_debug()
         ));
     }
     Ok(())
@@ -318,6 +322,13 @@ cow_size = "512M"
             let err = parse_str(&text).unwrap_err().to_string();
             assert!(err.contains(&format!("contains '{bad}'")), "{err}");
         }
+
+        // Found by the config_toml fuzz target (fuzz/regressions/config_toml/): a newline in
+        // a name split the one-line refusal.
+        let newline = "[pool]\npath = \"/p\"\n[[volume]]\nname = \"a\\nb\"\ndevice = \"/d\"\n";
+        let err = parse_str(newline).unwrap_err().to_string();
+        assert!(err.contains("volume name 'a\\nb' contains '\\n'"), "{err}");
+        assert!(!err.contains('\n'), "{err:?}");
 
         let empty = "[pool]\npath = \"/p\"\n[[volume]]\nname = \"\"\ndevice = \"/d\"\n";
         assert!(parse_str(empty).unwrap_err().to_string().contains("empty"));
