@@ -149,6 +149,13 @@ else
         rollback="$id $slot $status ${r0:-0} ${listed:-gone}" ;;
       rb-inflight:active | del-inflight:active) echo "V $id" >> /tmp/resolve; echo "$id $slot" >> /tmp/active ;;
       del-inflight:) echo "G $id" >> /tmp/resolve ;;
+      del-inflight:invalid)
+        # cut after Delete committed the set invalid and before it forgot it: the deletion
+        # was interrupted (never a set that looks whole again); a second Delete finishes it
+        out="$(busctl call $BUS $MGR $BUS.Manager Delete o "$SNAP/$id" 2>&1)" ||
+          lose delete-again "set $id: Delete of the interrupted deletion failed: $out"
+        echo "VM-INFO: set $id: an interrupted deletion (invalid), deleted again"
+        echo "G $id" >> /tmp/resolve ;;
       *) lose set-state "$why" ;;
     esac
   done 3< /tmp/M.sets
