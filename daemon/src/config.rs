@@ -147,14 +147,14 @@ pub fn parse_with_cleanup(
             return Err(invalid(format!(
                 "volume '{}': device {} is the pool itself; the pool must live elsewhere",
                 volume.name,
-                volume.device.display()
+                volume.device.display().to_string().escape_debug()
             )));
         }
         if !devices.insert(volume.device.as_path()) {
             return Err(invalid(format!(
                 "volume '{}': device {} is already used by another volume",
                 volume.name,
-                volume.device.display()
+                volume.device.display().to_string().escape_debug()
             )));
         }
         if volume.cow_size == Some(0) {
@@ -177,7 +177,10 @@ pub fn parse_with_cleanup(
     }
     if let Some(root) = &raw.boot.root_volume {
         if !raw.volumes.iter().any(|volume| &volume.name == root) {
-            return Err(invalid(format!("[boot] root_volume '{root}' is not a declared volume")));
+            return Err(invalid(format!(
+                "[boot] root_volume '{}' is not a declared volume",
+                root.escape_debug()
+            )));
         }
     }
     Ok((Config { pool: raw.pool, volumes: raw.volumes, boot: raw.boot }, raw.cleanup))
@@ -219,19 +222,22 @@ fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
 /// Parse a size such as `1G`, `512M`, `4096`, `2GiB` (binary units) into bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
+    // shown escaped in refusals: they are one line each
+    let shown = text.escape_debug();
     let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
     let (digits, unit) = trimmed.split_at(split);
-    let number: u64 =
-        digits.parse().map_err(|_| format!("'{text}' is not a size (examples: 4096, 512M, 1G)"))?;
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{shown}' is not a size (examples: 4096, 512M, 1G)"))?;
     let shift = match unit.trim().to_ascii_uppercase().as_str() {
         "" | "B" => 0,
         "K" | "KB" | "KIB" => 10,
         "M" | "MB" | "MIB" => 20,
         "G" | "GB" | "GIB" => 30,
         "T" | "TB" | "TIB" => 40,
-        other => return Err(format!("unknown size unit '{other}' in '{text}'")),
+        other => return Err(format!("unknown size unit '{}' in '{shown}'", other.escape_debug())),
     };
-    number.checked_mul(1u64 << shift).ok_or_else(|| format!("size '{text}' is too large"))
+    number.checked_mul(1u64 << shift).ok_or_else(|| format!("size '{shown}' is too large"))
 }
 
 fn deserialize_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
@@ -329,6 +335,11 @@ cow_size = "512M"
         let err = parse_str(newline).unwrap_err().to_string();
         assert!(err.contains("volume name 'a\\nb' contains '\\n'"), "{err}");
         assert!(!err.contains('\n'), "{err:?}");
+        let root = "[pool]\npath = \"/p\"\n[[volume]]\nname = \"a\"\ndevice = \"/d\"\n[boot]\nroot_volume = \"h\\nome\"\n";
+        let err = parse_str(root).unwrap_err().to_string();
+        assert!(err.contains("root_volume 'h\\nome' is not"), "{err}");
+        let size = parse_size("1\nX").unwrap_err();
+        assert!(!size.contains('\n'), "{size:?}");
 
         let empty = "[pool]\npath = \"/p\"\n[[volume]]\nname = \"\"\ndevice = \"/d\"\n";
         assert!(parse_str(empty).unwrap_err().to_string().contains("empty"));
