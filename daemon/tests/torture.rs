@@ -94,6 +94,11 @@ struct Ledger {
     /// The step that failed, when one did (expected only after a kill).
     error: Option<String>,
     ops: u64,
+    /// Every completed step with when it completed: a failed check shows the steps that
+    /// touched the file it is about, and how long before the end they were made durable.
+    history: Vec<(Instant, Op)>,
+    /// When the workload was stopped (after the kill, when there was one).
+    stopped: Option<Instant>,
 }
 
 const LEDGER_DIRS: u64 = 8;
@@ -136,7 +141,8 @@ impl Workload {
         if let Some(thread) = self.thread.take() {
             thread.join().unwrap();
         }
-        let ledger = std::mem::take(&mut *self.ledger.lock().unwrap());
+        let mut ledger = std::mem::take(&mut *self.ledger.lock().unwrap());
+        ledger.stopped = Some(Instant::now());
         if !killed {
             assert!(ledger.error.is_none(), "the workload failed: {:?}", ledger.error);
         }
@@ -188,6 +194,7 @@ fn ledger_loop(
                 }
                 ledger.in_flight = None;
                 ledger.ops += 1;
+                ledger.history.push((Instant::now(), op));
             }
             Err(e) => {
                 ledger.error = Some(format!("{op:?}: {e}"));
@@ -221,17 +228,20 @@ fn apply(root: &Path, op: &Op, bytes: &[u8]) -> std::io::Result<()> {
 /// Checks `actual` (the workload's files found on the volume) against what the ledger made
 /// durable: every durable file is there with its bytes, and nothing else is, except what the
 /// one step in flight may have done.
-fn check_ledger(actual: &Files, ledger: &Ledger, when: &str) {
+fn check_ledger(actual: &Files, ledger: &Ledger) -> Result<(), String> {
     let in_flight = ledger.in_flight.as_ref();
     for (path, sha) in &ledger.durable {
         match actual.get(path) {
             Some(found) if found == sha => {}
             None if matches!(in_flight, Some(Op::Rename { from, .. }) if from == path)
                 || matches!(in_flight, Some(Op::Delete { path: p }) if p == path) => {}
-            found => panic!(
-                "{when}: fsync'd file {path} is {found:?}, expected sha256 {sha} \
-                 (step in flight: {in_flight:?})"
-            ),
+            found => {
+                return Err(format!(
+                    "fsync'd file {path} is {found:?}, expected sha256 {sha} (step in flight: \
+                     {in_flight:?})\n{}",
+                    ledger.steps_touching(path)
+                ))
+            }
         }
     }
     for (path, sha) in actual {
@@ -243,7 +253,37 @@ fn check_ledger(actual: &Files, ledger: &Ledger, when: &str) {
             Some(Op::Rename { from, to }) => to == path && ledger.durable.get(from) == Some(sha),
             _ => false,
         };
-        assert!(explained, "{when}: unexpected file {path} (step in flight: {in_flight:?})");
+        if !explained {
+            return Err(format!(
+                "unexpected file {path} (step in flight: {in_flight:?})\n{}",
+                ledger.steps_touching(path)
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Ledger {
+    /// The completed steps that named `path`, with how long before the workload stopped
+    /// each was made durable, and how many steps completed after it.
+    fn steps_touching(&self, path: &str) -> String {
+        let end = self.stopped.unwrap_or_else(Instant::now);
+        let total = self.history.len();
+        let mut out = format!("{total} steps completed since the workload started; of them:\n");
+        for (index, (at, op)) in self.history.iter().enumerate() {
+            let named = match op {
+                Op::Create { path: p } | Op::Delete { path: p } => p == path,
+                Op::Rename { from, to } => from == path || to == path,
+            };
+            if named {
+                out.push_str(&format!(
+                    "  step {index}: {op:?}, durable {:.3} s before the stop, {} steps after it\n",
+                    end.saturating_duration_since(*at).as_secs_f64(),
+                    total - index - 1
+                ));
+            }
+        }
+        out
     }
 }
 
@@ -416,7 +456,9 @@ impl Torture {
         let tree = full_tree(&self.mnt);
         if let Some(workload) = &self.workload {
             let ledger = workload.ledger.lock().unwrap();
-            check_ledger(&ledger_files(&tree.1), &ledger, "frozen for a snapshot");
+            if let Err(problem) = check_ledger(&ledger_files(&tree.1), &ledger) {
+                panic!("frozen for a snapshot (seed {}): {problem}", self.seed);
+            }
         }
         tree
     }
@@ -547,10 +589,38 @@ impl Torture {
 
     /// After a kill with the filesystem mounted: replay its log by mounting, check the
     /// workload's files against the ledger, unmount, check the filesystem, mount again.
+    ///
+    /// With SNAPBACK_TORTURE_KEEP=DIR, the volume as the kill left it (before the mount
+    /// replays its log) is copied first and kept in DIR when the check fails, with the
+    /// daemon's log, for `xfs_logprint` / `debugfs` (the fixture's directory goes with it).
     fn recover(&mut self, ledger: &Ledger, when: &str) -> Files {
+        let keep = std::env::var_os("SNAPBACK_TORTURE_KEEP").map(PathBuf::from);
+        let crash_image = self.fx.path("crash-image.img");
+        if keep.is_some() {
+            run(
+                "cp",
+                &[
+                    "--sparse=always",
+                    self.fx.path("root.img").to_str().unwrap(),
+                    crash_image.to_str().unwrap(),
+                ],
+            );
+        }
         self.mount();
         let found = tree_digest(&self.mnt.join("ledger"));
-        check_ledger(&found, ledger, when);
+        if let Err(problem) = check_ledger(&found, ledger) {
+            let mut kept = String::new();
+            if let Some(dir) = keep {
+                let dir =
+                    dir.join(format!("{}-seed{}-{}", self.fstype, self.seed, self.counts.kills));
+                fs::create_dir_all(&dir).unwrap();
+                fs::rename(&crash_image, dir.join("crash-image.img")).unwrap();
+                fs::write(dir.join("daemon.log"), self.fx.daemon_log()).unwrap();
+                fs::write(dir.join("problem.txt"), &problem).unwrap();
+                kept = format!("\nthe volume as the kill left it: {}", dir.display());
+            }
+            panic!("{when} (seed {}): {problem}{kept}", self.seed);
+        }
         self.umount();
         self.fsck();
         self.mount();
