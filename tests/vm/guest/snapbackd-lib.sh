@@ -51,6 +51,26 @@ wait_gone() {
   done
 }
 
+# dbus_error METHOD ARGS... : the D-Bus error name of a Manager call, or "no error" (busctl
+# prints only the message; needs the scenario to stage dbus-send as /in/dbus-send)
+dbus_error() {
+  _m="$1"; shift
+  if _out="$(/in/dbus-send --system --print-reply --dest=$BUS $MGR "$BUS.Manager.$_m" "$@" 2>&1)"; then
+    echo "no error"
+  else
+    echo "$_out" | sed -n 's/^Error \([^:]*\):.*/\1/p'
+  fi
+}
+
+# wait_state ID STATE SECONDS : until the set's State is STATE
+wait_state() {
+  _n=0
+  while [ "$(state "$1")" != "$2" ]; do
+    sleep 0.5; _n=$((_n + 1))
+    [ $_n -lt $(($3 * 2)) ] || { echo "set $1 is $(state "$1"), not $2"; return 1; }
+  done
+}
+
 # manifest DIR : every entry with type, size, mode, owner and content hash / link target
 manifest() {
   (cd "$1" && find . ! -name lost+found ! -path './lost+found/*' | sort | while read -r p; do

@@ -77,22 +77,3 @@ write_chunks() {
 
 # alloc VOL : the allocated sectors of the volume's merging snapshot (status field 4)
 alloc() { dm status "snapback-$1" | awk '{split($4, a, "/"); print a[1]}'; }
-
-# dbus_error METHOD ARGS... : the D-Bus error name of a Manager call, or "no error"
-dbus_error() {
-  _m="$1"; shift
-  if _out="$(/in/dbus-send --system --print-reply --dest=$BUS $MGR "$BUS.Manager.$_m" "$@" 2>&1)"; then
-    echo "no error"
-  else
-    echo "$_out" | sed -n 's/^Error \([^:]*\):.*/\1/p'
-  fi
-}
-
-# wait_state ID STATE SECONDS : until the set's State is STATE
-wait_state() {
-  _n=0
-  while [ "$(state "$1")" != "$2" ]; do
-    sleep 0.5; _n=$((_n + 1))
-    [ $_n -lt $(($3 * 2)) ] || { echo "set $1 is $(state "$1"), not $2"; return 1; }
-  done
-}

@@ -40,25 +40,6 @@ keep_save() { (cd /tmp/keep && tar -cf /dev/disk/keep .); }
 keep_load() { mkdir -p /tmp/keep && tar -xf /dev/disk/keep -C /tmp/keep; }
 target_of() { dm table "snapback-$1" | awk '{print $3}'; }
 
-# dbus_error METHOD ARGS... : the D-Bus error name of a Manager call, or "no error"
-dbus_error() {
-  _m="$1"; shift
-  if _out="$(/in/dbus-send --system --print-reply --dest=$BUS $MGR "$BUS.Manager.$_m" "$@" 2>&1)"; then
-    echo "no error"
-  else
-    echo "$_out" | sed -n 's/^Error \([^:]*\):.*/\1/p'
-  fi
-}
-
-# wait_state ID STATE SECONDS : until the set's State is STATE
-wait_state() {
-  _n=0
-  while [ "$(state "$1")" != "$2" ]; do
-    sleep 0.5; _n=$((_n + 1))
-    [ $_n -lt $(($3 * 2)) ] || { echo "set $1 is $(state "$1"), not $2"; return 1; }
-  done
-}
-
 snapshot() { busctl call $BUS $MGR $BUS.Manager Snapshot 'assa{sv}' 1 data "$1" 0 2>&1; }
 
 # start_load PREFIX : a writer in the background, rewriting 150 files $MNT/load/PREFIX-N of
