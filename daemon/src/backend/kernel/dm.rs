@@ -35,6 +35,9 @@ pub struct DmDeviceInfo {
     pub dev: DevNum,
     pub open_count: i32,
     pub suspended: bool,
+    /// It has a live table. A device created but never resumed has none, and every I/O to
+    /// it fails.
+    pub live: bool,
 }
 
 /// What udev may do with a device when it is resumed (the `change` event the rules act on).
@@ -132,6 +135,7 @@ impl DmControl {
             dev: DevNum { major: device.major, minor: device.minor },
             open_count: info.open_count(),
             suspended: info.flags().contains(DmFlags::DM_SUSPEND),
+            live: info.flags().contains(DmFlags::DM_ACTIVE_PRESENT),
         })
     }
 

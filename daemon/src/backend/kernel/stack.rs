@@ -66,7 +66,11 @@ fn node_error(name: &str, e: std::io::Error) -> DmError {
 }
 
 /// Creates a device of `volume`'s stack if it does not exist yet (assembly is idempotent),
-/// returning its numbers.
+/// returning its numbers. One a crash left half made is finished: created but never resumed
+/// (no live table; everything stacked on it would fail every I/O), it gets `table` and is
+/// resumed, as its creation would have done; left suspended in the middle of a reload (a COW
+/// being grown), the reload is dropped and it is resumed as it was (the monitor grows it
+/// again from the registry).
 fn ensure(
     dm: &DmControl,
     volume: &VolumeSpec,
@@ -75,7 +79,18 @@ fn ensure(
 ) -> DmResult<DevNum> {
     let name = volume.name(role);
     match dm.find(&name)? {
-        Some(info) => Ok(info.dev),
+        Some(info) if !info.live => {
+            tracing::warn!(device = %name, "finishing a device created but never resumed (crash recovery)");
+            dm.load(&name, table)?;
+            dm.resume(&name, udev_view(role))?;
+            Ok(info.dev)
+        }
+        Some(info) => {
+            if info.suspended {
+                resume_dropping_inactive(dm, &name, role)?;
+            }
+            Ok(info.dev)
+        }
         None => dm.create(&name, &volume.uuid(role), table, udev_view(role)).map(|info| info.dev),
     }
 }
@@ -139,10 +154,24 @@ pub fn assemble(
             if !same_target(&loaded, &wanted) {
                 swap_origin_table(dm, &origin, &wanted)?;
             }
+            if dm.info(&origin)?.suspended {
+                resume_dropping_inactive(dm, &origin, Role::Origin)?;
+            }
             info
         }
     };
     ensure_node(&origin, info.dev).map_err(|e| node_error(&origin, e))
+}
+
+/// A daemon that died between suspending a device and resuming it (taking a set, swapping
+/// the origin's table, growing a COW) left it suspended: every I/O to it waits, the mounted
+/// root's included, until somebody resumes it, and nobody else will. A table it loaded then
+/// belongs to a transition the registry never recorded, or one assembly redoes from the
+/// registry: it is dropped before the resume, which would otherwise make it live.
+fn resume_dropping_inactive(dm: &DmControl, name: &str, role: Role) -> DmResult<()> {
+    tracing::warn!(device = name, "resuming a device left suspended (crash recovery)");
+    dm.clear_inactive(name)?;
+    dm.resume(name, udev_view(role))
 }
 
 /// Only the target type is compared: params name devices by number and the kernel may
@@ -212,6 +241,9 @@ fn take_snapshot_set_inner(
         // registry: a set with a device may have none (an invalid one after a restart), and
         // a snapshot over an origin left `linear` would never receive a single copy.
         let origin = member.volume.name(Role::Origin);
+        // The resume below makes whatever sits in the inactive slot live: only a table this
+        // call loads may be there.
+        dm.clear_inactive(&origin)?;
         let loaded = dm.table(&origin)?;
         let copying = !loaded.is_empty() && loaded.iter().all(|line| line.2 == "snapshot-origin");
         let plain = !loaded.is_empty() && loaded.iter().all(|line| line.2 == "linear");
