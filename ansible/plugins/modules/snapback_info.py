@@ -13,10 +13,10 @@ module: snapback_info
 short_description: Snapshot sets, volumes, pool usage and merges of snapbackd
 version_added: "0.1.0"
 description:
-  - Reads what snapbackd on the target reports (C(snapbackctl --json status) and C(list)):
+  - Reads what snapbackd on the target reports (C(snapbackctl --json status) and C(list)), namely
     the snapshot sets with their states, the volumes, the pool's usage, and the rollbacks that
     are scheduled or merging.
-  - Each set gets a RV(sets[].name) key, the name M(snapback.snapback.snapback_set) keeps in its
+  - Each set gets a C(sets[].name) key, the name M(snapback.snapback.snapback_set) keeps in its
     userdata (null for sets taken otherwise), so that playbooks can select their own sets.
 options:
   snapbackctl:
@@ -50,23 +50,48 @@ EXAMPLES = r"""
 
 RETURN = r"""
 sets:
-  description: The snapshot sets, oldest first (schema C(snapbackctl/1) keys, plus RV(sets[].name)).
+  description: The snapshot sets, oldest first (schema C(snapbackctl/1) keys, plus C(sets[].name)).
   returned: always
   type: list
   elements: dict
   contains:
-    id: {description: The set's id., type: int, returned: always}
-    name: {description: Its C(ansible.name) userdata, or null., type: str, returned: always}
+    id:
+      description: The set's id.
+      type: int
+      returned: always
+    name:
+      description: Its C(ansible.name) userdata, or null.
+      type: str
+      returned: always
     state:
       description: C(active), C(invalid), C(overflow), C(merge-scheduled), C(merging) or C(merge-failed).
       type: str
       returned: always
-    description: {description: The set's description., type: str, returned: always}
-    created: {description: When it was taken (RFC 3339 UTC)., type: str, returned: always}
-    volumes: {description: Its volumes., type: list, elements: str, returned: always}
-    userdata: {description: Its userdata., type: dict, returned: always}
-    used_bytes: {description: COW bytes in use., type: int, returned: always}
-    size_bytes: {description: COW bytes allocated., type: int, returned: always}
+    description:
+      description: The set's description.
+      type: str
+      returned: always
+    created:
+      description: When it was taken (RFC 3339 UTC).
+      type: str
+      returned: always
+    volumes:
+      description: Its volumes.
+      type: list
+      elements: str
+      returned: always
+    userdata:
+      description: Its userdata.
+      type: dict
+      returned: always
+    used_bytes:
+      description: COW bytes in use.
+      type: int
+      returned: always
+    size_bytes:
+      description: COW bytes allocated.
+      type: int
+      returned: always
 volumes:
   description: The configured volumes (C(name), C(device), C(backing), C(state), C(size_bytes), C(auto)).
   returned: always

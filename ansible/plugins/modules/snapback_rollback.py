@@ -15,8 +15,8 @@ version_added: "0.1.0"
 description:
   - Asks snapbackd on the target to merge a snapshot set into its volumes.
   - snapbackd merges at once when the volumes are free, or schedules the merge for the next
-    boot when one is in use (mounted); the result says which (RV(scheduled), RV(merging)).
-    Reboot the host with M(ansible.builtin.reboot) when RV(scheduled) is true.
+    boot when one is in use (mounted); the result says which (C(scheduled), C(merging)).
+    Reboot the host with M(ansible.builtin.reboot) when C(scheduled) is true.
   - A set whose rollback is already scheduled or running is left alone (C(changed=false)).
   - The module talks to snapbackd only through C(snapbackctl --json) on the target; a refusal
     (an invalid set, another rollback under way on a volume) fails the task with the daemon's
@@ -32,14 +32,14 @@ options:
     type: int
   state:
     description:
-      - V(rolled_back) starts (or schedules) the rollback.
-      - V(cancelled) cancels a rollback scheduled for next boot; nothing to cancel is C(changed=false).
+      - C(rolled_back) starts (or schedules) the rollback.
+      - C(cancelled) cancels a rollback scheduled for next boot; nothing to cancel is C(changed=false).
     type: str
     choices: [rolled_back, cancelled]
     default: rolled_back
   wait:
     description:
-      - With O(state=rolled_back), wait until a merge that starts now has finished (the set is
+      - With C(state=rolled_back), wait until a merge that starts now has finished (the set is
         then gone and the volumes hold the snapshot's data). A scheduled rollback is not waited for.
     type: bool
     default: true
@@ -83,8 +83,8 @@ id:
   type: int
 result:
   description: >-
-    What snapbackd answered: V(merging) (started now), V(merged) (finished, with O(wait)),
-    V(scheduled) (waits for next boot), V(cancelled), or the set's state when nothing was done.
+    What snapbackd answered: C(merging) (started now), C(merged) (finished, with C(wait)),
+    C(scheduled) (waits for next boot), C(cancelled), or the set's state when nothing was done.
   returned: success
   type: str
 scheduled:

@@ -14,7 +14,7 @@ short_description: Take or delete a named snapback snapshot set
 version_added: "0.1.0"
 description:
   - Takes a snapshot set of volumes managed by snapbackd on the target, or deletes one.
-  - The set is identified by O(name), which the module keeps in the set's userdata under the
+  - The set is identified by C(name), which the module keeps in the set's userdata under the
     key C(ansible.name); running the task again finds that set instead of taking another one.
   - The module talks to snapbackd only through C(snapbackctl --json) on the target. A refusal of
     the daemon (no room in the pool, a set that is merging, not authorized) fails the task with
@@ -23,23 +23,23 @@ options:
   name:
     description:
       - The name of the set, kept in its userdata as C(ansible.name).
-      - Required unless O(state=absent) is given with O(id).
+      - Required unless C(state=absent) is given with C(id).
     type: str
   id:
     description:
-      - With O(state=absent), delete the set with this id instead of looking it up by name.
+      - With C(state=absent), delete the set with this id instead of looking it up by name.
     type: int
   state:
     description:
-      - V(present) takes the set unless one with O(name) exists.
-      - V(absent) deletes every set with O(name) (or the set O(id)). snapbackd refuses to delete
+      - C(present) takes the set unless one with C(name) exists.
+      - C(absent) deletes every set with C(name) (or the set C(id)). snapbackd refuses to delete
         a set whose rollback is scheduled or running.
     type: str
     choices: [present, absent]
     default: present
   description:
     description:
-      - The set's description. Defaults to C(ansible: NAME).
+      - "The set's description. Defaults to C(ansible: NAME)."
       - Only used when the set is taken; an existing set keeps its description.
     type: str
   volumes:
@@ -118,7 +118,7 @@ snapshot:
     important: false
 deleted:
   description: The ids of the sets deleted (or that would be, in check mode).
-  returned: when O(state=absent)
+  returned: when C(state=absent)
   type: list
   elements: int
 """
