@@ -115,6 +115,31 @@ pub enum Command {
         ids: Vec<u32>,
     },
 
+    /// Mount a volume of a snapshot set read-only, as it was when the set was taken.
+    ///
+    /// The daemon attaches the snapshot's device (polkit action org.snapback.open); ext4 is
+    /// mounted `ro,noload` and XFS `ro,norecovery,nouuid`, so that mounting writes nothing to
+    /// the snapshot; other file systems plain `ro`. While it is mounted, `rollback` and
+    /// `delete` of the set refuse: unmount it first.
+    Mount {
+        /// Snapshot set id.
+        id: u32,
+        /// Volume of the set (as shown by `show`).
+        volume: String,
+        /// An existing directory to mount it on.
+        dir: PathBuf,
+    },
+
+    /// Unmount a snapshot volume mounted by `mount`: every mount of VOLUME's snapshot in set ID,
+    /// or the mount point DIR.
+    Umount {
+        /// Snapshot set id.
+        id: u32,
+        /// A volume name, or a mount point (anything containing `/`).
+        #[arg(value_name = "VOLUME|DIR")]
+        target: String,
+    },
+
     /// Follow snapshot sets live: creations, removals, state changes and merge progress.
     ///
     /// Runs until interrupted, or, given an ID, until that set is removed or its merge ends.

@@ -287,6 +287,7 @@ fn polkit_actions_have_the_documented_defaults() {
         ("org.snapback.snapshot", "auth_admin_keep"),
         ("org.snapback.rollback", "auth_admin"),
         ("org.snapback.delete", "auth_admin_keep"),
+        ("org.snapback.open", "auth_admin"),
     ] {
         let start = text
             .find(&format!("id=\"{action}\""))

@@ -47,9 +47,9 @@ async fn introspection_matches_the_checked_in_xml() {
     ));
     let checked_in = introspect::parse(INTROSPECTION_XML, "org.snapback.");
     assert_eq!(checked_in.len(), 2, "the checked-in XML has both interfaces");
-    // 7 methods, 4 signals, 2 properties; 2 methods, 11 properties.
+    // 7 methods, 4 signals, 2 properties; 3 methods, 11 properties.
     assert_eq!(checked_in["org.snapback.Snapback1.Manager"].len(), 13);
-    assert_eq!(checked_in["org.snapback.Snapback1.Snapshot"].len(), 13);
+    assert_eq!(checked_in["org.snapback.Snapback1.Snapshot"].len(), 14);
     assert_eq!(
         served, checked_in,
         "the daemon serves a different API than dbus/org.snapback.Snapback1.xml"
@@ -76,6 +76,7 @@ async fn introspection_matches_the_checked_in_xml() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("\"for introspection\""), "{text}");
     assert!(text.contains(".MergeProgress"), "{text}");
+    assert!(text.contains(".OpenVolume") && text.contains("sa{sv}"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

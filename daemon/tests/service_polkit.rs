@@ -184,6 +184,69 @@ async fn polkit_decides_mutations_reads_are_open() {
     fx.stop_daemon();
 }
 
+/// `OpenVolume` hands out a snapshot's old data: its own action, `org.snapback.open`, decides,
+/// and a rule for it opens nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_a_snapshot_is_its_own_polkit_action() {
+    let tag = format!("snapback-test-open-{}", std::process::id());
+    let policy = fs::read_to_string(repo_root().join("systemd/org.snapback.policy")).unwrap();
+    let _actions =
+        Installed::new(PathBuf::from(format!("/usr/share/polkit-1/actions/{tag}.policy")), &policy);
+    let mut fx = Fixture::start(Options { polkit: true, ..Options::default() });
+    let connection = fx.connect().await;
+    let manager = fx.manager(&connection).await;
+    let set = manager.snapshot(&["data"], "to open", HashMap::new()).await.unwrap();
+    let open = |fx: &Fixture| {
+        fx.busctl_as_nobody(&[
+            "call",
+            BUS_NAME,
+            set.as_str(),
+            SNAPSHOT_INTERFACE,
+            "OpenVolume",
+            "sa{sv}",
+            "data",
+            "0",
+        ])
+    };
+    let out = open(&fx);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("not authorized: org.snapback.open requires authentication"),
+        "{}",
+        text(&out)
+    );
+
+    let _rule = Installed::new(
+        PathBuf::from(format!("/etc/polkit-1/rules.d/49-{tag}.rules")),
+        r#"polkit.addRule(function(action, subject) {
+    if (action.id == "org.snapback.open" && subject.user == "nobody") {
+        return polkit.Result.YES;
+    }
+});
+"#,
+    );
+    let started = Instant::now();
+    let reply = loop {
+        let out = open(&fx);
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).trim().to_string();
+        }
+        assert!(text(&out).contains("not authorized"), "{}", text(&out));
+        assert!(started.elapsed() < Duration::from_secs(30), "polkitd never applied the rule");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(reply.starts_with("sh \"/dev/loop"), "{reply}");
+    let out = fx.dbus_send_as_nobody(&[
+        &format!("--dest={BUS_NAME}"),
+        set.as_str(),
+        &format!("{SNAPSHOT_INTERFACE}.Delete"),
+    ]);
+    assert!(text(&out).contains(NOT_AUTHORIZED), "the open rule allowed a delete: {}", text(&out));
+    let snapshot = fx.snapshot_proxy(&connection, set.as_str()).await;
+    assert_eq!(snapshot.state().await.unwrap(), "active");
+    fx.stop_daemon();
+}
+
 const NOT_AUTHORIZED: &str = "org.snapback.Snapback1.Error.NotAuthorized";
 
 /// Opens `device` exclusively, as a mount does: the volume is busy while this is held.

@@ -22,6 +22,9 @@ pub const ACTION_ROLLBACK: &str = "org.snapback.rollback";
 /// polkit action checked for `Delete`.
 pub const ACTION_DELETE: &str = "org.snapback.delete";
 
+/// polkit action checked for `OpenVolume` (reading a snapshot's old data).
+pub const ACTION_OPEN: &str = "org.snapback.open";
+
 /// Option keys of `Snapshot(as s a{sv})`.
 pub mod options {
     /// `a{ss}`: free-form key/value pairs stored with the set (e.g. the dnf transaction id).
@@ -34,6 +37,8 @@ pub mod options {
     pub const SNAPSHOT_KEYS: &[&str] = &[USERDATA, IMPORTANT, COW_SIZE];
     /// Every key `Rollback` accepts (none yet; unknown keys are InvalidArgument).
     pub const ROLLBACK_KEYS: &[&str] = &[];
+    /// Every key `OpenVolume` accepts (none yet).
+    pub const OPEN_VOLUME_KEYS: &[&str] = &[];
     /// Every key `UpdateMetadata` accepts (none yet).
     pub const UPDATE_METADATA_KEYS: &[&str] = &[];
 }

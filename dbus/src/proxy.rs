@@ -101,6 +101,15 @@ pub trait Snapshot {
     #[zbus(allow_interactive_auth)]
     fn delete(&self) -> Result<(), Error>;
 
+    /// The block device that shows `volume` as it was when the set was taken, and a read-only
+    /// descriptor of it.
+    #[zbus(allow_interactive_auth)]
+    fn open_volume(
+        &self,
+        volume: &str,
+        options: HashMap<&str, Variant<'_>>,
+    ) -> Result<(String, zbus::OwnedFd), Error>;
+
     #[zbus(property(emits_changed_signal = "const"))]
     fn id(&self) -> zbus::Result<u32>;
 

@@ -5,6 +5,7 @@ pub mod cancel;
 pub mod cow;
 pub mod delete;
 pub mod list;
+pub mod mount;
 pub mod rollback;
 pub mod show;
 pub mod snapshot;
@@ -29,6 +30,8 @@ pub fn run(command: Command, format: Format, ask_password: bool) -> Result<Outco
             | Command::Rollback { .. }
             | Command::Cancel { .. }
             | Command::Delete { .. }
+            | Command::Mount { .. }
+            | Command::Umount { .. }
             | Command::Boot(crate::cli::BootCommand::Regenerate)
     );
     // Kept until the command is done: every call it makes may need the agent.
@@ -49,6 +52,10 @@ pub fn run(command: Command, format: Format, ask_password: bool) -> Result<Outco
             Command::Rollback { id, wait } => rollback::run(&client, format, id, wait).await,
             Command::Cancel { id } => cancel::run(&client, format, id).await,
             Command::Delete { ids } => delete::run(&client, format, &ids).await,
+            Command::Mount { id, volume, dir } => {
+                mount::mount(&client, format, id, &volume, &dir).await
+            }
+            Command::Umount { id, target } => mount::umount(&client, format, id, &target).await,
             Command::Watch { id } => watch::run(&client, format, id).await,
             Command::Boot(cmd) => boot::run(&client, format, cmd).await,
             // Handled above; kept here so that the match stays exhaustive without a panic.

@@ -115,17 +115,30 @@ impl Daemon {
     }
 
     pub fn start_with(mode: Mode) -> Daemon {
+        Daemon::start_volume(mode, None)
+    }
+
+    /// Like [`Daemon::start`] with a sparse (all zero) volume `root` of `bytes`, for a file
+    /// system of that size.
+    pub fn start_blank(mode: Mode, bytes: u64) -> Daemon {
+        Daemon::start_volume(mode, Some(bytes))
+    }
+
+    fn start_volume(mode: Mode, blank_bytes: Option<u64>) -> Daemon {
         let mut d = Daemon::bus(mode);
         let dir = d.dir.path().to_path_buf();
         let pool = dir.join("pool.img");
         std::fs::File::create(&pool).unwrap().set_len(128 << 20).unwrap();
-        run_ok(Command::new("dd").args([
-            "if=/dev/urandom",
-            &format!("of={}", d.volume.display()),
-            "bs=1M",
-            &format!("count={}", VOLUME_BYTES >> 20),
-            "status=none",
-        ]));
+        match blank_bytes {
+            Some(bytes) => std::fs::File::create(&d.volume).unwrap().set_len(bytes).unwrap(),
+            None => drop(run_ok(Command::new("dd").args([
+                "if=/dev/urandom",
+                &format!("of={}", d.volume.display()),
+                "bs=1M",
+                &format!("count={}", VOLUME_BYTES >> 20),
+                "status=none",
+            ]))),
+        }
         let config = dir.join("snapback.toml");
         std::fs::write(
             &config,

@@ -353,6 +353,39 @@ pub fn forget(pool: &Pool, id: SnapshotId) -> BackendResult<()> {
     .map_err(super::sets::pool_error)
 }
 
+/// Whether `volume` of `set` may be opened read-only as it was when the set was taken, and
+/// why not. Both backends ask this before they hand out a snapshot device: only a snapshot
+/// that still holds the whole old volume may be shown. `active`, `overflow` and a
+/// `merge-scheduled` set whose merge has not begun do; a set whose merge has begun (its
+/// snapshot is being folded into the volume), an `invalid` one (it missed writes), and a
+/// volume the set does not include do not.
+pub fn check_open(set: &SnapshotSetRecord, volume: &str) -> BackendResult<()> {
+    let id = set.id;
+    if !set.volumes().iter().any(|v| v == volume) {
+        return Err(BackendError::not_found(format!(
+            "snapshot set {id} has no volume named {volume:?} (it has: {})",
+            names(&set.volumes())
+        )));
+    }
+    match set.state {
+        SetState::Invalid => Err(BackendError::snapshot_invalid(format!(
+            "snapshot set {id} is invalid ({}); it cannot be opened, only deleted",
+            set.message.as_deref().unwrap_or("its COW filled up or failed")
+        ))),
+        SetState::Merging | SetState::MergeFailed => Err(BackendError::already_merging(format!(
+            "snapshot set {id} is {} into its volumes; its snapshot can no longer be opened",
+            if set.state == SetState::Merging { "merging" } else { "part way merged" }
+        ))),
+        SetState::MergeScheduled if set.merge_started => {
+            Err(BackendError::already_merging(format!(
+                "the merge of snapshot set {id} began and has not finished; its snapshot can no \
+                 longer be opened"
+            )))
+        }
+        SetState::Active | SetState::Overflow | SetState::MergeScheduled => Ok(()),
+    }
+}
+
 /// Why an invalid set cannot be rolled back.
 pub fn invalid_error(set: &SnapshotSetRecord) -> BackendError {
     BackendError::snapshot_invalid(format!(

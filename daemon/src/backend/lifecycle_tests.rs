@@ -670,3 +670,43 @@ fn the_boot_side_is_committed_with_the_state() {
             .unwrap();
     assert_eq!(plain.boot_restore, None);
 }
+
+#[test]
+fn only_a_snapshot_that_still_holds_the_old_volume_can_be_opened() {
+    let record = |state: SetState, merge_started: bool| SnapshotSetRecord {
+        id: 4,
+        description: String::new(),
+        created_us: 0,
+        userdata: BTreeMap::new(),
+        important: false,
+        state,
+        merge_started,
+        message: None,
+        boot: None,
+        boot_undo: None,
+        boot_restore: None,
+        cows: vec![CowRecord { volume: "root".into(), chunk_sectors: 32, extents: vec![] }],
+    };
+    for (state, started) in
+        [(SetState::Active, false), (SetState::Overflow, false), (SetState::MergeScheduled, false)]
+    {
+        assert_eq!(check_open(&record(state, started), "root"), Ok(()), "{state:?}");
+    }
+    for (state, started, kind) in [
+        (SetState::Invalid, false, ErrorKind::SnapshotInvalid),
+        (SetState::Merging, true, ErrorKind::AlreadyMerging),
+        (SetState::MergeFailed, true, ErrorKind::AlreadyMerging),
+        (SetState::MergeScheduled, true, ErrorKind::AlreadyMerging),
+    ] {
+        let refused = check_open(&record(state, started), "root");
+        assert!(
+            matches!(&refused, Err(BackendError { kind: k, message, .. }) if *k == kind && message.contains("set 4")),
+            "{state:?}: {refused:?}"
+        );
+    }
+    let other = check_open(&record(SetState::Active, false), "home");
+    assert!(
+        matches!(&other, Err(BackendError { kind: ErrorKind::NotFound, message, .. }) if message.contains("\"home\"") && message.contains("root")),
+        "{other:?}"
+    );
+}

@@ -390,6 +390,13 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
+    fn open_volume(&self, id: SnapshotId, volume: &str) -> BackendResult<super::OpenedVolume> {
+        lifecycle::check_open(&self.state.record(id)?, volume)?;
+        Err(BackendError::backend(
+            "the memory backend keeps its volumes in RAM and has no devices to open",
+        ))
+    }
+
     fn delete(&self, id: SnapshotId) -> BackendResult<()> {
         let _ops = lock(&self.state.ops);
         lifecycle::apply(&self.state.pool, id, &Input::Delete)?;

@@ -112,6 +112,15 @@ impl RollbackOutcome {
     }
 }
 
+/// A volume of a snapshot set opened read-only (`OpenVolume`): the block device that shows the
+/// volume as it was when the set was taken, and a read-only descriptor of it, opened while the
+/// backend's lock was held (so the device cannot have gone between the two).
+#[derive(Debug)]
+pub struct OpenedVolume {
+    pub device: PathBuf,
+    pub file: std::fs::File,
+}
+
 /// Pool figures for `Status`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolStatus {
@@ -216,6 +225,10 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn rollback(&self, id: SnapshotId) -> BackendResult<RollbackOutcome>;
     fn cancel_rollback(&self, id: SnapshotId) -> BackendResult<()>;
     fn delete(&self, id: SnapshotId) -> BackendResult<()>;
+    /// Opens `volume` of set `id` read-only as it was when the set was taken (which states
+    /// allow it: `lifecycle::check_open`). While the device is mounted or held exclusively,
+    /// `rollback` and `delete` of the set refuse with `Busy`.
+    fn open_volume(&self, id: SnapshotId, volume: &str) -> BackendResult<OpenedVolume>;
     /// Replace the description (when Some) and merge `userdata` into the set's userdata.
     fn update_metadata(
         &self,

@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::dm::{DmControl, DmError};
+use super::dm::{self, DmControl, DmError};
+use super::names;
 use super::stack::{self, CowSpec, SetMember, VolumeSpec};
 use super::status::KernelSnapshotStatus;
 use super::table::{DevNum, OnFull, Segment};
@@ -22,8 +23,8 @@ use crate::backend::boot_side::BootSide;
 use crate::backend::lifecycle::{self, Effect, Input};
 use crate::backend::sets::{self, lock, pool_error};
 use crate::backend::{
-    Backend, BackendError, BackendEvent, BackendKind, BackendResult, EventSink, PoolStatus,
-    RollbackOutcome, SnapshotId, SnapshotRequest, SnapshotSetInfo, VolumeInfo,
+    Backend, BackendError, BackendEvent, BackendKind, BackendResult, EventSink, OpenedVolume,
+    PoolStatus, RollbackOutcome, SnapshotId, SnapshotRequest, SnapshotSetInfo, VolumeInfo,
 };
 use crate::config::Config;
 use crate::pool::{
@@ -43,6 +44,31 @@ pub const REQUIRED_TARGETS: [&str; 3] = ["snapshot", "snapshot-origin", "snapsho
 
 fn dm_error(e: DmError) -> BackendError {
     BackendError::backend(e.to_string()).caused_by(e)
+}
+
+/// Refuses while a snapshot device of set `id` is open (mounted through `OpenVolume`, or read
+/// by anyone): a merge removes that device and a delete frees the COW under it.
+fn refuse_open_snapshots(
+    dm: &DmControl,
+    volumes: &BTreeMap<String, Volume>,
+    set: &SnapshotSetRecord,
+    doing: &str,
+) -> BackendResult<()> {
+    for name in set.volumes() {
+        let Some(volume) = volumes.get(&name) else { continue };
+        if let Err(e) = stack::check_snapshot_closed(dm, &volume.spec, set.id) {
+            let device = dm::mapper_path(&volume.spec.name(names::Role::Snapshot(set.id)));
+            return Err(BackendError::busy(format!(
+                "cannot {doing} snapshot set {}: the snapshot of volume {name} is in use at {} \
+                 (mounted?); unmount it first (snapbackctl umount {} {name})",
+                set.id,
+                device.display(),
+                set.id
+            ))
+            .caused_by(e));
+        }
+    }
+    Ok(())
 }
 
 /// Major and minor numbers of a block device node.
@@ -742,6 +768,9 @@ impl Backend for KernelBackend {
                 }
             }
         }
+        if !record.merge_started {
+            refuse_open_snapshots(&inner.dm, &inner.volumes, &record, "roll back")?;
+        }
         let wait = inner.must_wait(&record)?;
         if !wait.is_empty() {
             inner.boot.keep_undo(&inner.pool, &record)?;
@@ -779,10 +808,7 @@ impl Backend for KernelBackend {
         let _ops = lock(&inner.ops);
         // What the kernel would refuse is refused before the set is committed invalid.
         if let Some(set) = inner.pool.registry().set(id) {
-            for name in set.volumes() {
-                let Some(volume) = inner.volumes.get(&name) else { continue };
-                stack::check_snapshot_closed(&inner.dm, &volume.spec, id).map_err(dm_error)?;
-            }
+            refuse_open_snapshots(&inner.dm, &inner.volumes, set, "delete")?;
         }
         let (record, _) = inner.apply(id, &Input::Delete)?;
         let registry = inner.pool.registry();
@@ -801,6 +827,27 @@ impl Backend for KernelBackend {
         tracing::info!(snapshot_id = id, "snapshot set deleted");
         inner.emit(BackendEvent::SnapshotRemoved(id));
         Ok(())
+    }
+
+    fn open_volume(&self, id: SnapshotId, volume: &str) -> BackendResult<OpenedVolume> {
+        let inner = &self.inner;
+        let _ops = lock(&inner.ops);
+        lifecycle::check_open(&inner.record(id)?, volume)?;
+        let spec = &inner.volume(volume)?.spec;
+        let name = spec.name(names::Role::Snapshot(id));
+        let info = inner.dm.find(&name).map_err(dm_error)?.ok_or_else(|| {
+            BackendError::backend(format!(
+                "snapshot set {id}: the snapshot device {name} of volume {volume} is not loaded"
+            ))
+        })?;
+        let device = dm::ensure_node(&name, info.dev).map_err(|e| {
+            BackendError::backend(format!("cannot make the device node of {name}: {e}"))
+                .caused_by(e)
+        })?;
+        let file = std::fs::File::open(&device).map_err(|e| {
+            BackendError::backend(format!("cannot open {}: {e}", device.display())).caused_by(e)
+        })?;
+        Ok(OpenedVolume { device, file })
     }
 
     fn update_metadata(

@@ -38,7 +38,8 @@ pub struct VolumeSpec {
 }
 
 impl VolumeSpec {
-    fn name(&self, role: Role) -> String {
+    /// The dm name of this volume's device in `role`.
+    pub fn name(&self, role: Role) -> String {
         dm_name(&self.name, role)
     }
 

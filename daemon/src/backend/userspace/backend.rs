@@ -18,8 +18,8 @@ use crate::backend::boot_side::BootSide;
 use crate::backend::lifecycle::{self, Effect, Input};
 use crate::backend::sets;
 use crate::backend::{
-    Backend, BackendError, BackendEvent, BackendKind, BackendResult, EventSink, PoolStatus,
-    RollbackOutcome, SnapshotId, SnapshotRequest, SnapshotSetInfo, VolumeInfo,
+    Backend, BackendError, BackendEvent, BackendKind, BackendResult, EventSink, OpenedVolume,
+    PoolStatus, RollbackOutcome, SnapshotId, SnapshotRequest, SnapshotSetInfo, VolumeInfo,
 };
 use crate::config::Config;
 use crate::pool::{CowRecord, ExtentIo, Pool, SetState, SnapshotSetRecord, VolumeRecord};
@@ -268,6 +268,61 @@ fn start_merges(shared: &Arc<Shared>, id: SnapshotId) -> BackendResult<()> {
     }
 }
 
+/// Holds every loop device that presents a snapshot of `record` (`OpenVolume`) exclusively, or
+/// refuses with `Busy` naming the first one in use (mounted, or held exclusively by someone):
+/// a merge or a delete must never run under a mounted snapshot. The holds keep anyone from
+/// mounting one until [`release_snapshot_loops`].
+fn hold_snapshot_loops(
+    shared: &Shared,
+    record: &SnapshotSetRecord,
+    doing: &str,
+) -> BackendResult<Vec<(PathBuf, loop_device::ExclusiveHold)>> {
+    let mut holds = Vec::new();
+    for name in record.volumes() {
+        let file =
+            shared.options.fuse_dir.join(UserspaceBackend::snapshot_file_name(&name, record.id));
+        for device in loop_device::bound_to(&file) {
+            match loop_device::hold_exclusive(&device) {
+                Ok(Some(hold)) => holds.push((device, hold)),
+                Ok(None) => {
+                    let points = loop_device::mount_points(&device);
+                    let where_ = if points.is_empty() {
+                        "in use".to_string()
+                    } else {
+                        format!("mounted at {}", points.join(", "))
+                    };
+                    return Err(BackendError::busy(format!(
+                        "cannot {doing} snapshot set {}: the snapshot of volume {name} is open at {} \
+                         ({where_}); unmount it first (snapbackctl umount {} {name})",
+                        record.id,
+                        device.display(),
+                        record.id
+                    )));
+                }
+                Err(err) => {
+                    return Err(BackendError::backend(format!(
+                        "checking whether {} is in use: {err}",
+                        device.display()
+                    ))
+                    .caused_by(err))
+                }
+            }
+        }
+    }
+    Ok(holds)
+}
+
+/// Detaches the snapshot loop devices held by [`hold_snapshot_loops`]: detached while still
+/// held, the kernel lets each go at the hold's close, so nothing can mount it in between.
+fn release_snapshot_loops(holds: Vec<(PathBuf, loop_device::ExclusiveHold)>) {
+    for (device, hold) in holds {
+        if let Err(err) = loop_device::detach(&device) {
+            tracing::warn!(device = %device.display(), %err, "cannot detach a snapshot's loop device");
+        }
+        drop(hold);
+    }
+}
+
 /// Whether the engine already found a snapshot of the set invalid (the monitor may not have
 /// reported it yet). A set never rolls back halfway: every member must be mergeable first.
 fn invalid_member(shared: &Shared, record: &SnapshotSetRecord) -> Option<String> {
@@ -422,6 +477,13 @@ impl Backend for UserspaceBackend {
                 return Err(lifecycle::invalid_error(&record));
             }
         }
+        // A mounted snapshot refuses the rollback outright (it is no state of the volumes the
+        // next start could wait for: it is the user's, and the merge would pull it away).
+        let snapshot_holds = if record.merge_started {
+            Vec::new()
+        } else {
+            hold_snapshot_loops(&self.shared, &record, "roll back")?
+        };
         // Busy = a volume's device is mounted or held exclusively: then the whole set waits
         // for the next assembly. Holding every device exclusively keeps it unmounted until the
         // merges have started.
@@ -468,6 +530,7 @@ impl Backend for UserspaceBackend {
             }
         }
         let started = start_merges(&self.shared, id);
+        release_snapshot_loops(snapshot_holds);
         drop(holds);
         self.shared.emit(BackendEvent::SnapshotChanged(id));
         started?;
@@ -484,7 +547,13 @@ impl Backend for UserspaceBackend {
 
     fn delete(&self, id: SnapshotId) -> BackendResult<()> {
         let _ops = lock(&self.shared.ops);
+        let current = self.shared.record(id)?;
+        // Refusals of the lifecycle come first, so that "cancel first" is not hidden behind
+        // "unmount first"; then nothing is committed while a snapshot is mounted.
+        lifecycle::next(&self.shared.pool.registry(), &current, &Input::Delete)?;
+        let snapshot_holds = hold_snapshot_loops(&self.shared, &current, "delete")?;
         let (record, _) = lifecycle::apply(&self.shared.pool, id, &Input::Delete)?;
+        release_snapshot_loops(snapshot_holds);
         // Registry first: the extents are only reused after this (under the same lock).
         lifecycle::forget(&self.shared.pool, id)?;
         for name in record.volumes() {
@@ -499,6 +568,31 @@ impl Backend for UserspaceBackend {
         self.shared.boot.refresh_entries(&self.shared.pool);
         self.shared.emit(BackendEvent::SnapshotRemoved(id));
         Ok(())
+    }
+
+    fn open_volume(&self, id: SnapshotId, volume: &str) -> BackendResult<OpenedVolume> {
+        let _ops = lock(&self.shared.ops);
+        lifecycle::check_open(&self.shared.record(id)?, volume)?;
+        let attached = self.shared.volume(volume)?.attached(id).is_some();
+        if !attached || !self.shared.options.snapshot_files {
+            return Err(BackendError::backend(format!(
+                "snapshot set {id}: the snapshot of volume {volume} is not served (see the journal: \
+                 journalctl -u snapbackd)"
+            )));
+        }
+        let file = self.shared.options.fuse_dir.join(Self::snapshot_file_name(volume, id));
+        let device = loop_device::attach_read_only(&file).map_err(|err| {
+            BackendError::backend(format!(
+                "snapshot set {id}: cannot attach a loop device to {}: {err}",
+                file.display()
+            ))
+            .caused_by(err)
+        })?;
+        let opened = std::fs::File::open(&device).map_err(|err| {
+            BackendError::backend(format!("cannot open {}: {err}", device.display())).caused_by(err)
+        })?;
+        tracing::info!(snapshot_id = id, volume, device = %device.display(), "snapshot opened read-only");
+        Ok(OpenedVolume { device, file: opened })
     }
 
     fn update_metadata(
@@ -546,6 +640,26 @@ impl Backend for UserspaceBackend {
                          fail until then: unmount it and use the volume's device after the next start");
                 }
                 volume.set_device(None);
+            }
+        }
+        // The snapshots' loop devices (`OpenVolume`) go too: left bound, they would keep the
+        // volume filesystem mounted after we exit. One still mounted detaches at its last
+        // close; its reads fail from now on, and no byte of the snapshot changes.
+        for set in &self.shared.pool.registry().snapshot_sets {
+            for name in set.volumes() {
+                let file =
+                    self.shared.options.fuse_dir.join(Self::snapshot_file_name(&name, set.id));
+                for device in loop_device::bound_to(&file) {
+                    if let Err(err) = loop_device::detach(&device) {
+                        problems.push(format!("detaching {}: {err}", device.display()));
+                    } else if !loop_device::wait_detached(
+                        &device,
+                        std::time::Duration::from_secs(5),
+                    ) {
+                        tracing::warn!(snapshot_id = set.id, volume = %name, device = %device.display(),
+                            "a snapshot's loop device is still in use (mounted?); it detaches when released");
+                    }
+                }
             }
         }
         if let Some(mut mount) = lock(&self.fuse).take() {

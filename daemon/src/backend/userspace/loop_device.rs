@@ -31,6 +31,55 @@ pub fn attach(file: &Path) -> io::Result<PathBuf> {
     Ok(PathBuf::from(device))
 }
 
+/// A read-only loop device over `file`: the one already bound to it when there is one
+/// (`--nooverlap` hands that back), else a new one.
+pub fn attach_read_only(file: &Path) -> io::Result<PathBuf> {
+    let device = run(Command::new("losetup")
+        .args(["--find", "--show", "--nooverlap", "--read-only"])
+        .arg(file))?;
+    if device.is_empty() {
+        return Err(io::Error::other(format!("losetup gave no device for {}", file.display())));
+    }
+    Ok(PathBuf::from(device))
+}
+
+/// The loop devices bound to `file` now.
+pub fn bound_to(file: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir("/sys/block") else { return Vec::new() };
+    let wanted = file.to_string_lossy();
+    let mut devices: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with("loop"))
+        .map(|entry| Path::new("/dev").join(entry.file_name()))
+        .filter(|device| backing_file(device).is_some_and(|backing| backing == wanted))
+        .collect();
+    devices.sort();
+    devices
+}
+
+/// Where `device` is mounted, as far as this process can see: in the first process's mount
+/// namespace (the host's, when snapbackd runs in a namespace of its own) and in its own.
+pub fn mount_points(device: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(device) else { return Vec::new() };
+    let numbers = format!("{}:{}", rustix::fs::major(meta.rdev()), rustix::fs::minor(meta.rdev()));
+    let mut found = Vec::new();
+    for table in ["/proc/1/mountinfo", "/proc/self/mountinfo"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if fields.get(2) == Some(&numbers.as_str()) {
+                if let Some(point) = fields.get(4) {
+                    if !found.iter().any(|p| p == point) {
+                        found.push(point.to_string());
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
 /// Detaches `device` (if still mounted, the kernel detaches it at last close).
 pub fn detach(device: &Path) -> io::Result<()> {
     run(Command::new("losetup").arg("--detach").arg(device)).map(drop)

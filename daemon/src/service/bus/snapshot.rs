@@ -75,6 +75,26 @@ impl SnapshotObject {
         self.service.delete(&header, id).await
     }
 
+    /// The block device that shows `volume` as it was when the set was taken, and a read-only
+    /// descriptor of it (mount it read-only: ext4 with `noload`, XFS with `norecovery,nouuid`).
+    #[zbus(out_args("device", "fd"))]
+    async fn open_volume(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        volume: String,
+        options: OptionDict,
+    ) -> Result<(String, zbus::OwnedFd), Error> {
+        arguments::reject_unknown(
+            &options,
+            snapback_dbus::options::OPEN_VOLUME_KEYS,
+            "OpenVolume",
+        )?;
+        let id = self.info().id;
+        let opened = self.service.open_volume(&header, id, volume).await?;
+        let fd = std::os::fd::OwnedFd::from(opened.file);
+        Ok((opened.device.display().to_string(), zbus::OwnedFd::from(fd)))
+    }
+
     #[zbus(property(emits_changed_signal = "const"))]
     fn id(&self) -> u32 {
         self.info().id

@@ -8,11 +8,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use snapback_dbus::{Error, ACTION_DELETE, ACTION_ROLLBACK, ACTION_SNAPSHOT};
+use snapback_dbus::{Error, ACTION_DELETE, ACTION_OPEN, ACTION_ROLLBACK, ACTION_SNAPSHOT};
 use zbus::message::Header;
 
 use super::{Change, Service};
-use crate::backend::{RollbackOutcome, SnapshotId, SnapshotRequest};
+use crate::backend::{OpenedVolume, RollbackOutcome, SnapshotId, SnapshotRequest};
 use crate::service::logging::{
     MESSAGE_ID_ROLLBACK_SCHEDULED, MESSAGE_ID_ROLLBACK_STARTED, MESSAGE_ID_SNAPSHOT_CREATED,
 };
@@ -114,6 +114,29 @@ impl Service {
         self.show(published.remove(id).into_iter().collect()).await;
         tracing::info!(snapshot_id = id, "snapshot set {id} deleted");
         Ok(())
+    }
+
+    /// `OpenVolume`: the snapshot's device and a read-only descriptor of it. Under the
+    /// mutation lock, so that it never interleaves with a Rollback or Delete of the set.
+    pub async fn open_volume(
+        &self,
+        caller: &Header<'_>,
+        id: SnapshotId,
+        volume: String,
+    ) -> Result<OpenedVolume, Error> {
+        self.existing(id).await?;
+        self.authorizer.check(caller, ACTION_OPEN).await?;
+        let _published = self.lock().await;
+        let name = volume.clone();
+        let opened = self.call(move |backend| backend.open_volume(id, &name)).await?;
+        tracing::info!(
+            snapshot_id = id,
+            volume = %volume,
+            device = %opened.device.display(),
+            "snapshot set {id}: volume {volume} opened read-only at {}",
+            opened.device.display()
+        );
+        Ok(opened)
     }
 
     /// `UpdateMetadata`.
