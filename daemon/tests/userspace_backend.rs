@@ -492,6 +492,46 @@ fn a_rollback_scheduled_under_a_mount_waits_while_the_old_device_stays_mounted_a
     assert!(after == before, "not rolled back");
 }
 
+/// Another snapbackd (another pool) with a volume of the same name and size: once this one's old
+/// device shows as `/<volume>` (its FUSE mount detached, as after a restart under systemd, or
+/// seen from another mount namespace), the other must not take it for a stale device of its
+/// own, which would keep its rollbacks waiting for a device that is not its own.
+#[test]
+fn another_pools_old_device_is_never_taken_for_a_stale_one_of_ours() {
+    let env = Env::new(&[("twin", 64 * MIB)], 128 * MIB);
+    let backend = env.open();
+    let old_device = device_of(&backend, "twin");
+    let mnt = env.mountpoint("twin");
+    let mounted = mkfs_and_mount(&old_device, &mnt);
+    backend.shutdown().unwrap();
+    drop(backend);
+    let backend = env.open();
+    let sys_backing = Path::new("/sys/block")
+        .join(Path::new(&old_device).file_name().unwrap())
+        .join("loop/backing_file");
+    assert_eq!(fs::read_to_string(&sys_backing).unwrap().trim_end(), "/twin");
+
+    let other = Env::new(&[("twin", 64 * MIB)], 128 * MIB);
+    let other_backend = other.open();
+    let set = other_backend
+        .create_snapshot(SnapshotRequest {
+            cow_size_bytes: Some(16 * MIB),
+            ..SnapshotRequest::default()
+        })
+        .unwrap();
+    assert_eq!(
+        other_backend.rollback(set.id).unwrap(),
+        RollbackOutcome::Merging,
+        "the other pool's idle volume waited for this pool's old device"
+    );
+    wait_removed(&other_backend, set.id);
+    other_backend.shutdown().unwrap();
+    drop(other_backend);
+
+    drop(mounted);
+    backend.shutdown().unwrap();
+}
+
 fn write_device(device: &str, offset: u64, data: &[u8]) {
     use std::os::unix::fs::FileExt;
     let file = OpenOptions::new().write(true).open(device).unwrap();
@@ -1043,7 +1083,7 @@ struct StaleLeftovers(PathBuf);
 impl Drop for StaleLeftovers {
     fn drop(&mut self) {
         // Only ours: other tests run in parallel, and free device numbers are reused.
-        snapbackd::backend::userspace::loop_device::detach_stale(&self.0, &[]);
+        snapbackd::backend::userspace::loop_device::detach_stale(&self.0, &[], &(0..0));
         let mounted = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         if mounted.lines().any(|l| {
             l.split(' ').nth(4) == self.0.to_str() && l.contains(" - tmpfs dead-snapbackd ")

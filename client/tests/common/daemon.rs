@@ -252,7 +252,7 @@ impl Drop for Daemon {
                 let _ = daemon.wait();
                 // Killed: its loop device was not detached (only ours: tests run in parallel).
                 let fuse = self.dir.path().join("fuse");
-                snapbackd::backend::userspace::loop_device::detach_stale(&fuse, &[]);
+                snapbackd::backend::userspace::loop_device::detach_stale(&fuse, &[], &(0..0));
                 let _ = Command::new("umount").arg("-l").arg(&fuse).status();
             }
         }

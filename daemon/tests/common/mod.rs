@@ -507,7 +507,7 @@ fn terminate(child: &mut Child, grace: Duration) -> std::process::ExitStatus {
 /// Detaches every loop device whose backing file lies under `dir` (only this fixture's: tests
 /// run in parallel, and a device number is reused as soon as it is free).
 fn detach_loop_devices_under(dir: &Path) {
-    snapbackd::backend::userspace::loop_device::detach_stale(dir, &[]);
+    snapbackd::backend::userspace::loop_device::detach_stale(dir, &[], &(0..0));
 }
 
 /// A system-bus configuration like Debian's (deny by default), plus the project's own

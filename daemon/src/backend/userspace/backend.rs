@@ -191,7 +191,9 @@ fn detach_stale_loops(shared: &Shared) {
     let served: Vec<(String, u64)> =
         shared.volumes.values().map(|v| (v.name.clone(), v.size_bytes)).collect();
     let mut in_use = Vec::new();
-    for stale in loop_device::detach_stale(&shared.options.fuse_dir, &served) {
+    for stale in
+        loop_device::detach_stale(&shared.options.fuse_dir, &served, &shared.files.inodes())
+    {
         if loop_device::wait_detached(&stale.device, std::time::Duration::from_secs(2)) {
             tracing::warn!(device = %stale.device.display(), "detached a loop device left by an earlier snapbackd");
         } else if let Some(volume) = stale.volume() {

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -37,9 +38,31 @@ const MAX_IO: u32 = 1 << 20;
 
 /// The files the filesystem shows, by name; entries can be added and removed at run time
 /// (snapshot views come and go). Inode numbers are never reused within a mount.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FileTable {
     inner: RwLock<TableInner>,
+    /// Where the inode numbers of the files come from (see [`pool_inodes`]).
+    inodes: Range<u64>,
+}
+
+impl Default for FileTable {
+    fn default() -> FileTable {
+        FileTable::new(ROOT + 1..u64::MAX)
+    }
+}
+
+/// The inode numbers the files of pool `pool_uuid`'s filesystem take: 2^32 of them, picked by
+/// the pool's uuid. A loop device keeps its backing file's inode number, so a stale one found
+/// at start is ours only if its number is in our range: another snapbackd's (another pool's)
+/// volume of the same name and size is never taken for one of ours (its file may look the same
+/// from here, `/<volume>`, once its mount is detached or lives in another mount namespace).
+pub fn pool_inodes(pool_uuid: &str) -> Range<u64> {
+    // FNV-1a: stable across builds and releases, which std's hasher is not.
+    let hash = pool_uuid
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let start = (hash >> 32).max(1) << 32;
+    start..start + (1 << 32)
 }
 
 #[derive(Debug, Default)]
@@ -49,10 +72,21 @@ struct TableInner {
 }
 
 impl FileTable {
+    pub fn new(inodes: Range<u64>) -> FileTable {
+        FileTable { inner: RwLock::default(), inodes }
+    }
+
+    /// The inode numbers its files take.
+    pub fn inodes(&self) -> Range<u64> {
+        self.inodes.clone()
+    }
+
     pub fn insert(&self, name: &str, file: Arc<dyn ServedFile>) {
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         inner.by_inode.retain(|_, (existing, _)| existing != name);
-        let inode = inner.next_inode.max(ROOT + 1);
+        // 2^32 files per start: the range never runs out in practice; if it did, the last
+        // number would be reused rather than leave the range.
+        let inode = inner.next_inode.clamp(self.inodes.start, self.inodes.end - 1);
         inner.next_inode = inode + 1;
         inner.by_inode.insert(inode, (name.to_string(), file));
     }
@@ -392,5 +426,53 @@ fn is_mountpoint(path: &Path) -> bool {
 impl Drop for FuseMount {
     fn drop(&mut self) {
         self.unmount();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_pool_has_its_own_inode_range_and_it_never_changes() {
+        let a = pool_inodes("3f2a1c9e-7b61-4d0a-9a51-2f1d6c0b8e44");
+        let b = pool_inodes("3f2a1c9e-7b61-4d0a-9a51-2f1d6c0b8e45");
+        assert!(a.end <= b.start || b.end <= a.start, "{a:?} overlaps {b:?}");
+        assert!(a.start > ROOT && a.end - a.start == 1 << 32);
+        // Pinned: a restarted (or upgraded) snapbackd must find its old devices in the range
+        // the one before it used.
+        assert_eq!(a, pool_inodes("3f2a1c9e-7b61-4d0a-9a51-2f1d6c0b8e44"));
+        assert_eq!(a.start, PINNED_START);
+    }
+
+    const PINNED_START: u64 = 13_800_464_898_326_528_000;
+
+    #[test]
+    fn files_take_their_inode_numbers_from_the_table_range() {
+        let table = FileTable::new(100..103);
+        #[derive(Debug)]
+        struct Empty;
+        impl ServedFile for Empty {
+            fn size(&self) -> u64 {
+                0
+            }
+            fn read(&self, _: u64, _: &mut [u8]) -> io::Result<()> {
+                Ok(())
+            }
+            fn write(&self, _: u64, _: &[u8]) -> io::Result<()> {
+                Ok(())
+            }
+            fn flush(&self) -> io::Result<()> {
+                Ok(())
+            }
+            fn writable(&self) -> bool {
+                false
+            }
+        }
+        for name in ["a", "b", "a"] {
+            table.insert(name, Arc::new(Empty));
+        }
+        let inodes: Vec<u64> = table.entries().into_iter().map(|(inode, _)| inode).collect();
+        assert_eq!(inodes, vec![101, 102], "a re-inserted file gets a new number, in range");
     }
 }

@@ -58,7 +58,7 @@ impl Drop for Leftovers {
         {
             let _ = Command::new("umount").arg("-l").arg(&self.mounted).status();
         }
-        loop_device::detach_stale(&self.fuse_dir, &[]);
+        loop_device::detach_stale(&self.fuse_dir, &[], &(0..0));
     }
 }
 

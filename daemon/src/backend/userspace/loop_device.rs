@@ -3,6 +3,7 @@
 
 use std::fs::OpenOptions;
 use std::io;
+use std::ops::Range;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -145,7 +146,7 @@ fn backing_file(device: &Path) -> Option<String> {
 /// daemon serves (`served`: volume name and size; `<volume>@<id>` too), of that volume's size,
 /// with no file or block device at that path here. One still in use (mounted) is only marked
 /// to detach at its last close: see [`StaleLoop::still_bound`]. Returns what it detached.
-pub fn detach_stale(dir: &Path, served: &[(String, u64)]) -> Vec<StaleLoop> {
+pub fn detach_stale(dir: &Path, served: &[(String, u64)], inodes: &Range<u64>) -> Vec<StaleLoop> {
     let Ok(entries) = std::fs::read_dir("/sys/block") else { return Vec::new() };
     let mut detached = Vec::new();
     for entry in entries.flatten() {
@@ -164,8 +165,12 @@ pub fn detach_stale(dir: &Path, served: &[(String, u64)]) -> Vec<StaleLoop> {
                     .and_then(|sectors| sectors.trim().parse::<u64>().ok())
                     .map(|sectors| sectors * 512);
                 match served_file_seen_detached(path, served, size) {
-                    Some(file_name) => file_name,
-                    None => continue,
+                    Some(file_name)
+                        if backing_inode(&device).is_some_and(|i| inodes.contains(&i)) =>
+                    {
+                        file_name
+                    }
+                    _ => continue,
                 }
             }
         };
@@ -177,6 +182,16 @@ pub fn detach_stale(dir: &Path, served: &[(String, u64)]) -> Vec<StaleLoop> {
         }
     }
     detached
+}
+
+/// The inode number of `device`'s backing file, as the loop device recorded it when bound.
+fn backing_inode(device: &Path) -> Option<u64> {
+    let out = Command::new("losetup")
+        .args(["--list", "--noheadings", "--output", "BACK-INO"])
+        .arg(device)
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
 /// `/<volume>` or `/<volume>@<id>` of that volume's size, and not a file or block device that

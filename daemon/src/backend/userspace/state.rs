@@ -94,12 +94,14 @@ impl Shared {
         volumes: BTreeMap<String, Arc<Volume>>,
         boot: crate::backend::boot_side::BootSide,
     ) -> Shared {
+        let files =
+            Arc::new(FileTable::new(super::fuse_fs::pool_inodes(&pool.registry().pool_uuid)));
         Shared {
             pool,
             boot,
             options,
             volumes,
-            files: Arc::new(FileTable::default()),
+            files,
             sink: RwLock::new(None),
             ops: Mutex::new(()),
             progress: Mutex::new(BTreeMap::new()),
