@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: snapback contributors
-# GNU General Public License v2.0 or later (see https://www.gnu.org/licenses/old-licenses/gpl-2.0.txt)
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The one way the snapback modules reach snapbackd: `snapbackctl --json` on the target.
 
 Every decision about snapshot sets (which state allows what, what is busy, what is refused) is

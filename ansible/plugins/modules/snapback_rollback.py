@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: snapback contributors
-# GNU General Public License v2.0 or later (see https://www.gnu.org/licenses/old-licenses/gpl-2.0.txt)
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import absolute_import, division, print_function
 
@@ -54,10 +54,12 @@ notes:
 attributes:
   check_mode:
     support: full
+    description: Reports what it would do and asks nothing of the daemon.
   diff_mode:
     support: none
+    description: The change is a merge of a whole volume; no diff is shown.
 author:
-  - snapback contributors
+  - snapback contributors (@snapback)
 """
 
 EXAMPLES = r"""

@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: snapback contributors
-# GNU General Public License v2.0 or later (see https://www.gnu.org/licenses/old-licenses/gpl-2.0.txt)
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import absolute_import, division, print_function
 
@@ -76,10 +76,12 @@ notes:
 attributes:
   check_mode:
     support: full
+    description: Reports the set it would take or the sets it would delete, and changes nothing.
   diff_mode:
     support: full
+    description: Shows the set it would take (its options) or the ids of the sets it deletes.
 author:
-  - snapback contributors
+  - snapback contributors (@snapback)
 """
 
 EXAMPLES = r"""

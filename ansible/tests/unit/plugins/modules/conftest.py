@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-# GNU General Public License v2.0 or later (see https://www.gnu.org/licenses/old-licenses/gpl-2.0.txt)
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Unit-test harness: the modules' main() against a scripted stand-in for snapbackctl.
 
 The stand-in is an executable that records its argv and answers from a table the test wrote
