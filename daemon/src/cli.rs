@@ -193,6 +193,7 @@ fn open_backend(
             let options = UserspaceOptions {
                 merge_step_bytes: testing_merge_step_bytes(),
                 merge_step_pause: testing_merge_step_pause(),
+                io_trace: testing_io_trace(),
                 ..UserspaceOptions::default()
             };
             Arc::new(UserspaceBackend::open_with(config, pool, options)?)
@@ -231,6 +232,20 @@ fn testing_merge_step_bytes() -> Option<u64> {
     let bytes = std::env::var("SNAPBACK_TEST_MERGE_STEP_BYTES").ok()?.parse().ok()?;
     tracing::warn!("testing: merge steps of {bytes} bytes (SNAPBACK_TEST_MERGE_STEP_BYTES)");
     Some(bytes)
+}
+
+/// Tests chasing a write that did not last log every FUSE write and fsync to a file:
+/// `SNAPBACK_TEST_IO_TRACE`, honoured only together with `SNAPBACK_TESTING=1`.
+fn testing_io_trace() -> Option<std::path::PathBuf> {
+    if std::env::var_os("SNAPBACK_TESTING").is_none_or(|v| v != "1") {
+        return None;
+    }
+    let path = std::path::PathBuf::from(std::env::var_os("SNAPBACK_TEST_IO_TRACE")?);
+    tracing::warn!(
+        "testing: every volume write and fsync logged to {} (SNAPBACK_TEST_IO_TRACE)",
+        path.display()
+    );
+    Some(path)
 }
 
 /// `--backend` if given (kernel only when usable), else detect.

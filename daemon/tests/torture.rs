@@ -343,10 +343,21 @@ struct Torture {
 
 impl Torture {
     async fn start(fstype: &str, seed: u64, fio_mib: u64) -> Torture {
+        // With SNAPBACK_TORTURE_KEEP, every daemon logs its volume's writes and fsyncs there
+        // too (SNAPBACK_TEST_IO_TRACE): a failure can then be followed to the daemon's side.
+        let daemon_env = match std::env::var_os("SNAPBACK_TORTURE_KEEP") {
+            Some(keep) => {
+                fs::create_dir_all(&keep).unwrap();
+                let trace = PathBuf::from(keep).join(format!("io-trace-{fstype}-seed{seed}.log"));
+                vec![("SNAPBACK_TEST_IO_TRACE".to_string(), trace.display().to_string())]
+            }
+            None => Vec::new(),
+        };
         let fx = Fixture::start(Options {
             volumes: vec![common::VolumeSpec { name: "root", bytes: VOLUME_BYTES, auto: true }],
             pool_bytes: 2048 * MIB,
             merge_step_bytes: Some(256 * 1024),
+            daemon_env,
             ..Options::default()
         });
         let connection = fx.connect().await;
@@ -592,7 +603,8 @@ impl Torture {
     ///
     /// With SNAPBACK_TORTURE_KEEP=DIR, the volume as the kill left it (before the mount
     /// replays its log) is copied first and kept in DIR when the check fails, with the
-    /// daemon's log, for `xfs_logprint` / `debugfs` (the fixture's directory goes with it).
+    /// daemon's log, for `xfs_logprint` / `debugfs` (the fixture's directory goes with it);
+    /// DIR also holds the daemons' trace of every write and fsync (`io-trace-*.log`).
     fn recover(&mut self, ledger: &Ledger, when: &str) -> Files {
         let keep = std::env::var_os("SNAPBACK_TORTURE_KEEP").map(PathBuf::from);
         let crash_image = self.fx.path("crash-image.img");

@@ -74,7 +74,12 @@ impl UserspaceBackend {
             shared.files.insert(name, volume.served_file());
         }
         detach_stale_loops(&shared);
-        let mount = FuseMount::mount(&shared.options.fuse_dir, shared.files.clone(), shared.options.fuse_threads)
+        let mount = FuseMount::mount(
+            &shared.options.fuse_dir,
+            shared.files.clone(),
+            shared.options.fuse_threads,
+            shared.options.io_trace.as_deref(),
+        )
             .map_err(|err| {
                 BackendError::backend(format!(
                     "cannot mount the volume filesystem at {}: {err} (is /dev/fuse there and are we root?)",

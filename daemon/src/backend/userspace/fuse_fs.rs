@@ -120,6 +120,29 @@ impl FileTable {
 struct VolumeFs {
     files: Arc<FileTable>,
     mounted_at: SystemTime,
+    trace: Option<IoTrace>,
+}
+
+/// One line per write and fsync (`UserspaceOptions::io_trace`): microseconds since the epoch,
+/// pid, then `W INODE OFFSET LEN OK` or `F INODE start|OK`. Each line is one write(2) to a file
+/// opened for appending, so what a SIGKILL cuts short is only what had not happened yet.
+#[derive(Debug)]
+struct IoTrace(std::sync::Mutex<std::fs::File>);
+
+impl IoTrace {
+    fn open(path: &Path) -> io::Result<IoTrace> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(IoTrace(std::sync::Mutex::new(file)))
+    }
+
+    fn line(&self, what: std::fmt::Arguments<'_>) {
+        use std::io::Write;
+        let micros = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros();
+        let text = format!("{micros} {} {what}\n", std::process::id());
+        let mut file = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // A trace that cannot be written must not fail the volume's I/O.
+        let _ = file.write_all(text.as_bytes());
+    }
 }
 
 fn errno(err: &io::Error) -> Errno {
@@ -280,7 +303,16 @@ impl Filesystem for VolumeFs {
         if offset.saturating_add(data.len() as u64) > file.size() {
             return reply.error(Errno::ENOSPC);
         }
-        match file.write(offset, data) {
+        let written = file.write(offset, data);
+        if let Some(trace) = &self.trace {
+            trace.line(format_args!(
+                "W {} {offset} {} {}",
+                u64::from(ino),
+                data.len(),
+                written.is_ok()
+            ));
+        }
+        match written {
             Ok(()) => reply.written(data.len() as u32),
             Err(err) => {
                 // Refused on purpose during shutdown (a file system still mounted): expected,
@@ -318,7 +350,14 @@ impl Filesystem for VolumeFs {
         let Some(file) = self.files.get(u64::from(ino)) else {
             return reply.error(Errno::ENOENT);
         };
-        match file.flush() {
+        if let Some(trace) = &self.trace {
+            trace.line(format_args!("F {} start", u64::from(ino)));
+        }
+        let flushed = file.flush();
+        if let Some(trace) = &self.trace {
+            trace.line(format_args!("F {} {}", u64::from(ino), flushed.is_ok()));
+        }
+        match flushed {
             Ok(()) => reply.ok(),
             Err(err) => reply.error(errno(&err)),
         }
@@ -367,7 +406,9 @@ impl FuseMount {
         mountpoint: &Path,
         files: Arc<FileTable>,
         threads: usize,
+        trace: Option<&Path>,
     ) -> io::Result<FuseMount> {
+        let trace = trace.map(IoTrace::open).transpose()?;
         if is_mountpoint(mountpoint) {
             // Left behind by a snapbackd that did not shut down: its server is gone, so the
             // mount only answers ENOTCONN. Detach it lazily and mount afresh.
@@ -382,7 +423,7 @@ impl FuseMount {
             }
         }
         std::fs::create_dir_all(mountpoint)?;
-        let fs = VolumeFs { files, mounted_at: SystemTime::now().max(UNIX_EPOCH) };
+        let fs = VolumeFs { files, mounted_at: SystemTime::now().max(UNIX_EPOCH), trace };
         let mut config = Config::default();
         config.mount_options = vec![
             MountOption::FSName("snapback".into()),

@@ -71,7 +71,7 @@ fn ext4_on_a_loop_device_over_a_fuse_file() {
     let file = Arc::new(MemFile { bytes: Mutex::new(vec![0; 64 << 20]), writable: true });
     table.insert("vol", file.clone());
     table.insert("ro", Arc::new(MemFile { bytes: Mutex::new(vec![7; 4096]), writable: false }));
-    let mut mount = FuseMount::mount(&mountpoint, table.clone(), 4).unwrap();
+    let mut mount = FuseMount::mount(&mountpoint, table.clone(), 4, None).unwrap();
     let fs_dir = dir.path().join("mnt");
     let _leftovers = Leftovers { mounted: fs_dir.clone(), fuse_dir: mountpoint.clone() };
 
@@ -123,7 +123,7 @@ fn a_leftover_mount_at_the_mountpoint_is_replaced() {
     assert!(is_mounted(&mountpoint));
     let table = Arc::new(FileTable::default());
     table.insert("vol", Arc::new(MemFile { bytes: Mutex::new(vec![3; 8192]), writable: true }));
-    let mut mount = FuseMount::mount(&mountpoint, table, 2).unwrap();
+    let mut mount = FuseMount::mount(&mountpoint, table, 2, None).unwrap();
     assert_eq!(std::fs::read(mountpoint.join("vol")).unwrap(), vec![3; 8192]);
     mount.unmount();
     assert!(!is_mounted(&mountpoint));

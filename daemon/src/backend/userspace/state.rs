@@ -33,6 +33,9 @@ pub struct UserspaceOptions {
     /// A pause after every merge step, for tests that must act while a merge runs however
     /// fast the machine's flushes are (None in production).
     pub merge_step_pause: Option<Duration>,
+    /// A file that gets a line for every FUSE write and fsync of a served file, for tests
+    /// chasing a write that did not last (None in production).
+    pub io_trace: Option<std::path::PathBuf>,
 }
 
 impl Default for UserspaceOptions {
@@ -48,6 +51,7 @@ impl Default for UserspaceOptions {
             snapshot_files: true,
             merge_step_bytes: None,
             merge_step_pause: None,
+            io_trace: None,
         }
     }
 }
