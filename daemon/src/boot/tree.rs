@@ -101,7 +101,14 @@ pub fn entries(dir: &Path) -> io::Result<BTreeMap<String, Entry>> {
         if !item.file_type()?.is_file() {
             continue;
         }
-        found.insert(id.to_string(), Entry::parse(id, &fs::read_to_string(item.path())?));
+        let text = match fs::read_to_string(item.path()) {
+            Ok(text) => text,
+            // Gone between the listing and the read (an entry taken away as we look, e.g. a
+            // set's rollback entry when its merge ends): it is not there.
+            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err),
+        };
+        found.insert(id.to_string(), Entry::parse(id, &text));
     }
     Ok(found)
 }
