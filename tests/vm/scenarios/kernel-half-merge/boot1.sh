@@ -2,9 +2,10 @@
 # (A) set 1 = volume a. Its merge is cut half way by a backing disk that starts failing
 #     writes: the set is merge-failed, Delete and CancelRollback are refused, and a daemon
 #     restart with the disk still failing keeps a as snapshot-merge reading the snapshot's data.
-# (B) set 2 = volumes b and c. The merge starts on b but not on c (c's snapshot device is held
-#     open); then c is mounted and the daemon restarts: b must stay snapshot-merge, never go
-#     back to snapshot-origin over its half-merged -real; likewise once the retry is deferred.
+# (B) set 2 = volumes b and c. The merge starts on b but not on c (c's snapshot device is
+#     opened while b's merge starts); then c is mounted and the daemon restarts: b must stay
+#     snapshot-merge, never go back to snapshot-origin over its half-merged -real; likewise
+#     once the retry is deferred.
 . /scenario/lib.sh
 need_bin snapbackd
 need_bin snapbackctl
@@ -83,9 +84,20 @@ check_eq a-reads-snapshot-every-chunk 256 "$(same_chunks /tmp/keep/a-v1.chunks /
 # ---- (B) a set whose merge started on b only
 umount /mnt/c
 dm mknodes snapback-c-2               # the daemon makes nodes for the volumes only
-exec 7< /dev/mapper/snapback-c-2     # c's snapshot device open: its merge cannot start
+# Opened before the call, c's snapshot device makes Rollback refuse the whole set, Busy, with
+# nothing started (kernel-snapshot-open checks that). Opened while b's merge starts, after that
+# check, it stops c's start only: the pool is slowed down so that b's snapshot-merge table,
+# whose constructor reads b's COW through it, takes seconds to load, and c's snapshot device
+# is opened as soon as b's own has gone (just before that load).
+pool_delay 1000
 # (dbus-send cannot send an empty a{sv}: snapbackctl words the reply by its error name)
-check b-rollback-fails-on-c sh -c "! snapbackctl rollback 2 2>/tmp/rb2.err"
+snapbackctl rollback 2 2>/tmp/rb2.err &
+RB=$!
+n=0; while dm info snapback-b-2 >/dev/null 2>&1 && [ $n -lt 600 ]; do sleep 0.05; n=$((n + 1)); done
+exec 7< /dev/mapper/snapback-c-2     # c's snapshot device open: its merge cannot start
+rb_rc=0; wait $RB || rb_rc=$?
+pool_delay 100
+check_ne b-rollback-fails-on-c 0 "$rb_rc"
 check b-rollback-error-is-backend grep -q '^snapbackctl: the storage backend failed: starting the merge into volume c: .*the snapshot device is open' /tmp/rb2.err
 echo "VM-INFO: rollback 2: $(cat /tmp/rb2.err)"
 exec 7<&-
