@@ -52,10 +52,11 @@ impl Default for FileTable {
 }
 
 /// The inode numbers the files of pool `pool_uuid`'s filesystem take: 2^32 of them, picked by
-/// the pool's uuid. A loop device keeps its backing file's inode number, so a stale one found
-/// at start is ours only if its number is in our range: another snapbackd's (another pool's)
-/// volume of the same name and size is never taken for one of ours (its file may look the same
-/// from here, `/<volume>`, once its mount is detached or lives in another mount namespace).
+/// the pool's uuid. A loop device found at start whose file reads `/<volume>` (its mount
+/// detached, or living in another mount namespace) and whose inode can be read is ours only
+/// if the number is in our range: another snapbackd's (another pool's) live volume of the same
+/// name and size is never taken for one of ours. A dead daemon's file cannot be stat'ed, and
+/// is told by name and size alone.
 pub fn pool_inodes(pool_uuid: &str) -> Range<u64> {
     // FNV-1a: stable across builds and releases, which std's hasher is not.
     let hash = pool_uuid

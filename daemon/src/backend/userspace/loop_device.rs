@@ -164,9 +164,12 @@ pub fn detach_stale(dir: &Path, served: &[(String, u64)], inodes: &Range<u64>) -
                     .ok()
                     .and_then(|sectors| sectors.trim().parse::<u64>().ok())
                     .map(|sectors| sectors * 512);
+                // Its inode can only be read while its daemon answers (the kernel stats the
+                // file): a live one outside our range is another pool's; a dead one is told by
+                // name and size alone.
                 match served_file_seen_detached(path, served, size) {
                     Some(file_name)
-                        if backing_inode(&device).is_some_and(|i| inodes.contains(&i)) =>
+                        if backing_inode(&device).is_none_or(|i| inodes.contains(&i)) =>
                     {
                         file_name
                     }
@@ -184,7 +187,8 @@ pub fn detach_stale(dir: &Path, served: &[(String, u64)], inodes: &Range<u64>) -
     detached
 }
 
-/// The inode number of `device`'s backing file, as the loop device recorded it when bound.
+/// The inode number of `device`'s backing file (LOOP_GET_STATUS64 stats the file: None when
+/// the FUSE daemon behind it is gone, as the kernel then cannot).
 fn backing_inode(device: &Path) -> Option<u64> {
     let out = Command::new("losetup")
         .args(["--list", "--noheadings", "--output", "BACK-INO"])
