@@ -2,9 +2,11 @@
 # shows the files as they were while the origin keeps the new ones; mounting writes nothing to
 # the snapshot device nor to its COW; Rollback and Delete refuse while it is mounted (and the set
 # stays active), and work after `umount`.
+. /snapback/snapbackd-lib.sh
 need_bin snapbackd
 need_bin snapbackctl
-cat > /etc/snapback.toml <<TOML
+mkdir -p /etc/snapback
+cat > /etc/snapback/snapback.toml <<TOML
 [pool]
 path = "/dev/disk/pool"
 
@@ -13,19 +15,10 @@ name = "data"
 device = "/dev/disk/vol"
 auto = true
 TOML
-mkdir -p /run/dbus
-dbus-daemon --config-file=/etc/dbus-system.conf --nofork --nopidfile &
-n=0; while [ ! -S /run/dbus/system_bus_socket ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
-snapbackd init --config /etc/snapback.toml
-SNAPBACK_TESTING=1 SNAPBACK_LOG_STDERR=1 snapbackd --config /etc/snapback.toml --backend kernel \
-  --no-polkit 2>>/tmp/snapbackd.log &
-DAEMON_PID=$!
-n=0
-until snapbackctl status >/dev/null 2>&1; do
-  kill -0 $DAEMON_PID 2>/dev/null || { echo "CHECK FAIL daemon-starts: $(tail -n 5 /tmp/snapbackd.log | tr '\n' ' ')"; exit 1; }
-  n=$((n + 1)); [ $n -lt 300 ] || { echo "CHECK FAIL daemon-starts: no answer"; exit 1; }
-  sleep 0.2
-done
+start_bus
+snapbackd init --config /etc/snapback/snapback.toml
+start_daemon
+check daemon-starts owns_name
 set_id() { tr ',' '\n' < "$1" | sed -n 's/.*"id": *\([0-9]*\).*/\1/p' | head -n1; }
 json_value() { tr ',' '\n' < "$1" | sed -n "s/.*\"$2\": *\"\\([^\"]*\\)\".*/\\1/p" | head -n1; }
 
@@ -95,5 +88,5 @@ check umount-by-dir snapbackctl umount "$id2" /snap
 check delete-after-umount snapbackctl delete "$id2"
 check snapshot-device-gone sh -c "! test -e /dev/mapper/snapback-data-$id2 && ! dmsetup info snapback-data-$id2 >/dev/null 2>&1"
 
-kill -TERM $DAEMON_PID; wait $DAEMON_PID || true
+stop_daemon
 sed 's/^/VM-INFO: daemon: /' /tmp/snapbackd.log | grep -i "open\|busy\|error" || true
